@@ -1,0 +1,145 @@
+//! The backend interface: the op set the Qwen model is written against.
+//!
+//! Shapes use fixed letters: `N` rows (tokens, `B·T` flattened), `B` batch, `T` query length,
+//! `S` key/value length, `H` query heads, `KV` key/value heads, `D` head dim, `V` vocab.
+//! Ops take their operands by reference and return fresh tensors, so a layer's intermediate
+//! activations are freed as soon as the layer drops them; a device backend makes that cheap with
+//! a caching allocator. Ops that accumulate (gradients, KV caches) write into `&mut` tensors.
+//!
+//! This module must not contain model logic: an op is a mathematical function of its operands,
+//! never "the Qwen attention block".
+
+use crate::{HostData, Result};
+
+/// What every backend tensor can tell about itself without touching device memory.
+pub trait TensorInfo {
+    fn shape(&self) -> &[usize];
+    fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+}
+
+/// The low-rank path of a LoRA linear: `y += scale · (x Aᵀ) Bᵀ` (Hu et al. 2021, eq. 3).
+pub struct LoraWeights<'a, T> {
+    /// `[r, in]`
+    pub a: &'a T,
+    /// `[out, r]`
+    pub b: &'a T,
+    /// `alpha / r`, or `alpha / √r` with rsLoRA.
+    pub scale: f32,
+}
+
+/// Which keys each query may attend to.
+///
+/// Query `i` of batch row `b` sits at key index `q_offset + i` (so with a KV cache holding `p`
+/// earlier tokens, `q_offset = p`). It sees key `j` when all hold:
+/// `j < kv_len`, `j ≤ q_offset + i` (causal), `key_valid[b·kv_len + j]` (not padding), and,
+/// when `segments` is given, `segments[b·kv_len + j] == segments[b·kv_len + q_offset + i]`
+/// (packing: samples in one row never see each other). A query that sees no key gets a zero
+/// output.
+#[derive(Clone, Debug)]
+pub struct AttentionMask {
+    pub batch: usize,
+    pub q_len: usize,
+    pub kv_len: usize,
+    pub q_offset: usize,
+    /// `[B, kv_len]`, true for real tokens; `None` means all valid.
+    pub key_valid: Option<Vec<bool>>,
+    /// `[B, kv_len]` sample ids for packed rows; `None` means one sample per row.
+    pub segments: Option<Vec<u32>>,
+}
+
+impl AttentionMask {
+    /// Plain causal mask over `len` tokens per row, no padding.
+    pub fn causal(batch: usize, len: usize) -> Self {
+        AttentionMask { batch, q_len: len, kv_len: len, q_offset: 0, key_valid: None, segments: None }
+    }
+
+    /// Whether query `i` of row `b` may attend to key `j`.
+    #[inline]
+    pub fn allows(&self, b: usize, i: usize, j: usize) -> bool {
+        let qpos = self.q_offset + i;
+        if j >= self.kv_len || j > qpos {
+            return false;
+        }
+        if let Some(valid) = &self.key_valid {
+            if !valid[b * self.kv_len + j] {
+                return false;
+            }
+        }
+        if let Some(seg) = &self.segments {
+            if seg[b * self.kv_len + j] != seg[b * self.kv_len + qpos] {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The op set. Every op validates its shapes and returns [`crate::CoreError`] on misuse; none
+/// panics on bad input.
+pub trait Backend: Send + Sync {
+    type Tensor: TensorInfo + Send + Sync;
+
+    /// Human-readable name for logs ("cpu", "cuda:0").
+    fn name(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------------------
+
+    /// Copy host data to the backend, converting to the backend's storage type.
+    fn upload(&self, data: HostData<'_>, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Copy a tensor back to the host as f32.
+    fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    /// A zero-filled tensor in the backend's compute type.
+    fn zeros(&self, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Same data, new shape (element count must match).
+    fn reshape(&self, t: Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Rows `rows` of a `[N, C]` tensor, as `[rows.len(), C]`.
+    fn gather_rows(&self, x: &Self::Tensor, rows: &[usize]) -> Result<Self::Tensor>;
+    /// Write `src` `[B, T, …]` into `dst` `[B, S_cap, …]` at sequence offset `at` (KV caches).
+    fn write_seq(&self, dst: &mut Self::Tensor, src: &Self::Tensor, at: usize) -> Result<()>;
+
+    // ---- element-wise -------------------------------------------------------------------
+
+    /// `a + b`, same shapes.
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// `acc += alpha · x`, same element counts.
+    fn add_scaled_assign(&self, acc: &mut Self::Tensor, x: &Self::Tensor, alpha: f32) -> Result<()>;
+
+    // ---- products -----------------------------------------------------------------------
+
+    /// `op(a) · op(b)` for 2-D tensors, `op` transposing when the flag is set.
+    fn matmul(&self, a: &Self::Tensor, b: &Self::Tensor, trans_a: bool, trans_b: bool) -> Result<Self::Tensor>;
+    /// `y = x Wᵀ + bias (+ LoRA)`: x `[N, in]`, w `[out, in]`, bias `[out]` → `[N, out]`.
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        lora: Option<LoraWeights<'_, Self::Tensor>>,
+    ) -> Result<Self::Tensor>;
+
+    // ---- transformer ops ----------------------------------------------------------------
+
+    /// Rows of `table` `[V, C]` selected by `ids` → `[ids.len(), C]`.
+    fn embedding(&self, table: &Self::Tensor, ids: &[u32]) -> Result<Self::Tensor>;
+    /// RMSNorm over the last dimension (Zhang & Sennrich 2019): `w · x / √(mean(x²) + eps)`,
+    /// with `w` of that dimension's size. Per-head q/k norm is this op on `[N·H, D]`.
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+    /// Rotary embedding, rotate-half layout (Su et al. 2021; HF `apply_rotary_pos_emb`):
+    /// x `[N, H, D]`, `cos`/`sin` tables `[P, D/2]`, `positions` `[N]` indexing the tables.
+    fn rope(&self, x: &Self::Tensor, cos: &Self::Tensor, sin: &Self::Tensor, positions: &[u32]) -> Result<Self::Tensor>;
+    /// Scaled dot-product attention with grouped-query heads (H a multiple of KV):
+    /// q `[B, T, H, D]`, k/v `[B, S_cap, KV, D]` of which the first `mask.kv_len` are used.
+    /// Returns the output `[B, T, H, D]` and the softmax log-sum-exp `[B, T, H]` (for backward).
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        mask: &AttentionMask,
+        scale: f32,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
+    /// `silu(gate) · up`, same shapes (SwiGLU, Shazeer 2020).
+    fn swiglu(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
+}

@@ -1,0 +1,308 @@
+//! The CPU backend: f32 everywhere, rayon across rows, the `gemm` crate for products.
+//!
+//! This is the reference implementation of [`Backend`]: each op is written as plain, readable
+//! loops (plus one GEMM call where there is a product) so that a reader can check it against
+//! the formula in the op's doc comment, and so other backends have a twin to compare against.
+//! It must not take numerical shortcuts (no reduced precision, no approximate exp).
+
+pub mod gemm;
+
+use rayon::prelude::*;
+
+use crate::backend::{AttentionMask, Backend, LoraWeights, TensorInfo};
+use crate::error::{CoreError, Result};
+use crate::{ensure_shape, HostData};
+
+/// A contiguous row-major f32 tensor in host memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuTensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl CpuTensor {
+    /// Wrap `data` with `shape`; the element counts must agree.
+    pub fn new(data: Vec<f32>, shape: &[usize]) -> Result<Self> {
+        let expected: usize = shape.iter().product();
+        if expected != data.len() {
+            return Err(CoreError::ElementCount { op: "CpuTensor::new", shape: shape.to_vec(), expected, got: data.len() });
+        }
+        Ok(CpuTensor { shape: shape.to_vec(), data })
+    }
+
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    pub fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+}
+
+impl TensorInfo for CpuTensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+/// The CPU backend. Threads come from rayon's global pool (set `RAYON_NUM_THREADS` to pin).
+#[derive(Clone, Debug, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+/// Rows (product of all but the last dimension) and the last dimension.
+fn rows_cols(shape: &[usize]) -> (usize, usize) {
+    let cols = *shape.last().unwrap_or(&1);
+    let rows = if cols == 0 { 0 } else { shape.iter().product::<usize>() / cols };
+    (rows, cols)
+}
+
+#[inline]
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn upload(&self, data: HostData<'_>, shape: &[usize]) -> Result<CpuTensor> {
+        CpuTensor::new(data.to_f32_vec(), shape)
+    }
+
+    fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
+        Ok(t.data.clone())
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<CpuTensor> {
+        Ok(CpuTensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] })
+    }
+
+    fn reshape(&self, t: CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
+        let n: usize = shape.iter().product();
+        ensure_shape!(n == t.data.len(), "reshape", "{:?} → {:?}", t.shape, shape);
+        Ok(CpuTensor { shape: shape.to_vec(), data: t.data })
+    }
+
+    fn gather_rows(&self, x: &CpuTensor, rows: &[usize]) -> Result<CpuTensor> {
+        let (n, c) = rows_cols(&x.shape);
+        let mut out = Vec::with_capacity(rows.len() * c);
+        for &r in rows {
+            if r >= n {
+                return Err(CoreError::Index { op: "gather_rows", index: r, size: n });
+            }
+            out.extend_from_slice(&x.data[r * c..(r + 1) * c]);
+        }
+        CpuTensor::new(out, &[rows.len(), c])
+    }
+
+    fn write_seq(&self, dst: &mut CpuTensor, src: &CpuTensor, at: usize) -> Result<()> {
+        ensure_shape!(
+            dst.shape.len() >= 2 && src.shape.len() == dst.shape.len() && dst.shape[0] == src.shape[0] && dst.shape[2..] == src.shape[2..],
+            "write_seq",
+            "dst {:?}, src {:?}",
+            dst.shape,
+            src.shape
+        );
+        let (b, cap, t) = (dst.shape[0], dst.shape[1], src.shape[1]);
+        ensure_shape!(at + t <= cap, "write_seq", "writing {t} positions at {at} overflows capacity {cap}");
+        let inner: usize = dst.shape[2..].iter().product();
+        for bi in 0..b {
+            let d0 = (bi * cap + at) * inner;
+            let s0 = bi * t * inner;
+            dst.data[d0..d0 + t * inner].copy_from_slice(&src.data[s0..s0 + t * inner]);
+        }
+        Ok(())
+    }
+
+    fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        ensure_shape!(a.shape == b.shape, "add", "{:?} vs {:?}", a.shape, b.shape);
+        let data = a.data.par_iter().zip(&b.data).map(|(x, y)| x + y).collect();
+        Ok(CpuTensor { shape: a.shape.clone(), data })
+    }
+
+    fn add_scaled_assign(&self, acc: &mut CpuTensor, x: &CpuTensor, alpha: f32) -> Result<()> {
+        ensure_shape!(acc.data.len() == x.data.len(), "add_scaled_assign", "{:?} vs {:?}", acc.shape, x.shape);
+        acc.data.par_iter_mut().zip(&x.data).for_each(|(a, v)| *a += alpha * v);
+        Ok(())
+    }
+
+    fn matmul(&self, a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> Result<CpuTensor> {
+        ensure_shape!(a.shape.len() == 2 && b.shape.len() == 2, "matmul", "2-D operands expected, got {:?} and {:?}", a.shape, b.shape);
+        let (m, k) = if trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
+        let (k2, n) = if trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+        ensure_shape!(k == k2, "matmul", "inner dimensions differ: {:?}{} · {:?}{}", a.shape, if trans_a { "ᵀ" } else { "" }, b.shape, if trans_b { "ᵀ" } else { "" });
+        let mut c = vec![0.0; m * n];
+        gemm::gemm_f32(m, n, k, &a.data, trans_a, &b.data, trans_b, &mut c, false, 1.0);
+        CpuTensor::new(c, &[m, n])
+    }
+
+    fn linear(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, lora: Option<LoraWeights<'_, CpuTensor>>) -> Result<CpuTensor> {
+        let (n, d_in) = rows_cols(&x.shape);
+        ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, "linear", "x {:?} against weight {:?}", x.shape, w.shape);
+        let d_out = w.shape[0];
+        let mut y = vec![0.0; n * d_out];
+        gemm::gemm_f32(n, d_out, d_in, &x.data, false, &w.data, true, &mut y, false, 1.0);
+        if let Some(bias) = bias {
+            ensure_shape!(bias.data.len() == d_out, "linear", "bias {:?} for {d_out} outputs", bias.shape);
+            y.par_chunks_mut(d_out).for_each(|row| row.iter_mut().zip(&bias.data).for_each(|(v, b)| *v += b));
+        }
+        if let Some(l) = lora {
+            let r = l.a.shape[0];
+            ensure_shape!(
+                l.a.shape == [r, d_in] && l.b.shape == [d_out, r],
+                "linear",
+                "LoRA A {:?} / B {:?} do not fit weight {:?}",
+                l.a.shape,
+                l.b.shape,
+                w.shape
+            );
+            let mut xa = vec![0.0; n * r];
+            gemm::gemm_f32(n, r, d_in, &x.data, false, &l.a.data, true, &mut xa, false, 1.0);
+            gemm::gemm_f32(n, d_out, r, &xa, false, &l.b.data, true, &mut y, true, l.scale);
+        }
+        let mut shape = x.shape.clone();
+        *shape.last_mut().unwrap() = d_out;
+        CpuTensor::new(y, &shape)
+    }
+
+    fn embedding(&self, table: &CpuTensor, ids: &[u32]) -> Result<CpuTensor> {
+        ensure_shape!(table.shape.len() == 2, "embedding", "table must be [V, C], got {:?}", table.shape);
+        let (v, c) = (table.shape[0], table.shape[1]);
+        let mut out = Vec::with_capacity(ids.len() * c);
+        for &id in ids {
+            let id = id as usize;
+            if id >= v {
+                return Err(CoreError::Index { op: "embedding", index: id, size: v });
+            }
+            out.extend_from_slice(&table.data[id * c..(id + 1) * c]);
+        }
+        CpuTensor::new(out, &[ids.len(), c])
+    }
+
+    fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32) -> Result<CpuTensor> {
+        let (_, c) = rows_cols(&x.shape);
+        ensure_shape!(w.data.len() == c, "rms_norm", "weight {:?} for rows of {c}", w.shape);
+        let mut out = vec![0.0; x.data.len()];
+        out.par_chunks_mut(c).zip(x.data.par_chunks(c)).for_each(|(o, row)| {
+            // HF Qwen2RMSNorm: variance in f32, x · rsqrt(var + eps), then · weight.
+            let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / c as f32;
+            let inv = 1.0 / (mean_sq + eps).sqrt();
+            for ((o, v), g) in o.iter_mut().zip(row).zip(&w.data) {
+                *o = g * (v * inv);
+            }
+        });
+        CpuTensor::new(out, &x.shape)
+    }
+
+    fn rope(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, positions: &[u32]) -> Result<CpuTensor> {
+        ensure_shape!(x.shape.len() == 3, "rope", "x must be [N, H, D], got {:?}", x.shape);
+        let (n, h, d) = (x.shape[0], x.shape[1], x.shape[2]);
+        let half = d / 2;
+        ensure_shape!(d % 2 == 0 && cos.shape.len() == 2 && cos.shape[1] == half && sin.shape == cos.shape, "rope", "tables {:?}/{:?} for head dim {d}", cos.shape, sin.shape);
+        ensure_shape!(positions.len() == n, "rope", "{} positions for {n} rows", positions.len());
+        let max_pos = cos.shape[0];
+        if let Some(&p) = positions.iter().find(|&&p| p as usize >= max_pos) {
+            return Err(CoreError::Index { op: "rope", index: p as usize, size: max_pos });
+        }
+        let mut out = vec![0.0; x.data.len()];
+        out.par_chunks_mut(h * d).zip(x.data.par_chunks(h * d)).zip(positions.par_iter()).for_each(|((o, row), &p)| {
+            let c = &cos.data[p as usize * half..(p as usize + 1) * half];
+            let s = &sin.data[p as usize * half..(p as usize + 1) * half];
+            for head in 0..h {
+                let xh = &row[head * d..(head + 1) * d];
+                let oh = &mut o[head * d..(head + 1) * d];
+                // out = x·cos + rotate_half(x)·sin, rotate_half(x) = [-x₂, x₁].
+                for i in 0..half {
+                    let (x1, x2) = (xh[i], xh[i + half]);
+                    oh[i] = x1 * c[i] - x2 * s[i];
+                    oh[i + half] = x2 * c[i] + x1 * s[i];
+                }
+            }
+        });
+        CpuTensor::new(out, &x.shape)
+    }
+
+    fn attention(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, mask: &AttentionMask, scale: f32) -> Result<(CpuTensor, CpuTensor)> {
+        ensure_shape!(q.shape.len() == 4 && k.shape.len() == 4 && k.shape == v.shape, "attention", "q {:?}, k {:?}, v {:?}", q.shape, k.shape, v.shape);
+        let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+        let (cap, kvh) = (k.shape[1], k.shape[2]);
+        ensure_shape!(k.shape[0] == b && k.shape[3] == d && kvh > 0 && h % kvh == 0, "attention", "q {:?} against k/v {:?}", q.shape, k.shape);
+        ensure_shape!(mask.batch == b && mask.q_len == t && mask.kv_len <= cap, "attention", "mask (batch {}, q_len {}, kv_len {}) for q {:?}, cache {cap}", mask.batch, mask.q_len, mask.kv_len, q.shape);
+        ensure_shape!(mask.q_offset + t <= mask.kv_len, "attention", "queries end at {} past kv_len {}", mask.q_offset + t, mask.kv_len);
+        for (name, m) in [("key_valid", mask.key_valid.as_ref().map(Vec::len)), ("segments", mask.segments.as_ref().map(Vec::len))] {
+            if let Some(len) = m {
+                ensure_shape!(len == b * mask.kv_len, "attention", "{name} has {len} entries, expected {}", b * mask.kv_len);
+            }
+        }
+        let group = h / kvh;
+        let s_len = mask.kv_len;
+        let mut out = vec![0.0f32; q.data.len()];
+        let mut lse = vec![0.0f32; b * t * h];
+        // One task per (batch row, query): the output row [H, D] and its log-sum-exps are contiguous.
+        out.par_chunks_mut(h * d).zip(lse.par_chunks_mut(h)).enumerate().for_each(|(row, (o, l))| {
+            let (bi, i) = (row / t, row % t);
+            let mut scores = vec![0.0f32; s_len];
+            for head in 0..h {
+                let kv_head = head / group;
+                let qv = &q.data[(row * h + head) * d..(row * h + head + 1) * d];
+                let mut max = f32::NEG_INFINITY;
+                for (j, sc) in scores.iter_mut().enumerate() {
+                    if mask.allows(bi, i, j) {
+                        let kr = &k.data[((bi * cap + j) * kvh + kv_head) * d..][..d];
+                        let dot: f32 = qv.iter().zip(kr).map(|(a, b)| a * b).sum();
+                        *sc = dot * scale;
+                        max = max.max(*sc);
+                    } else {
+                        *sc = f32::NEG_INFINITY;
+                    }
+                }
+                let oh = &mut o[head * d..(head + 1) * d];
+                if max == f32::NEG_INFINITY {
+                    // No visible key (a padding query): zero output, lse 0 so backward is inert.
+                    l[head] = 0.0;
+                    continue;
+                }
+                let mut denom = 0.0f32;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - max).exp();
+                    denom += *sc;
+                }
+                let inv = 1.0 / denom;
+                for (j, &p) in scores.iter().enumerate() {
+                    if p == 0.0 {
+                        continue;
+                    }
+                    let vr = &v.data[((bi * cap + j) * kvh + kv_head) * d..][..d];
+                    let w = p * inv;
+                    for (acc, x) in oh.iter_mut().zip(vr) {
+                        *acc += w * x;
+                    }
+                }
+                l[head] = max + denom.ln();
+            }
+        });
+        Ok((CpuTensor::new(out, &q.shape)?, CpuTensor::new(lse, &[b, t, h])?))
+    }
+
+    fn swiglu(&self, gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
+        ensure_shape!(gate.shape == up.shape, "swiglu", "gate {:?} vs up {:?}", gate.shape, up.shape);
+        let data = gate.data.par_iter().zip(&up.data).map(|(&g, &u)| silu(g) * u).collect();
+        Ok(CpuTensor { shape: gate.shape.clone(), data })
+    }
+}
+
+#[cfg(test)]
+mod tests;

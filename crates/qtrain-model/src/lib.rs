@@ -1,0 +1,1 @@
+//! qtrain-model (being written).

@@ -1,0 +1,1 @@
+//! qtrain-train (being written).
