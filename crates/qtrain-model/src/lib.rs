@@ -1,1 +1,20 @@
-//! qtrain-model (being written).
+//! qtrain-model: Qwen2 / Qwen2.5 / Qwen3 causal LMs on any [`qtrain_core::Backend`].
+//!
+//! Owns the model configuration (`config.json`), safetensors checkpoints (memory-mapped,
+//! sharded or not), the decoder forward pass with its KV cache, PEFT LoRA adapters, and token
+//! sampling. It must not parse datasets, tokenizers or CLI flags (`qtrain-data`, the binary),
+//! and must not contain device code: all arithmetic goes through backend ops.
+
+pub mod adapter;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod safetensors_io;
+pub mod sampling;
+
+pub use adapter::{AdapterConfig, LoraAdapter, TargetModules};
+pub use config::{Architecture, QwenConfig};
+pub use error::{ModelError, Result};
+pub use model::{Batch, KvCache, QwenModel};
+pub use sampling::{Sampler, SamplingParams};

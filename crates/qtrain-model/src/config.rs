@@ -1,0 +1,314 @@
+//! The Qwen model configuration, read from a Hugging Face `config.json`.
+//!
+//! Accepts `Qwen2ForCausalLM` (Qwen2, Qwen2.5) and `Qwen3ForCausalLM` (dense Qwen3), in both the
+//! transformers 4 layout (`rope_theta`, `rope_scaling`) and the transformers 5 layout
+//! (`rope_parameters`). Anything that would change the computation and that we do not
+//! implement — sliding-window attention, rope scaling, another activation — is refused here,
+//! so no later code runs a silently different model. It must not read weights.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{read_json, ModelError, Result};
+
+/// Which Qwen generation a config describes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Architecture {
+    /// Qwen2 / Qwen2.5: q/k/v have a bias, o has none, head_dim = hidden / heads.
+    Qwen2,
+    /// Qwen3: per-head q/k RMSNorm, explicit head_dim, one `attention_bias` flag for q/k/v/o.
+    Qwen3,
+}
+
+impl Architecture {
+    pub fn hf_class(self) -> &'static str {
+        match self {
+            Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::Qwen3 => "Qwen3ForCausalLM",
+        }
+    }
+}
+
+/// The resolved configuration the model code runs on.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct QwenConfig {
+    pub architecture: Architecture,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    /// q/k/v projections carry a bias.
+    pub qkv_bias: bool,
+    /// The o projection carries a bias (Qwen3 with `attention_bias: true`).
+    pub o_bias: bool,
+    /// Per-head RMSNorm on q and k before rotary (Qwen3).
+    pub qk_norm: bool,
+    /// `torch_dtype` / `dtype` of the checkpoint, if stated.
+    pub torch_dtype: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    architectures: Option<Vec<String>>,
+    model_type: Option<String>,
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<Value>,
+    rope_parameters: Option<Value>,
+    rms_norm_eps: Option<f64>,
+    max_position_embeddings: Option<usize>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    use_sliding_window: Option<bool>,
+    layer_types: Option<Vec<String>>,
+    hidden_act: Option<String>,
+    torch_dtype: Option<String>,
+    dtype: Option<String>,
+}
+
+impl QwenConfig {
+    /// Read `config.json` from a model folder (or the file itself).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let raw: RawConfig = read_json(path)?;
+        Self::from_raw(raw, path)
+    }
+
+    /// Parse config JSON text; `path` is only used to name the source in errors.
+    pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
+        let raw: RawConfig = serde_json::from_str(text).map_err(|source| ModelError::Json { path: path.to_path_buf(), source })?;
+        Self::from_raw(raw, path)
+    }
+
+    fn from_raw(raw: RawConfig, path: &Path) -> Result<Self> {
+        let unsupported = |detail: String| ModelError::Unsupported { path: path.to_path_buf(), detail };
+        let invalid = |detail: String| ModelError::Config { path: path.to_path_buf(), detail };
+        let arch_name = raw.architectures.as_ref().and_then(|a| a.first().cloned());
+        let architecture = match (arch_name.as_deref(), raw.model_type.as_deref()) {
+            (Some("Qwen2ForCausalLM"), _) | (None, Some("qwen2")) => Architecture::Qwen2,
+            (Some("Qwen3ForCausalLM"), _) | (None, Some("qwen3")) => Architecture::Qwen3,
+            (a, m) => {
+                return Err(unsupported(format!(
+                    "architecture {:?} (model_type {:?}); qtrain runs Qwen2ForCausalLM (Qwen2, Qwen2.5) and Qwen3ForCausalLM (dense Qwen3)",
+                    a.unwrap_or("<none>"),
+                    m.unwrap_or("<none>")
+                )))
+            }
+        };
+        let need = |v: Option<usize>, name: &str| v.filter(|&x| x > 0).ok_or_else(|| invalid(format!("`{name}` is missing or zero")));
+        let hidden_size = need(raw.hidden_size, "hidden_size")?;
+        let num_heads = need(raw.num_attention_heads, "num_attention_heads")?;
+        let num_kv_heads = raw.num_key_value_heads.unwrap_or(num_heads);
+        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return Err(invalid(format!("num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}")));
+        }
+        let head_dim = match (architecture, raw.head_dim) {
+            (Architecture::Qwen3, Some(d)) if d > 0 => d,
+            (_, Some(d)) if d > 0 && d == hidden_size / num_heads => d,
+            (Architecture::Qwen2, Some(d)) => {
+                return Err(unsupported(format!("head_dim {d} differs from hidden_size / num_attention_heads = {} in a Qwen2 model", hidden_size / num_heads)))
+            }
+            _ => {
+                if hidden_size % num_heads != 0 {
+                    return Err(invalid(format!("hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}")));
+                }
+                hidden_size / num_heads
+            }
+        };
+        if head_dim % 2 != 0 {
+            return Err(invalid(format!("head_dim {head_dim} must be even for rotary embeddings")));
+        }
+        if raw.use_sliding_window == Some(true) {
+            return Err(unsupported("use_sliding_window is true; sliding-window attention is not implemented (set it to false to use full attention, as Qwen2.5 releases do)".into()));
+        }
+        if let Some(types) = &raw.layer_types {
+            if let Some(t) = types.iter().find(|t| t.as_str() != "full_attention") {
+                return Err(unsupported(format!("layer_types contains {t:?}; only full_attention is implemented")));
+            }
+        }
+        if let Some(act) = &raw.hidden_act {
+            if act != "silu" {
+                return Err(unsupported(format!("hidden_act {act:?}; Qwen MLPs use silu")));
+            }
+        }
+        // transformers 5 moved rope_theta / rope_scaling into `rope_parameters`.
+        let mut rope_theta = raw.rope_theta;
+        for (field, params) in [("rope_scaling", &raw.rope_scaling), ("rope_parameters", &raw.rope_parameters)] {
+            match params {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(map)) => {
+                    let kind = map.get("rope_type").or_else(|| map.get("type")).and_then(Value::as_str).unwrap_or("default");
+                    if kind != "default" {
+                        return Err(unsupported(format!("{field} type {kind:?}; only the default rotary embedding is implemented")));
+                    }
+                    if let Some(t) = map.get("rope_theta").and_then(Value::as_f64) {
+                        rope_theta = Some(t);
+                    }
+                }
+                Some(other) => return Err(invalid(format!("`{field}` must be an object, got {other}"))),
+            }
+        }
+        let qkv_bias = match architecture {
+            Architecture::Qwen2 => true,
+            Architecture::Qwen3 => raw.attention_bias.unwrap_or(false),
+        };
+        let o_bias = architecture == Architecture::Qwen3 && raw.attention_bias.unwrap_or(false);
+        let cfg = QwenConfig {
+            architecture,
+            vocab_size: need(raw.vocab_size, "vocab_size")?,
+            hidden_size,
+            intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
+            num_layers: need(raw.num_hidden_layers, "num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rope_theta: rope_theta.unwrap_or(match architecture {
+                Architecture::Qwen2 => 10_000.0,
+                Architecture::Qwen3 => 1_000_000.0,
+            }),
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(32_768),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            qkv_bias,
+            o_bias,
+            qk_norm: architecture == Architecture::Qwen3,
+            torch_dtype: raw.torch_dtype.or(raw.dtype),
+        };
+        if !(cfg.rope_theta > 0.0) || !(cfg.rms_norm_eps > 0.0) {
+            return Err(invalid(format!("rope_theta ({}) and rms_norm_eps ({}) must be positive", cfg.rope_theta, cfg.rms_norm_eps)));
+        }
+        Ok(cfg)
+    }
+
+    /// Width of the concatenated query heads.
+    pub fn q_dim(&self) -> usize {
+        self.num_heads * self.head_dim
+    }
+
+    /// Width of the concatenated key (or value) heads.
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+
+    /// `(name, [out, in])` of every linear layer in one decoder layer, in PEFT's module names.
+    pub fn layer_linears(&self) -> [(&'static str, [usize; 2]); 7] {
+        let (h, i) = (self.hidden_size, self.intermediate_size);
+        [
+            ("self_attn.q_proj", [self.q_dim(), h]),
+            ("self_attn.k_proj", [self.kv_dim(), h]),
+            ("self_attn.v_proj", [self.kv_dim(), h]),
+            ("self_attn.o_proj", [h, self.q_dim()]),
+            ("mlp.gate_proj", [i, h]),
+            ("mlp.up_proj", [i, h]),
+            ("mlp.down_proj", [h, i]),
+        ]
+    }
+
+    /// Every parameter tensor the checkpoint must hold, with its shape, in HF names.
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![self.vocab_size, self.hidden_size])];
+        for l in 0..self.num_layers {
+            let p = format!("model.layers.{l}");
+            out.push((format!("{p}.input_layernorm.weight"), vec![self.hidden_size]));
+            out.push((format!("{p}.post_attention_layernorm.weight"), vec![self.hidden_size]));
+            for (name, [o, i]) in self.layer_linears() {
+                out.push((format!("{p}.{name}.weight"), vec![o, i]));
+                let has_bias = match name {
+                    "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj" => self.qkv_bias,
+                    "self_attn.o_proj" => self.o_bias,
+                    _ => false,
+                };
+                if has_bias {
+                    out.push((format!("{p}.{name}.bias"), vec![o]));
+                }
+            }
+            if self.qk_norm {
+                out.push((format!("{p}.self_attn.q_norm.weight"), vec![self.head_dim]));
+                out.push((format!("{p}.self_attn.k_norm.weight"), vec![self.head_dim]));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), vec![self.hidden_size]));
+        if !self.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), vec![self.vocab_size, self.hidden_size]));
+        }
+        out
+    }
+
+    /// Total parameter count (tied embeddings counted once).
+    pub fn num_parameters(&self) -> usize {
+        self.expected_tensors().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+    }
+
+    /// Parameters in the matrices of all linear layers (including the LM head), the `N` of the
+    /// `2·N` FLOPs-per-token rule.
+    pub fn num_matmul_parameters(&self) -> usize {
+        let per_layer: usize = self.layer_linears().iter().map(|(_, [o, i])| o * i).sum();
+        per_layer * self.num_layers + self.vocab_size * self.hidden_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<QwenConfig> {
+        QwenConfig::from_json_str(json, Path::new("config.json"))
+    }
+
+    const QWEN25_7B: &str = r#"{"architectures":["Qwen2ForCausalLM"],"hidden_size":3584,"intermediate_size":18944,
+        "num_hidden_layers":28,"num_attention_heads":28,"num_key_value_heads":4,"vocab_size":152064,"rope_theta":1000000.0,
+        "rms_norm_eps":1e-06,"max_position_embeddings":32768,"tie_word_embeddings":false,"use_sliding_window":false,
+        "sliding_window":131072,"hidden_act":"silu","torch_dtype":"bfloat16","rope_scaling":null}"#;
+
+    #[test]
+    fn qwen25_7b_counts_match_the_published_size() {
+        let c = parse(QWEN25_7B).unwrap();
+        assert_eq!((c.architecture, c.head_dim, c.qkv_bias, c.o_bias, c.qk_norm), (Architecture::Qwen2, 128, true, false, false));
+        // Qwen2.5-7B is published as 7.61 B parameters.
+        let n = c.num_parameters() as f64 / 1e9;
+        assert!((n - 7.615).abs() < 0.01, "{n}");
+        // ≈ 7.07e9 matmul parameters incl. lm_head (REFERENCE.md).
+        assert!((c.num_matmul_parameters() as f64 / 1e9 - 7.07).abs() < 0.01);
+    }
+
+    #[test]
+    fn qwen3_reads_head_dim_and_transformers5_rope_parameters() {
+        let c = parse(
+            r#"{"architectures":["Qwen3ForCausalLM"],"hidden_size":1024,"intermediate_size":3072,"num_hidden_layers":28,
+            "num_attention_heads":16,"num_key_value_heads":8,"head_dim":128,"vocab_size":151936,"tie_word_embeddings":true,
+            "attention_bias":false,"rope_parameters":{"rope_theta":1000000.0,"rope_type":"default"},"layer_types":["full_attention"]}"#,
+        )
+        .unwrap();
+        assert_eq!((c.head_dim, c.q_dim(), c.kv_dim(), c.qk_norm, c.rope_theta), (128, 2048, 1024, true, 1e6));
+        // Qwen3-0.6B is published as 0.6 B (0.44 B without embeddings).
+        let n = c.num_parameters() as f64 / 1e9;
+        assert!((n - 0.596).abs() < 0.01, "{n}");
+        assert!(!c.expected_tensors().iter().any(|(n, _)| n == "lm_head.weight"));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_run_with_a_clear_reason() {
+        let err = |s: &str| parse(s).unwrap_err().to_string();
+        let base = QWEN25_7B;
+        assert!(err(&QWEN25_7B.replace("Qwen2ForCausalLM", "LlamaForCausalLM")).contains("LlamaForCausalLM"));
+        assert!(err(&base.replace("\"use_sliding_window\":false", "\"use_sliding_window\":true").replace('\n', "")).contains("sliding"));
+        assert!(err(&base.replace("\"rope_scaling\":null", "\"rope_scaling\":{\"type\":\"yarn\",\"factor\":4.0}")).contains("yarn"));
+        assert!(err(&base.replace("\"num_key_value_heads\":4", "\"num_key_value_heads\":5")).contains("multiple"));
+        assert!(err(&base.replace("\"hidden_size\":3584,", "")).contains("hidden_size"));
+        assert!(err("{\"architectures\": [\"Qwen2ForCausalLM\"], ").contains("malformed JSON"));
+    }
+}

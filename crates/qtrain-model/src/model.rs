@@ -1,0 +1,398 @@
+//! The Qwen2 / Qwen3 decoder written once over [`Backend`].
+//!
+//! Forward of one decoder layer (HF `Qwen2DecoderLayer` / `Qwen3DecoderLayer`):
+//! `x += o_proj(attn(rope(qk_norm(q_proj(n₁))), rope(qk_norm(k_proj(n₁))), v_proj(n₁)))` with
+//! `n₁ = rms_norm(x)`, then `x += down_proj(silu(gate_proj(n₂)) · up_proj(n₂))` with
+//! `n₂ = rms_norm(x)`. Parameter names are the checkpoint's (`q_proj`, `gate_proj`, …).
+//!
+//! This module owns the weights on a backend and the forward pass (with an optional KV cache).
+//! It must not parse tokenizers, datasets or CLI flags, and must not do arithmetic itself:
+//! every number is produced by a backend op.
+
+use std::path::Path;
+
+use qtrain_core::{AttentionMask, Backend, HostData, LoraWeights};
+
+use crate::config::QwenConfig;
+use crate::error::{ModelError, Result};
+use crate::safetensors_io::SafetensorsStore;
+
+/// A low-rank adapter on one linear layer: `ΔW = scale · B A`.
+pub struct LoraPair<B: Backend> {
+    /// `[r, in]`
+    pub a: B::Tensor,
+    /// `[out, r]`
+    pub b: B::Tensor,
+    pub scale: f32,
+}
+
+/// A linear layer `y = x Wᵀ + b`, optionally with a LoRA adapter.
+pub struct Linear<B: Backend> {
+    /// `[out, in]`
+    pub weight: B::Tensor,
+    /// `[out]`
+    pub bias: Option<B::Tensor>,
+    pub lora: Option<LoraPair<B>>,
+}
+
+impl<B: Backend> Linear<B> {
+    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
+        let lora = self.lora.as_ref().map(|l| LoraWeights { a: &l.a, b: &l.b, scale: l.scale });
+        Ok(be.linear(x, &self.weight, self.bias.as_ref(), lora)?)
+    }
+}
+
+/// One decoder layer's parameters.
+pub struct DecoderLayer<B: Backend> {
+    pub input_layernorm: B::Tensor,
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    /// Qwen3 per-head norms, `[D]`.
+    pub q_norm: Option<B::Tensor>,
+    pub k_norm: Option<B::Tensor>,
+    pub post_attention_layernorm: B::Tensor,
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    /// The linear layers with their PEFT module names (`self_attn.q_proj`, …).
+    pub fn linears_mut(&mut self) -> [(&'static str, &mut Linear<B>); 7] {
+        [
+            ("self_attn.q_proj", &mut self.q_proj),
+            ("self_attn.k_proj", &mut self.k_proj),
+            ("self_attn.v_proj", &mut self.v_proj),
+            ("self_attn.o_proj", &mut self.o_proj),
+            ("mlp.gate_proj", &mut self.gate_proj),
+            ("mlp.up_proj", &mut self.up_proj),
+            ("mlp.down_proj", &mut self.down_proj),
+        ]
+    }
+
+    pub fn linears(&self) -> [(&'static str, &Linear<B>); 7] {
+        [
+            ("self_attn.q_proj", &self.q_proj),
+            ("self_attn.k_proj", &self.k_proj),
+            ("self_attn.v_proj", &self.v_proj),
+            ("self_attn.o_proj", &self.o_proj),
+            ("mlp.gate_proj", &self.gate_proj),
+            ("mlp.up_proj", &self.up_proj),
+            ("mlp.down_proj", &self.down_proj),
+        ]
+    }
+}
+
+/// Token ids of a batch with their positions and attention mask.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// `[B·T]`
+    pub ids: Vec<u32>,
+    pub batch: usize,
+    pub seq_len: usize,
+    /// `[B·T]` rotary positions
+    pub positions: Vec<u32>,
+    /// `[B·T]`, false for padding
+    pub valid: Vec<bool>,
+    /// `[B·T]` sample ids when several samples are packed into one row.
+    pub segments: Option<Vec<u32>>,
+}
+
+impl Batch {
+    /// Right-pad `seqs` to the longest with `pad_id`. Positions count real tokens from 0,
+    /// as transformers' `cumsum(attention_mask) - 1`.
+    pub fn right_padded(seqs: &[Vec<u32>], pad_id: u32) -> Result<Self> {
+        let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        if seqs.is_empty() || t == 0 {
+            return Err(ModelError::Invalid("empty batch".into()));
+        }
+        let mut ids = Vec::with_capacity(seqs.len() * t);
+        let mut positions = Vec::with_capacity(seqs.len() * t);
+        let mut valid = Vec::with_capacity(seqs.len() * t);
+        for s in seqs {
+            for j in 0..t {
+                ids.push(s.get(j).copied().unwrap_or(pad_id));
+                positions.push(j.min(s.len().saturating_sub(1)) as u32);
+                valid.push(j < s.len());
+            }
+        }
+        Ok(Batch { ids, batch: seqs.len(), seq_len: t, positions, valid, segments: None })
+    }
+
+    /// One unpadded sequence.
+    pub fn single(ids: &[u32], first_position: u32) -> Self {
+        Batch {
+            ids: ids.to_vec(),
+            batch: 1,
+            seq_len: ids.len(),
+            positions: (0..ids.len() as u32).map(|p| p + first_position).collect(),
+            valid: vec![true; ids.len()],
+            segments: None,
+        }
+    }
+
+    pub fn num_tokens(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// Keys and values of earlier positions, per layer, for incremental decoding.
+pub struct KvCache<B: Backend> {
+    /// per layer `[B, capacity, KV, D]`
+    pub k: Vec<B::Tensor>,
+    pub v: Vec<B::Tensor>,
+    /// `[B, capacity]` validity of cached positions
+    valid: Vec<bool>,
+    batch: usize,
+    capacity: usize,
+    len: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new(be: &B, cfg: &QwenConfig, batch: usize, capacity: usize) -> Result<Self> {
+        let shape = [batch, capacity, cfg.num_kv_heads, cfg.head_dim];
+        let mut k = Vec::with_capacity(cfg.num_layers);
+        let mut v = Vec::with_capacity(cfg.num_layers);
+        for _ in 0..cfg.num_layers {
+            k.push(be.zeros(&shape)?);
+            v.push(be.zeros(&shape)?);
+        }
+        Ok(KvCache { k, v, valid: vec![false; batch * capacity], batch, capacity, len: 0 })
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Forget positions from `len` on (e.g. to re-use a shared prefix).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+}
+
+/// A Qwen causal LM on a backend.
+pub struct QwenModel<B: Backend> {
+    pub config: QwenConfig,
+    /// `[V, hidden]`
+    pub embed_tokens: B::Tensor,
+    pub layers: Vec<DecoderLayer<B>>,
+    /// `[hidden]`
+    pub norm: B::Tensor,
+    /// `[V, hidden]`; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<B::Tensor>,
+    /// Rotary tables `[max_position_embeddings, D/2]`, f32.
+    pub rope_cos: B::Tensor,
+    pub rope_sin: B::Tensor,
+}
+
+/// Rotary tables as HF builds them: `inv_freq = 1 / θ^(2i/D)` and `freq = pos · inv_freq` in
+/// f32, then cos/sin (accurately, here in f64 before rounding). Kept in f32: bf16 tables lose
+/// positions above 256.
+pub fn rope_tables(theta: f64, head_dim: usize, max_pos: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
+    let mut cos = Vec::with_capacity(max_pos * half);
+    let mut sin = Vec::with_capacity(max_pos * half);
+    for p in 0..max_pos {
+        for &f in &inv_freq {
+            let angle = (p as f32 * f) as f64;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
+impl<B: Backend> QwenModel<B> {
+    /// Load `config.json` and the weights of a Hugging Face model folder onto `be`.
+    pub fn load(be: &B, dir: &Path) -> Result<Self> {
+        let config = QwenConfig::from_file(&dir.join("config.json"))?;
+        let store = SafetensorsStore::open_model_folder(dir)?;
+        Self::from_store(be, config, &store)
+    }
+
+    /// Build the model from an opened checkpoint, reporting every missing, unexpected or
+    /// mis-shaped tensor at once.
+    pub fn from_store(be: &B, config: QwenConfig, store: &SafetensorsStore) -> Result<Self> {
+        let tied = config.tie_word_embeddings;
+        // A tied checkpoint may still carry a copy of lm_head.weight; transformers ignores it.
+        store.check(&config.expected_tensors(), |name| tied && name == "lm_head.weight")?;
+        let load = |name: &str| -> Result<B::Tensor> {
+            let t = store.read(name)?;
+            Ok(be.upload(t.as_host_data(), &t.shape)?)
+        };
+        let linear = |prefix: &str, bias: bool| -> Result<Linear<B>> {
+            Ok(Linear { weight: load(&format!("{prefix}.weight"))?, bias: if bias { Some(load(&format!("{prefix}.bias"))?) } else { None }, lora: None })
+        };
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for l in 0..config.num_layers {
+            let p = format!("model.layers.{l}");
+            layers.push(DecoderLayer {
+                input_layernorm: load(&format!("{p}.input_layernorm.weight"))?,
+                q_proj: linear(&format!("{p}.self_attn.q_proj"), config.qkv_bias)?,
+                k_proj: linear(&format!("{p}.self_attn.k_proj"), config.qkv_bias)?,
+                v_proj: linear(&format!("{p}.self_attn.v_proj"), config.qkv_bias)?,
+                o_proj: linear(&format!("{p}.self_attn.o_proj"), config.o_bias)?,
+                q_norm: if config.qk_norm { Some(load(&format!("{p}.self_attn.q_norm.weight"))?) } else { None },
+                k_norm: if config.qk_norm { Some(load(&format!("{p}.self_attn.k_norm.weight"))?) } else { None },
+                post_attention_layernorm: load(&format!("{p}.post_attention_layernorm.weight"))?,
+                gate_proj: linear(&format!("{p}.mlp.gate_proj"), false)?,
+                up_proj: linear(&format!("{p}.mlp.up_proj"), false)?,
+                down_proj: linear(&format!("{p}.mlp.down_proj"), false)?,
+            });
+        }
+        let (cos, sin) = rope_tables(config.rope_theta, config.head_dim, config.max_position_embeddings);
+        let table_shape = [config.max_position_embeddings, config.head_dim / 2];
+        Ok(QwenModel {
+            embed_tokens: load("model.embed_tokens.weight")?,
+            layers,
+            norm: load("model.norm.weight")?,
+            lm_head: if tied { None } else { Some(load("lm_head.weight")?) },
+            rope_cos: be.upload(HostData::F32(&cos), &table_shape)?,
+            rope_sin: be.upload(HostData::F32(&sin), &table_shape)?,
+            config,
+        })
+    }
+
+    /// The LM head matrix `[V, hidden]` (the embedding table when tied).
+    pub fn lm_head_weight(&self) -> &B::Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// Run the decoder over `batch` and return the final-normed hidden states `[B·T, hidden]`.
+    /// With a cache, the batch continues the cached sequence (its positions must follow on) and
+    /// its keys/values are appended.
+    pub fn forward_hidden(&self, be: &B, batch: &Batch, mut cache: Option<&mut KvCache<B>>) -> Result<B::Tensor> {
+        let cfg = &self.config;
+        let (b, t) = (batch.batch, batch.seq_len);
+        if batch.ids.len() != b * t || batch.positions.len() != b * t || batch.valid.len() != b * t {
+            return Err(ModelError::Invalid(format!("batch arrays do not all have B·T = {} entries", b * t)));
+        }
+        if let Some(&p) = batch.positions.iter().find(|&&p| p as usize >= cfg.max_position_embeddings) {
+            return Err(ModelError::Invalid(format!("position {p} exceeds max_position_embeddings {}", cfg.max_position_embeddings)));
+        }
+        let mask = match cache.as_deref_mut() {
+            None => AttentionMask {
+                batch: b,
+                q_len: t,
+                kv_len: t,
+                q_offset: 0,
+                key_valid: if batch.valid.iter().all(|&v| v) { None } else { Some(batch.valid.clone()) },
+                segments: batch.segments.clone(),
+            },
+            Some(c) => {
+                if c.batch != b || c.len + t > c.capacity {
+                    return Err(ModelError::Invalid(format!("KV cache (batch {}, {} of {} used) cannot take {t} more positions for batch {b}", c.batch, c.len, c.capacity)));
+                }
+                if batch.segments.is_some() {
+                    return Err(ModelError::Invalid("packed batches cannot use a KV cache".into()));
+                }
+                for bi in 0..b {
+                    for j in 0..t {
+                        c.valid[bi * c.capacity + c.len + j] = batch.valid[bi * t + j];
+                    }
+                }
+                let kv_len = c.len + t;
+                let mut kv_valid = Vec::with_capacity(b * kv_len);
+                for bi in 0..b {
+                    kv_valid.extend_from_slice(&c.valid[bi * c.capacity..bi * c.capacity + kv_len]);
+                }
+                AttentionMask { batch: b, q_len: t, kv_len, q_offset: c.len, key_valid: Some(kv_valid), segments: None }
+            }
+        };
+        let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let kv = cache.as_deref_mut().map(|c| (&mut c.k[l], &mut c.v[l], c.len));
+            x = self.layer_forward(be, layer, x, batch, &mask, kv)?;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        Ok(be.rms_norm(&x, &self.norm, cfg.rms_norm_eps as f32)?)
+    }
+
+    /// One decoder layer: `[B·T, hidden]` in, `[B·T, hidden]` out.
+    fn layer_forward(
+        &self,
+        be: &B,
+        layer: &DecoderLayer<B>,
+        x: B::Tensor,
+        batch: &Batch,
+        mask: &AttentionMask,
+        kv_cache: Option<(&mut B::Tensor, &mut B::Tensor, usize)>,
+    ) -> Result<B::Tensor> {
+        let cfg = &self.config;
+        let eps = cfg.rms_norm_eps as f32;
+        let (b, t, n) = (batch.batch, batch.seq_len, batch.num_tokens());
+        let (h, kvh, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let normed = be.rms_norm(&x, &layer.input_layernorm, eps)?;
+        let project = |lin: &Linear<B>, heads: usize, norm: Option<&B::Tensor>| -> Result<B::Tensor> {
+            let y = lin.forward(be, &normed)?;
+            let mut y = be.reshape(y, &[n * heads, d])?;
+            if let Some(w) = norm {
+                y = be.rms_norm(&y, w, eps)?;
+            }
+            Ok(be.reshape(y, &[n, heads, d])?)
+        };
+        let q = project(&layer.q_proj, h, layer.q_norm.as_ref())?;
+        let k = project(&layer.k_proj, kvh, layer.k_norm.as_ref())?;
+        let v = project(&layer.v_proj, kvh, None)?;
+        let q = be.reshape(be.rope(&q, &self.rope_cos, &self.rope_sin, &batch.positions)?, &[b, t, h, d])?;
+        let k = be.reshape(be.rope(&k, &self.rope_cos, &self.rope_sin, &batch.positions)?, &[b, t, kvh, d])?;
+        let v = be.reshape(v, &[b, t, kvh, d])?;
+        let scale = 1.0 / (d as f32).sqrt();
+        let (attn, _lse) = match kv_cache {
+            None => be.attention(&q, &k, &v, mask, scale)?,
+            Some((kc, vc, at)) => {
+                be.write_seq(kc, &k, at)?;
+                be.write_seq(vc, &v, at)?;
+                be.attention(&q, kc, vc, mask, scale)?
+            }
+        };
+        let attn = be.reshape(attn, &[n, h * d])?;
+        let x = be.add(&x, &layer.o_proj.forward(be, &attn)?)?;
+        let normed = be.rms_norm(&x, &layer.post_attention_layernorm, eps)?;
+        let gate = layer.gate_proj.forward(be, &normed)?;
+        let up = layer.up_proj.forward(be, &normed)?;
+        let act = be.swiglu(&gate, &up)?;
+        Ok(be.add(&x, &layer.down_proj.forward(be, &act)?)?)
+    }
+
+    /// Logits `[rows.len(), V]` for selected rows of the hidden states.
+    pub fn logits_for_rows(&self, be: &B, hidden: &B::Tensor, rows: &[usize]) -> Result<B::Tensor> {
+        let selected = be.gather_rows(hidden, rows)?;
+        Ok(be.linear(&selected, self.lm_head_weight(), None, None)?)
+    }
+
+    /// Logits for every position `[B·T, V]` — for tests and short probes only: training and
+    /// generation never materialise all of them.
+    pub fn forward_logits(&self, be: &B, batch: &Batch) -> Result<B::Tensor> {
+        let hidden = self.forward_hidden(be, batch, None)?;
+        Ok(be.linear(&hidden, self.lm_head_weight(), None, None)?)
+    }
+
+    /// Number of elements in all base parameters (tied embeddings once).
+    pub fn num_parameters(&self) -> usize {
+        self.config.num_parameters()
+    }
+
+    /// Remove every LoRA adapter.
+    pub fn clear_lora(&mut self) {
+        for layer in &mut self.layers {
+            for (_, lin) in layer.linears_mut() {
+                lin.lora = None;
+            }
+        }
+    }
+}
