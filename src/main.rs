@@ -1,1 +1,37 @@
-fn main() {}
+//! `qtrain`: the command-line entry point. It parses flags (ms-swift's names) and wires the
+//! crates together; any logic beyond that belongs in a crate. Errors surface here through
+//! `anyhow` with their full cause chain and a non-zero exit code.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "qtrain", version, about = "Fine-tune and run Qwen2 / Qwen2.5 / Qwen3 models (LoRA, full fine-tuning, PEFT adapters).")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Chat with a model (optionally with a LoRA adapter): one reply with --prompt, else interactive.
+    Infer(commands::infer::InferArgs),
+    /// Print a model folder's architecture, parameter count and predicted training memory.
+    Info(commands::info::InfoArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Infer(args) => commands::infer::run(args),
+        Command::Info(args) => commands::info::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod adapter;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod memory;
 pub mod model;
 pub mod safetensors_io;
 pub mod sampling;

@@ -1,0 +1,9 @@
+//! One module per subcommand: its clap arguments and a `run` that wires crates together.
+
+pub mod infer;
+pub mod info;
+
+/// Format a byte count in GiB for logs.
+pub fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
