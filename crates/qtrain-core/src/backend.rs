@@ -27,6 +27,48 @@ pub struct LoraWeights<'a, T> {
     pub b: &'a T,
     /// `alpha / r`, or `alpha / √r` with rsLoRA.
     pub scale: f32,
+    /// LoRA dropout as a mask of `0` and `1/(1−p)` shaped like the input: the low-rank path
+    /// sees `x ⊙ mask` (PEFT applies dropout before A); `None` means no dropout.
+    pub dropout_mask: Option<&'a T>,
+}
+
+/// Gradient buffers a linear layer's backward adds into; `None` skips that gradient.
+pub struct LinearGrads<'a, T> {
+    /// `[out, in]`
+    pub weight: Option<&'a mut T>,
+    /// `[out]`
+    pub bias: Option<&'a mut T>,
+    /// `[r, in]`
+    pub lora_a: Option<&'a mut T>,
+    /// `[out, r]`
+    pub lora_b: Option<&'a mut T>,
+}
+
+impl<T> Default for LinearGrads<'_, T> {
+    fn default() -> Self {
+        LinearGrads { weight: None, bias: None, lora_a: None, lora_b: None }
+    }
+}
+
+/// Result of the fused LM head + cross-entropy.
+pub struct CrossEntropyOutput<T> {
+    /// Sum (not mean) of the token losses over targets ≠ -100.
+    pub loss_sum: f64,
+    /// Number of targets ≠ -100.
+    pub num_targets: usize,
+    /// Targets where the arg-max logit equals the target (token accuracy).
+    pub num_correct: usize,
+    /// `∂(scale · loss_sum)/∂hidden` `[N, C]` when gradients were requested.
+    pub grad_hidden: Option<T>,
+}
+
+/// Gradient request for [`Backend::lm_head_cross_entropy`].
+pub struct CrossEntropyGrad<'a, T> {
+    /// Multiplies every gradient: `1 / (supervised tokens in the accumulated batch)` gives
+    /// transformers' mean loss over the whole accumulated batch.
+    pub scale: f32,
+    /// Adds `∂(scale · loss_sum)/∂W` `[V, C]` here (full fine-tuning); `None` skips it.
+    pub grad_w: Option<&'a mut T>,
 }
 
 /// Which keys each query may attend to.
@@ -142,4 +184,77 @@ pub trait Backend: Send + Sync {
     ) -> Result<(Self::Tensor, Self::Tensor)>;
     /// `silu(gate) · up`, same shapes (SwiGLU, Shazeer 2020).
     fn swiglu(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Result<Self::Tensor>;
+
+    // ---- backward -----------------------------------------------------------------------
+    // Each takes the forward's inputs (and saved outputs where cheaper) plus the output
+    // gradient; parameter gradients are *added* into caller-owned buffers so micro-batches
+    // accumulate without extra copies.
+
+    /// Backward of [`Backend::linear`]: adds into the requested `grads` and returns `dx`
+    /// `[N, in]` when `need_dx`.
+    fn linear_backward(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        lora: Option<LoraWeights<'_, Self::Tensor>>,
+        dy: &Self::Tensor,
+        grads: LinearGrads<'_, Self::Tensor>,
+        need_dx: bool,
+    ) -> Result<Option<Self::Tensor>>;
+    /// Backward of [`Backend::embedding`]: scatter-adds `dy` rows into `grad_table`.
+    fn embedding_backward(&self, grad_table: &mut Self::Tensor, ids: &[u32], dy: &Self::Tensor) -> Result<()>;
+    /// Backward of [`Backend::rms_norm`]: returns `dx`, adds `dw` into `grad_w` if given.
+    fn rms_norm_backward(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32, dy: &Self::Tensor, grad_w: Option<&mut Self::Tensor>) -> Result<Self::Tensor>;
+    /// Backward of [`Backend::rope`] (the transpose rotation).
+    fn rope_backward(&self, dy: &Self::Tensor, cos: &Self::Tensor, sin: &Self::Tensor, positions: &[u32]) -> Result<Self::Tensor>;
+    /// Backward of [`Backend::attention`] without a cache (k/v `[B, S, KV, D]`, `S = kv_len`),
+    /// recomputing probabilities from the saved log-sum-exp. Returns `(dq, dk, dv)`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        out: &Self::Tensor,
+        lse: &Self::Tensor,
+        dout: &Self::Tensor,
+        mask: &AttentionMask,
+        scale: f32,
+    ) -> Result<(Self::Tensor, Self::Tensor, Self::Tensor)>;
+    /// Backward of [`Backend::swiglu`]: returns `(dgate, dup)`.
+    fn swiglu_backward(&self, gate: &Self::Tensor, up: &Self::Tensor, dy: &Self::Tensor) -> Result<(Self::Tensor, Self::Tensor)>;
+
+    // ---- loss and optimizer -------------------------------------------------------------
+
+    /// Fused LM head + cross-entropy over rows of `hidden` `[N, C]` against `w` `[V, C]`:
+    /// `loss_n = logsumexp(h_n Wᵀ) − (h_n Wᵀ)[target_n]` for targets ≠ -100. Works through
+    /// the rows in chunks so `[N × V]` logits never exist at once (Liger-Kernel's fused linear
+    /// cross-entropy idea); gradients only when `grad` is given.
+    fn lm_head_cross_entropy(
+        &self,
+        hidden: &Self::Tensor,
+        w: &Self::Tensor,
+        targets: &[i32],
+        grad: Option<CrossEntropyGrad<'_, Self::Tensor>>,
+    ) -> Result<CrossEntropyOutput<Self::Tensor>>;
+    /// `Σ x²` in f64 (for the global gradient norm).
+    fn sum_squares(&self, x: &Self::Tensor) -> Result<f64>;
+    /// `a ⊙ b`, same shapes.
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+    /// One AdamW step (`torch.optim.AdamW`) with the clipping factor `grad_scale` applied to
+    /// the gradient first; `step` is 1-based. Moments are f32.
+    #[allow(clippy::too_many_arguments)]
+    fn adamw_step(
+        &self,
+        param: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        exp_avg: &mut Self::Tensor,
+        exp_avg_sq: &mut Self::Tensor,
+        hyper: &qtrain_optim::AdamWHyper,
+        step: u64,
+        lr: f64,
+        grad_scale: f32,
+    ) -> Result<()>;
+    /// Set every element to zero (gradient buffers between optimizer steps).
+    fn fill_zero(&self, x: &mut Self::Tensor) -> Result<()>;
 }

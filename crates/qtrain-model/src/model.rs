@@ -37,7 +37,7 @@ pub struct Linear<B: Backend> {
 
 impl<B: Backend> Linear<B> {
     pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        let lora = self.lora.as_ref().map(|l| LoraWeights { a: &l.a, b: &l.b, scale: l.scale });
+        let lora = self.lora.as_ref().map(|l| LoraWeights { a: &l.a, b: &l.b, scale: l.scale, dropout_mask: None });
         Ok(be.linear(x, &self.weight, self.bias.as_ref(), lora)?)
     }
 }

@@ -5,11 +5,12 @@
 //! the formula in the op's doc comment, and so other backends have a twin to compare against.
 //! It must not take numerical shortcuts (no reduced precision, no approximate exp).
 
+pub mod backward;
 pub mod gemm;
 
 use rayon::prelude::*;
 
-use crate::backend::{AttentionMask, Backend, LoraWeights, TensorInfo};
+use crate::backend::{AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
 use crate::error::{CoreError, Result};
 use crate::{ensure_shape, HostData};
 
@@ -169,8 +170,9 @@ impl Backend for CpuBackend {
                 l.b.shape,
                 w.shape
             );
+            let xl = backward::lora_input(x, l.dropout_mask)?;
             let mut xa = vec![0.0; n * r];
-            gemm::gemm_f32(n, r, d_in, &x.data, false, &l.a.data, true, &mut xa, false, 1.0);
+            gemm::gemm_f32(n, r, d_in, &xl, false, &l.a.data, true, &mut xa, false, 1.0);
             gemm::gemm_f32(n, d_out, r, &xa, false, &l.b.data, true, &mut y, true, l.scale);
         }
         let mut shape = x.shape.clone();
@@ -301,6 +303,57 @@ impl Backend for CpuBackend {
         ensure_shape!(gate.shape == up.shape, "swiglu", "gate {:?} vs up {:?}", gate.shape, up.shape);
         let data = gate.data.par_iter().zip(&up.data).map(|(&g, &u)| silu(g) * u).collect();
         Ok(CpuTensor { shape: gate.shape.clone(), data })
+    }
+
+    fn linear_backward(&self, x: &CpuTensor, w: &CpuTensor, lora: Option<LoraWeights<'_, CpuTensor>>, dy: &CpuTensor, grads: LinearGrads<'_, CpuTensor>, need_dx: bool) -> Result<Option<CpuTensor>> {
+        backward::linear_backward(x, w, lora, dy, grads, need_dx)
+    }
+
+    fn embedding_backward(&self, grad_table: &mut CpuTensor, ids: &[u32], dy: &CpuTensor) -> Result<()> {
+        backward::embedding_backward(grad_table, ids, dy)
+    }
+
+    fn rms_norm_backward(&self, x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor, grad_w: Option<&mut CpuTensor>) -> Result<CpuTensor> {
+        backward::rms_norm_backward(x, w, eps, dy, grad_w)
+    }
+
+    fn rope_backward(&self, dy: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, positions: &[u32]) -> Result<CpuTensor> {
+        backward::rope_backward(dy, cos, sin, positions)
+    }
+
+    fn attention_backward(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, out: &CpuTensor, lse: &CpuTensor, dout: &CpuTensor, mask: &AttentionMask, scale: f32) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+        backward::attention_backward(q, k, v, out, lse, dout, mask, scale)
+    }
+
+    fn swiglu_backward(&self, gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
+        backward::swiglu_backward(gate, up, dy)
+    }
+
+    fn lm_head_cross_entropy(&self, hidden: &CpuTensor, w: &CpuTensor, targets: &[i32], grad: Option<CrossEntropyGrad<'_, CpuTensor>>) -> Result<CrossEntropyOutput<CpuTensor>> {
+        backward::lm_head_cross_entropy(hidden, w, targets, grad)
+    }
+
+    fn sum_squares(&self, x: &CpuTensor) -> Result<f64> {
+        Ok(qtrain_optim::clip::sum_of_squares(&x.data))
+    }
+
+    fn mul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        ensure_shape!(a.shape == b.shape, "mul", "{:?} vs {:?}", a.shape, b.shape);
+        let data = a.data.par_iter().zip(&b.data).map(|(x, y)| x * y).collect();
+        Ok(CpuTensor { shape: a.shape.clone(), data })
+    }
+
+    fn adamw_step(&self, param: &mut CpuTensor, grad: &CpuTensor, exp_avg: &mut CpuTensor, exp_avg_sq: &mut CpuTensor, hyper: &qtrain_optim::AdamWHyper, step: u64, lr: f64, grad_scale: f32) -> Result<()> {
+        let n = param.data.len();
+        ensure_shape!(grad.data.len() == n && exp_avg.data.len() == n && exp_avg_sq.data.len() == n, "adamw_step", "param {:?}, grad {:?}, moments {:?}/{:?}", param.shape, grad.shape, exp_avg.shape, exp_avg_sq.shape);
+        ensure_shape!(step >= 1, "adamw_step", "step is 1-based, got 0");
+        qtrain_optim::adamw_step(&mut param.data, &grad.data, &mut exp_avg.data, &mut exp_avg_sq.data, hyper, step, lr, grad_scale);
+        Ok(())
+    }
+
+    fn fill_zero(&self, x: &mut CpuTensor) -> Result<()> {
+        x.data.fill(0.0);
+        Ok(())
     }
 }
 

@@ -25,7 +25,7 @@ fn linear_with_bias_and_lora_matches_formula() {
     let bias = rand_tensor(&mut rng, &[dout]);
     let a = rand_tensor(&mut rng, &[r, din]);
     let b = rand_tensor(&mut rng, &[dout, r]);
-    let y = be.linear(&x, &w, Some(&bias), Some(LoraWeights { a: &a, b: &b, scale: 0.75 })).unwrap();
+    let y = be.linear(&x, &w, Some(&bias), Some(LoraWeights { a: &a, b: &b, scale: 0.75, dropout_mask: None })).unwrap();
     let mut want = vec![0.0f64; n * dout];
     for i in 0..n {
         for o in 0..dout {
@@ -196,4 +196,171 @@ fn swiglu_embedding_gather_and_add() {
     let s = be.add(&acc, &u).unwrap();
     let want: Vec<f64> = g.data().iter().zip(u.data()).map(|(&g, &u)| g as f64 - u as f64).collect();
     assert_close(s.data(), &want, 1e-6, "add");
+}
+
+// ---- backward: finite-difference checks ------------------------------------------------
+
+/// Checks an analytic gradient against central differences of `loss` along random
+/// directions (directional derivatives are far less noisy in f32 than single elements).
+fn check_gradient(what: &str, x: &[f32], analytic: &[f32], loss: impl Fn(&[f32]) -> f64) {
+    let mut rng = Rng::new(99);
+    let h = 1e-2f32;
+    for trial in 0..3 {
+        let dir: Vec<f32> = (0..x.len()).map(|_| rng.normal() as f32).collect();
+        let plus: Vec<f32> = x.iter().zip(&dir).map(|(a, d)| a + h * d).collect();
+        let minus: Vec<f32> = x.iter().zip(&dir).map(|(a, d)| a - h * d).collect();
+        let numeric = (loss(&plus) - loss(&minus)) / (2.0 * h as f64);
+        let exact: f64 = analytic.iter().zip(&dir).map(|(g, d)| *g as f64 * *d as f64).sum();
+        let tol = 2e-3 * (1.0 + numeric.abs().max(exact.abs()));
+        assert!((numeric - exact).abs() <= tol, "{what} (direction {trial}): finite difference {numeric}, analytic {exact}");
+    }
+}
+
+/// Σ dy ⊙ y in f64: the scalar whose gradient w.r.t. y is dy.
+fn dot(y: &[f32], dy: &[f32]) -> f64 {
+    y.iter().zip(dy).map(|(a, b)| *a as f64 * *b as f64).sum()
+}
+
+fn t(data: &[f32], shape: &[usize]) -> CpuTensor {
+    CpuTensor::new(data.to_vec(), shape).unwrap()
+}
+
+#[test]
+fn linear_backward_with_bias_lora_and_dropout_matches_finite_differences() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(21);
+    let (n, din, dout, r, s) = (4, 6, 5, 2, 0.8f32);
+    let x = rand_tensor(&mut rng, &[n, din]);
+    let w = rand_tensor(&mut rng, &[dout, din]);
+    let b = rand_tensor(&mut rng, &[dout]);
+    let a = rand_tensor(&mut rng, &[r, din]);
+    let bb = rand_tensor(&mut rng, &[dout, r]);
+    let mask = t(&(0..n * din).map(|i| if i % 3 == 0 { 0.0 } else { 1.5 }).collect::<Vec<_>>(), &[n, din]);
+    let dy = rand_tensor(&mut rng, &[n, dout]);
+    let fwd = |x: &CpuTensor, w: &CpuTensor, b: &CpuTensor, a: &CpuTensor, bb: &CpuTensor| {
+        let y = be.linear(x, w, Some(b), Some(LoraWeights { a, b: bb, scale: s, dropout_mask: Some(&mask) })).unwrap();
+        dot(y.data(), dy.data())
+    };
+    let (mut gw, mut gb, mut ga, mut gbb) = (be.zeros(&[dout, din]).unwrap(), be.zeros(&[dout]).unwrap(), be.zeros(&[r, din]).unwrap(), be.zeros(&[dout, r]).unwrap());
+    let dx = be
+        .linear_backward(&x, &w, Some(LoraWeights { a: &a, b: &bb, scale: s, dropout_mask: Some(&mask) }), &dy, LinearGrads { weight: Some(&mut gw), bias: Some(&mut gb), lora_a: Some(&mut ga), lora_b: Some(&mut gbb) }, true)
+        .unwrap()
+        .unwrap();
+    check_gradient("dx", x.data(), dx.data(), |v| fwd(&t(v, &[n, din]), &w, &b, &a, &bb));
+    check_gradient("dW", w.data(), gw.data(), |v| fwd(&x, &t(v, &[dout, din]), &b, &a, &bb));
+    check_gradient("db", b.data(), gb.data(), |v| fwd(&x, &w, &t(v, &[dout]), &a, &bb));
+    check_gradient("dA", a.data(), ga.data(), |v| fwd(&x, &w, &b, &t(v, &[r, din]), &bb));
+    check_gradient("dB", bb.data(), gbb.data(), |v| fwd(&x, &w, &b, &a, &t(v, &[dout, r])));
+    // Gradients accumulate: a second backward doubles them.
+    let before = gw.clone();
+    be.linear_backward(&x, &w, None, &dy, LinearGrads { weight: Some(&mut gw), ..Default::default() }, false).unwrap();
+    for (g, b0) in gw.data().iter().zip(before.data()) {
+        assert!((g - 2.0 * b0).abs() < 1e-5 * (1.0 + b0.abs()));
+    }
+}
+
+#[test]
+fn rms_norm_backward_matches_finite_differences() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(22);
+    let x = rand_tensor(&mut rng, &[5, 8]);
+    let w = rand_tensor(&mut rng, &[8]);
+    let dy = rand_tensor(&mut rng, &[5, 8]);
+    let mut gw = be.zeros(&[8]).unwrap();
+    let dx = be.rms_norm_backward(&x, &w, 1e-6, &dy, Some(&mut gw)).unwrap();
+    check_gradient("rms dx", x.data(), dx.data(), |v| dot(be.rms_norm(&t(v, &[5, 8]), &w, 1e-6).unwrap().data(), dy.data()));
+    check_gradient("rms dw", w.data(), gw.data(), |v| dot(be.rms_norm(&x, &t(v, &[8]), 1e-6).unwrap().data(), dy.data()));
+}
+
+#[test]
+fn rope_backward_matches_finite_differences() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(23);
+    let x = rand_tensor(&mut rng, &[3, 2, 8]);
+    let cos = rand_tensor(&mut rng, &[10, 4]);
+    let sin = rand_tensor(&mut rng, &[10, 4]);
+    let pos = [4u32, 0, 9];
+    let dy = rand_tensor(&mut rng, &[3, 2, 8]);
+    let dx = be.rope_backward(&dy, &cos, &sin, &pos).unwrap();
+    check_gradient("rope dx", x.data(), dx.data(), |v| dot(be.rope(&t(v, &[3, 2, 8]), &cos, &sin, &pos).unwrap().data(), dy.data()));
+}
+
+#[test]
+fn attention_backward_matches_finite_differences_with_padding_gqa_and_segments() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(24);
+    let (b, tt, h, kvh, d) = (2, 5, 4, 2, 4);
+    let q = rand_tensor(&mut rng, &[b, tt, h, d]);
+    let k = rand_tensor(&mut rng, &[b, tt, kvh, d]);
+    let v = rand_tensor(&mut rng, &[b, tt, kvh, d]);
+    let dy = rand_tensor(&mut rng, &[b, tt, h, d]);
+    let mut valid = vec![true; b * tt];
+    valid[b * tt - 1] = false;
+    let masks = [
+        AttentionMask { key_valid: Some(valid), ..AttentionMask::causal(b, tt) },
+        AttentionMask { segments: Some(vec![0, 0, 1, 1, 1, 0, 0, 0, 2, 2]), ..AttentionMask::causal(b, tt) },
+    ];
+    for mask in &masks {
+        let (out, lse) = be.attention(&q, &k, &v, mask, 0.5).unwrap();
+        let (dq, dk, dv) = be.attention_backward(&q, &k, &v, &out, &lse, &dy, mask, 0.5).unwrap();
+        let f = |q: &CpuTensor, k: &CpuTensor, v: &CpuTensor| dot(be.attention(q, k, v, mask, 0.5).unwrap().0.data(), dy.data());
+        check_gradient("dq", q.data(), dq.data(), |x| f(&t(x, q.shape()), &k, &v));
+        check_gradient("dk", k.data(), dk.data(), |x| f(&q, &t(x, k.shape()), &v));
+        check_gradient("dv", v.data(), dv.data(), |x| f(&q, &k, &t(x, v.shape())));
+    }
+}
+
+#[test]
+fn swiglu_and_embedding_backward() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(25);
+    let g = rand_tensor(&mut rng, &[3, 5]);
+    let u = rand_tensor(&mut rng, &[3, 5]);
+    let dy = rand_tensor(&mut rng, &[3, 5]);
+    let (dg, du) = be.swiglu_backward(&g, &u, &dy).unwrap();
+    check_gradient("dgate", g.data(), dg.data(), |x| dot(be.swiglu(&t(x, &[3, 5]), &u).unwrap().data(), dy.data()));
+    check_gradient("dup", u.data(), du.data(), |x| dot(be.swiglu(&g, &t(x, &[3, 5])).unwrap().data(), dy.data()));
+    let table = rand_tensor(&mut rng, &[6, 3]);
+    let ids = [2u32, 5, 2, 0];
+    let dy = rand_tensor(&mut rng, &[4, 3]);
+    let mut gt = be.zeros(&[6, 3]).unwrap();
+    be.embedding_backward(&mut gt, &ids, &dy).unwrap();
+    check_gradient("dtable", table.data(), gt.data(), |x| dot(be.embedding(&t(x, &[6, 3]), &ids).unwrap().data(), dy.data()));
+}
+
+#[test]
+fn chunked_cross_entropy_matches_naive_loss_and_finite_differences() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(26);
+    // 300 rows crosses the 256-row chunk boundary.
+    let (n, c, vocab) = (300, 6, 11);
+    let hidden = rand_tensor(&mut rng, &[n, c]);
+    let w = rand_tensor(&mut rng, &[vocab, c]);
+    let targets: Vec<i32> = (0..n).map(|i| if i % 7 == 3 { -100 } else { (i * 5 % vocab) as i32 }).collect();
+    let mut naive = 0.0f64;
+    let mut correct = 0;
+    for i in 0..n {
+        if targets[i] == -100 {
+            continue;
+        }
+        let logits: Vec<f64> = (0..vocab).map(|v| (0..c).map(|e| hidden.data()[i * c + e] as f64 * w.data()[v * c + e] as f64).sum()).collect();
+        let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + logits.iter().map(|l| (l - m).exp()).sum::<f64>().ln();
+        naive += lse - logits[targets[i] as usize];
+        let arg = (0..vocab).fold(0, |b, v| if logits[v] > logits[b] { v } else { b });
+        correct += (arg == targets[i] as usize) as usize;
+    }
+    let scale = 1.0 / 257.0;
+    let mut gw = be.zeros(&[vocab, c]).unwrap();
+    let out = be.lm_head_cross_entropy(&hidden, &w, &targets, Some(CrossEntropyGrad { scale, grad_w: Some(&mut gw) })).unwrap();
+    assert_eq!(out.num_targets, targets.iter().filter(|&&t| t != -100).count());
+    assert_eq!(out.num_correct, correct);
+    assert!((out.loss_sum - naive).abs() < 1e-4 * naive, "{} vs {naive}", out.loss_sum);
+    let loss = |h: &CpuTensor, w: &CpuTensor| be.lm_head_cross_entropy(h, w, &targets, None).unwrap().loss_sum * scale as f64;
+    let gh = out.grad_hidden.unwrap();
+    check_gradient("dhidden", hidden.data(), gh.data(), |x| loss(&t(x, &[n, c]), &w));
+    check_gradient("dW head", w.data(), gw.data(), |x| loss(&hidden, &t(x, &[vocab, c])));
+    // Ignored rows get no gradient.
+    assert!(gh.data()[3 * c..4 * c].iter().all(|&g| g == 0.0));
+    assert!(be.lm_head_cross_entropy(&hidden, &w, &vec![vocab as i32; n], None).is_err());
 }

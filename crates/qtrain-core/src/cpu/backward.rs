@@ -1,0 +1,348 @@
+//! CPU kernels for the backward ops and the loss, as free functions over [`CpuTensor`]s so
+//! `mod.rs` stays a readable list of ops. Each is the textbook derivative written as loops;
+//! the equations are in the comments. Must not hide shortcuts (same rule as the forward).
+
+use rayon::prelude::*;
+
+use super::gemm::gemm_f32;
+use super::{rows_cols, CpuTensor};
+use crate::backend::{AttentionMask, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
+use crate::error::{CoreError, Result};
+use crate::ensure_shape;
+
+/// Rows of the LM head processed at once: `[CE_CHUNK_ROWS × V]` f32 logits is the largest
+/// temporary the loss ever holds.
+pub const CE_CHUNK_ROWS: usize = 256;
+
+fn check_grad(op: &'static str, what: &str, g: &CpuTensor, want: &[usize]) -> Result<()> {
+    ensure_shape!(g.shape() == want, op, "{what} gradient buffer {:?}, expected {:?}", g.shape(), want);
+    Ok(())
+}
+
+/// x ⊙ mask for the LoRA path (or x itself).
+pub(super) fn lora_input<'a>(x: &'a CpuTensor, mask: Option<&CpuTensor>) -> Result<std::borrow::Cow<'a, [f32]>> {
+    Ok(match mask {
+        None => std::borrow::Cow::Borrowed(x.data()),
+        Some(m) => {
+            ensure_shape!(m.data().len() == x.data().len(), "linear", "dropout mask {:?} for input {:?}", m.shape(), x.shape());
+            std::borrow::Cow::Owned(x.data().iter().zip(m.data()).map(|(a, b)| a * b).collect())
+        }
+    })
+}
+
+/// y = x Wᵀ + b + s·(x̃ Aᵀ) Bᵀ with x̃ = x ⊙ mask. Then
+/// dx = dy W + s·((dy B) A) ⊙ mask, dW += dyᵀ x, db += Σₙ dy, dB += s·dyᵀ (x̃ Aᵀ), dA += s·(dy B)ᵀ x̃.
+pub fn linear_backward(x: &CpuTensor, w: &CpuTensor, lora: Option<LoraWeights<'_, CpuTensor>>, dy: &CpuTensor, grads: LinearGrads<'_, CpuTensor>, need_dx: bool) -> Result<Option<CpuTensor>> {
+    let (n, d_in) = rows_cols(x.shape());
+    ensure_shape!(w.shape().len() == 2 && w.shape()[1] == d_in, "linear_backward", "x {:?} against weight {:?}", x.shape(), w.shape());
+    let d_out = w.shape()[0];
+    ensure_shape!(dy.data().len() == n * d_out, "linear_backward", "dy {:?} for {n} rows of {d_out}", dy.shape());
+    let mut dx = if need_dx {
+        let mut dx = vec![0.0; n * d_in];
+        gemm_f32(n, d_in, d_out, dy.data(), false, w.data(), false, &mut dx, false, 1.0);
+        Some(dx)
+    } else {
+        None
+    };
+    if let Some(gw) = grads.weight {
+        check_grad("linear_backward", "weight", gw, w.shape())?;
+        gemm_f32(d_out, d_in, n, dy.data(), true, x.data(), false, gw.data_mut(), true, 1.0);
+    }
+    if let Some(gb) = grads.bias {
+        check_grad("linear_backward", "bias", gb, &[d_out])?;
+        for row in dy.data().chunks(d_out) {
+            gb.data_mut().iter_mut().zip(row).for_each(|(g, d)| *g += d);
+        }
+    }
+    if let Some(l) = lora {
+        let r = l.a.shape()[0];
+        ensure_shape!(l.a.shape() == [r, d_in] && l.b.shape() == [d_out, r], "linear_backward", "LoRA A {:?} / B {:?} for weight {:?}", l.a.shape(), l.b.shape(), w.shape());
+        let xl = lora_input(x, l.dropout_mask)?;
+        if let Some(gb) = grads.lora_b {
+            check_grad("linear_backward", "lora_B", gb, l.b.shape())?;
+            let mut xa = vec![0.0; n * r];
+            gemm_f32(n, r, d_in, &xl, false, l.a.data(), true, &mut xa, false, 1.0);
+            gemm_f32(d_out, r, n, dy.data(), true, &xa, false, gb.data_mut(), true, l.scale);
+        }
+        // g = s · dy B  [N, r]
+        let mut g = vec![0.0; n * r];
+        gemm_f32(n, r, d_out, dy.data(), false, l.b.data(), false, &mut g, false, l.scale);
+        if let Some(ga) = grads.lora_a {
+            check_grad("linear_backward", "lora_A", ga, l.a.shape())?;
+            gemm_f32(r, d_in, n, &g, true, &xl, false, ga.data_mut(), true, 1.0);
+        }
+        if let Some(dx) = dx.as_mut() {
+            let mut dxl = vec![0.0; n * d_in];
+            gemm_f32(n, d_in, r, &g, false, l.a.data(), false, &mut dxl, false, 1.0);
+            match l.dropout_mask {
+                None => dx.iter_mut().zip(&dxl).for_each(|(a, b)| *a += b),
+                Some(m) => dx.iter_mut().zip(&dxl).zip(m.data()).for_each(|((a, b), mm)| *a += b * mm),
+            }
+        }
+    }
+    dx.map(|d| CpuTensor::new(d, x.shape())).transpose()
+}
+
+pub fn embedding_backward(grad_table: &mut CpuTensor, ids: &[u32], dy: &CpuTensor) -> Result<()> {
+    ensure_shape!(grad_table.shape().len() == 2, "embedding_backward", "table gradient must be [V, C], got {:?}", grad_table.shape());
+    let (v, c) = (grad_table.shape()[0], grad_table.shape()[1]);
+    ensure_shape!(dy.data().len() == ids.len() * c, "embedding_backward", "dy {:?} for {} ids of width {c}", dy.shape(), ids.len());
+    for (row, &id) in dy.data().chunks(c).zip(ids) {
+        let id = id as usize;
+        if id >= v {
+            return Err(CoreError::Index { op: "embedding_backward", index: id, size: v });
+        }
+        grad_table.data_mut()[id * c..(id + 1) * c].iter_mut().zip(row).for_each(|(g, d)| *g += d);
+    }
+    Ok(())
+}
+
+/// y = w ⊙ x·r with r = (mean(x²) + eps)^(-1/2). With u = w ⊙ dy:
+/// dx = r·u − x · r³ · (Σ u·x) / C,   dw += Σ_rows dy ⊙ x·r.
+pub fn rms_norm_backward(x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor, grad_w: Option<&mut CpuTensor>) -> Result<CpuTensor> {
+    let (_, c) = rows_cols(x.shape());
+    ensure_shape!(w.data().len() == c && dy.shape() == x.shape(), "rms_norm_backward", "x {:?}, w {:?}, dy {:?}", x.shape(), w.shape(), dy.shape());
+    let mut dx = vec![0.0; x.data().len()];
+    dx.par_chunks_mut(c).zip(x.data().par_chunks(c)).zip(dy.data().par_chunks(c)).for_each(|((o, xr), dyr)| {
+        let r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / c as f32 + eps).sqrt();
+        let dot: f32 = xr.iter().zip(dyr).zip(w.data()).map(|((x, d), g)| g * d * x).sum();
+        let k = r * r * r * dot / c as f32;
+        for (((o, x), d), g) in o.iter_mut().zip(xr).zip(dyr).zip(w.data()) {
+            *o = r * g * d - x * k;
+        }
+    });
+    if let Some(gw) = grad_w {
+        check_grad("rms_norm_backward", "weight", gw, &[c])?;
+        let partial = x
+            .data()
+            .par_chunks(c)
+            .zip(dy.data().par_chunks(c))
+            .fold(
+                || vec![0.0f32; c],
+                |mut acc, (xr, dyr)| {
+                    let r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / c as f32 + eps).sqrt();
+                    acc.iter_mut().zip(xr).zip(dyr).for_each(|((a, x), d)| *a += d * x * r);
+                    acc
+                },
+            )
+            .reduce(|| vec![0.0f32; c], |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            });
+        gw.data_mut().iter_mut().zip(&partial).for_each(|(g, p)| *g += p);
+    }
+    CpuTensor::new(dx, x.shape())
+}
+
+/// The forward rotates each (x₁, x₂) pair by +θ; its transpose rotates dy by −θ:
+/// dx₁ = dy₁·cos + dy₂·sin, dx₂ = dy₂·cos − dy₁·sin.
+pub fn rope_backward(dy: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, positions: &[u32]) -> Result<CpuTensor> {
+    ensure_shape!(dy.shape().len() == 3, "rope_backward", "dy must be [N, H, D], got {:?}", dy.shape());
+    let (n, h, d) = (dy.shape()[0], dy.shape()[1], dy.shape()[2]);
+    let half = d / 2;
+    ensure_shape!(cos.shape() == [cos.shape()[0], half] && positions.len() == n, "rope_backward", "tables {:?} / {} positions for dy {:?}", cos.shape(), positions.len(), dy.shape());
+    if let Some(&p) = positions.iter().find(|&&p| p as usize >= cos.shape()[0]) {
+        return Err(CoreError::Index { op: "rope_backward", index: p as usize, size: cos.shape()[0] });
+    }
+    let mut out = vec![0.0; dy.data().len()];
+    out.par_chunks_mut(h * d).zip(dy.data().par_chunks(h * d)).zip(positions.par_iter()).for_each(|((o, row), &p)| {
+        let c = &cos.data()[p as usize * half..][..half];
+        let s = &sin.data()[p as usize * half..][..half];
+        for head in 0..h {
+            let g = &row[head * d..(head + 1) * d];
+            let oh = &mut o[head * d..(head + 1) * d];
+            for i in 0..half {
+                oh[i] = g[i] * c[i] + g[i + half] * s[i];
+                oh[i + half] = g[i + half] * c[i] - g[i] * s[i];
+            }
+        }
+    });
+    CpuTensor::new(out, dy.shape())
+}
+
+/// Softmax attention backward (as in FlashAttention-2, Dao 2023, Alg. 2, without tiling):
+/// pᵢⱼ = exp(sᵢⱼ − lseᵢ), Dᵢ = dOᵢ·Oᵢ, dsᵢⱼ = pᵢⱼ (dOᵢ·vⱼ − Dᵢ),
+/// dqᵢ = scale Σⱼ dsᵢⱼ kⱼ, dkⱼ = scale Σᵢ dsᵢⱼ qᵢ, dvⱼ = Σᵢ pᵢⱼ dOᵢ.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &CpuTensor,
+    k: &CpuTensor,
+    v: &CpuTensor,
+    out: &CpuTensor,
+    lse: &CpuTensor,
+    dout: &CpuTensor,
+    mask: &AttentionMask,
+    scale: f32,
+) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+    ensure_shape!(q.shape().len() == 4 && k.shape().len() == 4 && k.shape() == v.shape(), "attention_backward", "q {:?}, k {:?}, v {:?}", q.shape(), k.shape(), v.shape());
+    let (b, t, h, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (s_len, kvh) = (k.shape()[1], k.shape()[2]);
+    ensure_shape!(
+        k.shape()[0] == b && k.shape()[3] == d && h % kvh == 0 && mask.batch == b && mask.q_len == t && mask.kv_len == s_len && mask.q_offset + t <= s_len,
+        "attention_backward",
+        "q {:?}, k {:?}, mask (batch {}, q_len {}, kv_len {}, q_offset {})",
+        q.shape(),
+        k.shape(),
+        mask.batch,
+        mask.q_len,
+        mask.kv_len,
+        mask.q_offset
+    );
+    ensure_shape!(out.shape() == q.shape() && dout.shape() == q.shape() && lse.shape() == [b, t, h], "attention_backward", "out {:?}, dout {:?}, lse {:?}", out.shape(), dout.shape(), lse.shape());
+    let group = h / kvh;
+    let idx_q = |bi: usize, i: usize, hh: usize| ((bi * t + i) * h + hh) * d;
+    let idx_k = |bi: usize, j: usize, g: usize| ((bi * s_len + j) * kvh + g) * d;
+    // One task per (batch row, kv head): it owns dk/dv of that head and dq of its query group.
+    let parts: Vec<(usize, usize, Vec<f32>, Vec<f32>, Vec<f32>)> = (0..b * kvh)
+        .into_par_iter()
+        .map(|task| {
+            let (bi, g) = (task / kvh, task % kvh);
+            let mut dq = vec![0.0f32; group * t * d];
+            let mut dk = vec![0.0f32; s_len * d];
+            let mut dv = vec![0.0f32; s_len * d];
+            let mut p = vec![0.0f32; s_len];
+            for gh in 0..group {
+                let hh = g * group + gh;
+                for i in 0..t {
+                    let qi = &q.data()[idx_q(bi, i, hh)..][..d];
+                    let doi = &dout.data()[idx_q(bi, i, hh)..][..d];
+                    let oi = &out.data()[idx_q(bi, i, hh)..][..d];
+                    let l = lse.data()[(bi * t + i) * h + hh];
+                    let mut any = false;
+                    for (j, pj) in p.iter_mut().enumerate() {
+                        *pj = if mask.allows(bi, i, j) {
+                            any = true;
+                            let kj = &k.data()[idx_k(bi, j, g)..][..d];
+                            (qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale - l).exp()
+                        } else {
+                            0.0
+                        };
+                    }
+                    if !any {
+                        continue;
+                    }
+                    let di: f32 = doi.iter().zip(oi).map(|(a, b)| a * b).sum();
+                    let dqi = &mut dq[(gh * t + i) * d..][..d];
+                    for (j, &pj) in p.iter().enumerate() {
+                        if pj == 0.0 {
+                            continue;
+                        }
+                        let kj = &k.data()[idx_k(bi, j, g)..][..d];
+                        let vj = &v.data()[idx_k(bi, j, g)..][..d];
+                        let dp: f32 = doi.iter().zip(vj).map(|(a, b)| a * b).sum();
+                        let ds = pj * (dp - di) * scale;
+                        for e in 0..d {
+                            dqi[e] += ds * kj[e];
+                            dk[j * d + e] += ds * qi[e];
+                            dv[j * d + e] += pj * doi[e];
+                        }
+                    }
+                }
+            }
+            (bi, g, dq, dk, dv)
+        })
+        .collect();
+    let mut dq_all = vec![0.0f32; q.data().len()];
+    let mut dk_all = vec![0.0f32; k.data().len()];
+    let mut dv_all = vec![0.0f32; v.data().len()];
+    for (bi, g, dq, dk, dv) in parts {
+        for gh in 0..group {
+            for i in 0..t {
+                dq_all[idx_q(bi, i, g * group + gh)..][..d].copy_from_slice(&dq[(gh * t + i) * d..][..d]);
+            }
+        }
+        for j in 0..s_len {
+            dk_all[idx_k(bi, j, g)..][..d].copy_from_slice(&dk[j * d..][..d]);
+            dv_all[idx_k(bi, j, g)..][..d].copy_from_slice(&dv[j * d..][..d]);
+        }
+    }
+    Ok((CpuTensor::new(dq_all, q.shape())?, CpuTensor::new(dk_all, k.shape())?, CpuTensor::new(dv_all, v.shape())?))
+}
+
+/// y = silu(g)·u with silu(g) = g·σ(g): du = dy·silu(g), dg = dy·u·σ(g)·(1 + g·(1 − σ(g))).
+pub fn swiglu_backward(gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
+    ensure_shape!(gate.shape() == up.shape() && dy.shape() == gate.shape(), "swiglu_backward", "gate {:?}, up {:?}, dy {:?}", gate.shape(), up.shape(), dy.shape());
+    let (dg, du): (Vec<f32>, Vec<f32>) = gate
+        .data()
+        .par_iter()
+        .zip(up.data())
+        .zip(dy.data())
+        .map(|((&g, &u), &d)| {
+            let s = 1.0 / (1.0 + (-g).exp());
+            (d * u * s * (1.0 + g * (1.0 - s)), d * g * s)
+        })
+        .unzip();
+    Ok((CpuTensor::new(dg, gate.shape())?, CpuTensor::new(du, up.shape())?))
+}
+
+/// Chunked LM head + cross-entropy. Only rows with a target take part; per chunk of
+/// [`CE_CHUNK_ROWS`] rows: logits = H Wᵀ, softmax, loss, dlogits = scale·(softmax − onehot),
+/// dH = dlogits W, dW += dlogitsᵀ H.
+pub fn lm_head_cross_entropy(hidden: &CpuTensor, w: &CpuTensor, targets: &[i32], grad: Option<CrossEntropyGrad<'_, CpuTensor>>) -> Result<CrossEntropyOutput<CpuTensor>> {
+    let (n, c) = rows_cols(hidden.shape());
+    ensure_shape!(w.shape().len() == 2 && w.shape()[1] == c, "lm_head_cross_entropy", "hidden {:?} against head {:?}", hidden.shape(), w.shape());
+    ensure_shape!(targets.len() == n, "lm_head_cross_entropy", "{} targets for {n} rows", targets.len());
+    let vocab = w.shape()[0];
+    let rows: Vec<usize> = (0..n).filter(|&i| targets[i] != -100).collect();
+    if let Some(&bad) = rows.iter().find(|&&i| targets[i] < 0 || targets[i] as usize >= vocab) {
+        return Err(CoreError::Index { op: "lm_head_cross_entropy", index: targets[bad].max(0) as usize, size: vocab });
+    }
+    let (scale, mut grad_w) = match grad {
+        Some(g) => (Some(g.scale), g.grad_w),
+        None => (None, None),
+    };
+    if let Some(gw) = grad_w.as_deref() {
+        check_grad("lm_head_cross_entropy", "head", gw, w.shape())?;
+    }
+    let mut grad_hidden = scale.map(|_| vec![0.0f32; n * c]);
+    let (mut loss_sum, mut num_correct) = (0.0f64, 0usize);
+    for chunk in rows.chunks(CE_CHUNK_ROWS) {
+        let m = chunk.len();
+        let mut h = Vec::with_capacity(m * c);
+        for &i in chunk {
+            h.extend_from_slice(&hidden.data()[i * c..(i + 1) * c]);
+        }
+        let mut logits = vec![0.0f32; m * vocab];
+        gemm_f32(m, vocab, c, &h, false, w.data(), true, &mut logits, false, 1.0);
+        let stats: Vec<(f64, bool)> = logits
+            .par_chunks_mut(vocab)
+            .zip(chunk.par_iter())
+            .map(|(row, &i)| {
+                let target = targets[i] as usize;
+                let (mut best, mut max) = (0usize, f32::NEG_INFINITY);
+                for (j, &x) in row.iter().enumerate() {
+                    if x > max {
+                        max = x;
+                        best = j;
+                    }
+                }
+                let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+                let lse = max + sum.ln();
+                let loss = (lse - row[target]) as f64;
+                if let Some(s) = scale {
+                    // dlogits = s · (softmax − onehot), written over the logits.
+                    for x in row.iter_mut() {
+                        *x = s * (*x - lse).exp();
+                    }
+                    row[target] -= s;
+                }
+                (loss, best == target)
+            })
+            .collect();
+        for (l, ok) in stats {
+            loss_sum += l;
+            num_correct += ok as usize;
+        }
+        if let Some(gh) = grad_hidden.as_mut() {
+            let mut dh = vec![0.0f32; m * c];
+            gemm_f32(m, c, vocab, &logits, false, w.data(), false, &mut dh, false, 1.0);
+            for (r, &i) in chunk.iter().enumerate() {
+                gh[i * c..(i + 1) * c].copy_from_slice(&dh[r * c..(r + 1) * c]);
+            }
+            if let Some(gw) = grad_w.as_deref_mut() {
+                gemm_f32(vocab, c, m, &logits, true, &h, false, gw.data_mut(), true, 1.0);
+            }
+        }
+    }
+    Ok(CrossEntropyOutput { loss_sum, num_targets: rows.len(), num_correct, grad_hidden: grad_hidden.map(|g| CpuTensor::new(g, &[n, c])).transpose()? })
+}
