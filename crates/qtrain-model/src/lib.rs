@@ -9,8 +9,10 @@ pub mod adapter;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod layer;
 pub mod memory;
 pub mod model;
+pub mod train;
 pub mod safetensors_io;
 pub mod sampling;
 

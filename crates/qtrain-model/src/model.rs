@@ -11,10 +11,11 @@
 
 use std::path::Path;
 
-use qtrain_core::{AttentionMask, Backend, HostData, LoraWeights};
+use qtrain_core::{AttentionMask, Backend, HostData};
 
 use crate::config::QwenConfig;
 use crate::error::{ModelError, Result};
+use crate::layer::layer_forward;
 use crate::safetensors_io::SafetensorsStore;
 
 /// A low-rank adapter on one linear layer: `ΔW = scale · B A`.
@@ -33,13 +34,6 @@ pub struct Linear<B: Backend> {
     /// `[out]`
     pub bias: Option<B::Tensor>,
     pub lora: Option<LoraPair<B>>,
-}
-
-impl<B: Backend> Linear<B> {
-    pub fn forward(&self, be: &B, x: &B::Tensor) -> Result<B::Tensor> {
-        let lora = self.lora.as_ref().map(|l| LoraWeights { a: &l.a, b: &l.b, scale: l.scale, dropout_mask: None });
-        Ok(be.linear(x, &self.weight, self.bias.as_ref(), lora)?)
-    }
 }
 
 /// One decoder layer's parameters.
@@ -135,6 +129,18 @@ impl Batch {
 
     pub fn num_tokens(&self) -> usize {
         self.ids.len()
+    }
+
+    /// The attention mask of this batch on its own (no KV cache).
+    pub fn attention_mask(&self) -> AttentionMask {
+        AttentionMask {
+            batch: self.batch,
+            q_len: self.seq_len,
+            kv_len: self.seq_len,
+            q_offset: 0,
+            key_valid: if self.valid.iter().all(|&v| v) { None } else { Some(self.valid.clone()) },
+            segments: self.segments.clone(),
+        }
     }
 }
 
@@ -283,14 +289,7 @@ impl<B: Backend> QwenModel<B> {
             return Err(ModelError::Invalid(format!("position {p} exceeds max_position_embeddings {}", cfg.max_position_embeddings)));
         }
         let mask = match cache.as_deref_mut() {
-            None => AttentionMask {
-                batch: b,
-                q_len: t,
-                kv_len: t,
-                q_offset: 0,
-                key_valid: if batch.valid.iter().all(|&v| v) { None } else { Some(batch.valid.clone()) },
-                segments: batch.segments.clone(),
-            },
+            None => batch.attention_mask(),
             Some(c) => {
                 if c.batch != b || c.len + t > c.capacity {
                     return Err(ModelError::Invalid(format!("KV cache (batch {}, {} of {} used) cannot take {t} more positions for batch {b}", c.batch, c.len, c.capacity)));
@@ -314,59 +313,12 @@ impl<B: Backend> QwenModel<B> {
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| (&mut c.k[l], &mut c.v[l], c.len));
-            x = self.layer_forward(be, layer, x, batch, &mask, kv)?;
+            x = layer_forward(be, cfg, layer, (&self.rope_cos, &self.rope_sin), x, batch, &mask, kv, false, None)?.0;
         }
         if let Some(c) = cache {
             c.len += t;
         }
         Ok(be.rms_norm(&x, &self.norm, cfg.rms_norm_eps as f32)?)
-    }
-
-    /// One decoder layer: `[B·T, hidden]` in, `[B·T, hidden]` out.
-    fn layer_forward(
-        &self,
-        be: &B,
-        layer: &DecoderLayer<B>,
-        x: B::Tensor,
-        batch: &Batch,
-        mask: &AttentionMask,
-        kv_cache: Option<(&mut B::Tensor, &mut B::Tensor, usize)>,
-    ) -> Result<B::Tensor> {
-        let cfg = &self.config;
-        let eps = cfg.rms_norm_eps as f32;
-        let (b, t, n) = (batch.batch, batch.seq_len, batch.num_tokens());
-        let (h, kvh, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let normed = be.rms_norm(&x, &layer.input_layernorm, eps)?;
-        let project = |lin: &Linear<B>, heads: usize, norm: Option<&B::Tensor>| -> Result<B::Tensor> {
-            let y = lin.forward(be, &normed)?;
-            let mut y = be.reshape(y, &[n * heads, d])?;
-            if let Some(w) = norm {
-                y = be.rms_norm(&y, w, eps)?;
-            }
-            Ok(be.reshape(y, &[n, heads, d])?)
-        };
-        let q = project(&layer.q_proj, h, layer.q_norm.as_ref())?;
-        let k = project(&layer.k_proj, kvh, layer.k_norm.as_ref())?;
-        let v = project(&layer.v_proj, kvh, None)?;
-        let q = be.reshape(be.rope(&q, &self.rope_cos, &self.rope_sin, &batch.positions)?, &[b, t, h, d])?;
-        let k = be.reshape(be.rope(&k, &self.rope_cos, &self.rope_sin, &batch.positions)?, &[b, t, kvh, d])?;
-        let v = be.reshape(v, &[b, t, kvh, d])?;
-        let scale = 1.0 / (d as f32).sqrt();
-        let (attn, _lse) = match kv_cache {
-            None => be.attention(&q, &k, &v, mask, scale)?,
-            Some((kc, vc, at)) => {
-                be.write_seq(kc, &k, at)?;
-                be.write_seq(vc, &v, at)?;
-                be.attention(&q, kc, vc, mask, scale)?
-            }
-        };
-        let attn = be.reshape(attn, &[n, h * d])?;
-        let x = be.add(&x, &layer.o_proj.forward(be, &attn)?)?;
-        let normed = be.rms_norm(&x, &layer.post_attention_layernorm, eps)?;
-        let gate = layer.gate_proj.forward(be, &normed)?;
-        let up = layer.up_proj.forward(be, &normed)?;
-        let act = be.swiglu(&gate, &up)?;
-        Ok(be.add(&x, &layer.down_proj.forward(be, &act)?)?)
     }
 
     /// Logits `[rows.len(), V]` for selected rows of the hidden states.

@@ -1,0 +1,226 @@
+//! One decoder layer, forward and backward, written out by hand (no autograd, llm.c style).
+//!
+//! Forward (HF `Qwen2DecoderLayer` / `Qwen3DecoderLayer`), with N = B·T rows:
+//! ```text
+//! n₁ = rms_norm(x, input_layernorm)                                   [N, C]
+//! q = rope(q_norm(q_proj(n₁))), k = rope(k_norm(k_proj(n₁))), v = v_proj(n₁)
+//! a = attention(q, k, v)                                              [B, T, H, D]
+//! m = x + o_proj(a)
+//! n₂ = rms_norm(m, post_attention_layernorm)
+//! y = m + down_proj(silu(gate_proj(n₂)) · up_proj(n₂))
+//! ```
+//! Backward walks the same lines in reverse, adding parameter gradients into [`LayerGrads`].
+//! With `save = false` the forward keeps nothing (inference, or the first pass under gradient
+//! checkpointing); the backward then needs a recompute from the layer input.
+//! This module must not know about losses, optimizers or data.
+
+use qtrain_core::{AttentionMask, Backend, LinearGrads, LoraWeights, TensorInfo};
+
+use crate::config::QwenConfig;
+use crate::error::Result;
+use crate::model::{Batch, DecoderLayer, Linear};
+
+/// Activations one layer's backward needs.
+pub struct LayerActs<B: Backend> {
+    x_in: B::Tensor,
+    normed1: B::Tensor,
+    /// q/k before the per-head norm `[N·H, D]` (Qwen3 only)
+    q_pre_norm: Option<B::Tensor>,
+    k_pre_norm: Option<B::Tensor>,
+    /// after rope `[B, T, H|KV, D]`
+    q: B::Tensor,
+    k: B::Tensor,
+    v: B::Tensor,
+    /// attention output `[B, T, H, D]` and its log-sum-exp
+    attn: B::Tensor,
+    lse: B::Tensor,
+    x_mid: B::Tensor,
+    normed2: B::Tensor,
+    gate: B::Tensor,
+    up: B::Tensor,
+    act: B::Tensor,
+    /// LoRA dropout masks, one per linear (q, k, v, o, gate, up, down)
+    masks: [Option<B::Tensor>; 7],
+}
+
+/// Gradient buffers of one linear layer (`None`: frozen).
+pub struct LinearGradBufs<B: Backend> {
+    pub weight: Option<B::Tensor>,
+    pub bias: Option<B::Tensor>,
+    pub lora_a: Option<B::Tensor>,
+    pub lora_b: Option<B::Tensor>,
+}
+
+impl<B: Backend> LinearGradBufs<B> {
+    fn as_grads(&mut self) -> LinearGrads<'_, B::Tensor> {
+        LinearGrads { weight: self.weight.as_mut(), bias: self.bias.as_mut(), lora_a: self.lora_a.as_mut(), lora_b: self.lora_b.as_mut() }
+    }
+}
+
+/// Gradient buffers of one decoder layer.
+pub struct LayerGrads<B: Backend> {
+    pub input_layernorm: Option<B::Tensor>,
+    pub post_attention_layernorm: Option<B::Tensor>,
+    pub q_norm: Option<B::Tensor>,
+    pub k_norm: Option<B::Tensor>,
+    /// q, k, v, o, gate, up, down — the order of [`DecoderLayer::linears`].
+    pub linears: [LinearGradBufs<B>; 7],
+}
+
+/// LoRA dropout for one layer: probability and the seed its masks are drawn from, so a
+/// recompute under gradient checkpointing draws the very same masks.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerDropout {
+    pub p: f32,
+    pub seed: u64,
+}
+
+fn dropout_mask<B: Backend>(be: &B, d: LayerDropout, which: usize, shape: &[usize]) -> Result<B::Tensor> {
+    let mut rng = qtrain_core::rng::Rng::new(d.seed ^ ((which as u64 + 1) << 56));
+    let keep = 1.0 / (1.0 - d.p);
+    let n: usize = shape.iter().product();
+    let mask: Vec<f32> = (0..n).map(|_| if rng.next_f64() < d.p as f64 { 0.0 } else { keep }).collect();
+    Ok(be.upload(qtrain_core::HostData::F32(&mask), shape)?)
+}
+
+fn lora_of<'a, B: Backend>(lin: &'a Linear<B>, mask: Option<&'a B::Tensor>) -> Option<LoraWeights<'a, B::Tensor>> {
+    lin.lora.as_ref().map(|l| LoraWeights { a: &l.a, b: &l.b, scale: l.scale, dropout_mask: mask })
+}
+
+/// Forward of one layer. `kv_cache` (inference) appends this step's keys/values at the given
+/// offset and attends over the cache; `save` keeps the activations for [`layer_backward`].
+#[allow(clippy::too_many_arguments)]
+pub fn layer_forward<B: Backend>(
+    be: &B,
+    cfg: &QwenConfig,
+    layer: &DecoderLayer<B>,
+    rope: (&B::Tensor, &B::Tensor),
+    x: B::Tensor,
+    batch: &Batch,
+    mask: &AttentionMask,
+    kv_cache: Option<(&mut B::Tensor, &mut B::Tensor, usize)>,
+    save: bool,
+    dropout: Option<LayerDropout>,
+) -> Result<(B::Tensor, Option<LayerActs<B>>)> {
+    let eps = cfg.rms_norm_eps as f32;
+    let (b, t, n) = (batch.batch, batch.seq_len, batch.num_tokens());
+    let (h, kvh, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let normed1 = be.rms_norm(&x, &layer.input_layernorm, eps)?;
+    let linears = layer.linears();
+    let mut masks: [Option<B::Tensor>; 7] = Default::default();
+    if let Some(dp) = dropout.filter(|dp| dp.p > 0.0) {
+        for (i, (_, lin)) in linears.iter().enumerate() {
+            if lin.lora.is_some() {
+                let in_dim = lin.weight.shape()[1];
+                masks[i] = Some(dropout_mask(be, dp, i, &[n, in_dim])?);
+            }
+        }
+    }
+    let apply = |i: usize, input: &B::Tensor| -> Result<B::Tensor> {
+        let lin = linears[i].1;
+        Ok(be.linear(input, &lin.weight, lin.bias.as_ref(), lora_of(lin, masks[i].as_ref()))?)
+    };
+    // q/k: project, per-head norm (Qwen3), rotary. Returns (pre-norm copy if saved, roped).
+    let project_rotate = |i: usize, heads: usize, norm: Option<&B::Tensor>| -> Result<(Option<B::Tensor>, B::Tensor)> {
+        let y = be.reshape(apply(i, &normed1)?, &[n * heads, d])?;
+        let (pre, y) = match norm {
+            Some(w) => {
+                let normed = be.rms_norm(&y, w, eps)?;
+                (if save { Some(y) } else { None }, normed)
+            }
+            None => (None, y),
+        };
+        let y = be.reshape(y, &[n, heads, d])?;
+        Ok((pre, be.reshape(be.rope(&y, rope.0, rope.1, &batch.positions)?, &[b, t, heads, d])?))
+    };
+    let (q_pre_norm, q) = project_rotate(0, h, layer.q_norm.as_ref())?;
+    let (k_pre_norm, k) = project_rotate(1, kvh, layer.k_norm.as_ref())?;
+    let v = be.reshape(apply(2, &normed1)?, &[b, t, kvh, d])?;
+    let scale = 1.0 / (d as f32).sqrt();
+    let (attn, lse) = match kv_cache {
+        None => be.attention(&q, &k, &v, mask, scale)?,
+        Some((kc, vc, at)) => {
+            be.write_seq(kc, &k, at)?;
+            be.write_seq(vc, &v, at)?;
+            be.attention(&q, kc, vc, mask, scale)?
+        }
+    };
+    let attn = be.reshape(attn, &[n, h * d])?;
+    let x_mid = be.add(&x, &apply(3, &attn)?)?;
+    let normed2 = be.rms_norm(&x_mid, &layer.post_attention_layernorm, eps)?;
+    let gate = apply(4, &normed2)?;
+    let up = apply(5, &normed2)?;
+    let act = be.swiglu(&gate, &up)?;
+    let y = be.add(&x_mid, &apply(6, &act)?)?;
+    let acts = save.then(|| LayerActs { x_in: x, normed1, q_pre_norm, k_pre_norm, q, k, v, attn, lse, x_mid, normed2, gate, up, act, masks });
+    Ok((y, acts))
+}
+
+/// Backward of one layer: given `dy = ∂L/∂y` `[N, C]`, adds parameter gradients into `grads`
+/// and returns `∂L/∂x` (skipped — `None` — when `need_dx` is false, e.g. the first layer of a
+/// LoRA run whose embeddings are frozen).
+#[allow(clippy::too_many_arguments)]
+pub fn layer_backward<B: Backend>(
+    be: &B,
+    cfg: &QwenConfig,
+    layer: &DecoderLayer<B>,
+    rope: (&B::Tensor, &B::Tensor),
+    acts: LayerActs<B>,
+    dy: B::Tensor,
+    batch: &Batch,
+    mask: &AttentionMask,
+    grads: &mut LayerGrads<B>,
+    need_dx: bool,
+) -> Result<Option<B::Tensor>> {
+    let eps = cfg.rms_norm_eps as f32;
+    let (b, t, n) = (batch.batch, batch.seq_len, batch.num_tokens());
+    let (h, kvh, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let linears = layer.linears();
+    let [gq, gk, gv, go, ggate, gup, gdown] = &mut grads.linears;
+    let back = |i: usize, x: &B::Tensor, dy: &B::Tensor, g: &mut LinearGradBufs<B>, need: bool| -> Result<Option<B::Tensor>> {
+        let lin = linears[i].1;
+        Ok(be.linear_backward(x, &lin.weight, lora_of(lin, acts.masks[i].as_ref()), dy, g.as_grads(), need)?)
+    };
+    // MLP: y = m + down(swiglu(gate(n₂), up(n₂))).
+    let d_act = back(6, &acts.act, &dy, gdown, true)?.expect("dx requested");
+    let (d_gate, d_up) = be.swiglu_backward(&acts.gate, &acts.up, &d_act)?;
+    let mut d_n2 = back(4, &acts.normed2, &d_gate, ggate, true)?.expect("dx requested");
+    be.add_scaled_assign(&mut d_n2, &back(5, &acts.normed2, &d_up, gup, true)?.expect("dx requested"), 1.0)?;
+    let mut d_mid = dy;
+    let d_from_norm2 = be.rms_norm_backward(&acts.x_mid, &layer.post_attention_layernorm, eps, &d_n2, grads.post_attention_layernorm.as_mut())?;
+    be.add_scaled_assign(&mut d_mid, &d_from_norm2, 1.0)?;
+    // Attention: m = x + o(attn).
+    let d_attn = back(3, &acts.attn, &d_mid, go, true)?.expect("dx requested");
+    let d_attn = be.reshape(d_attn, &[b, t, h, d])?;
+    let attn = be.reshape(acts.attn, &[b, t, h, d])?;
+    let scale = 1.0 / (d as f32).sqrt();
+    let (dq, dk, dv) = be.attention_backward(&acts.q, &acts.k, &acts.v, &attn, &acts.lse, &d_attn, mask, scale)?;
+    let unrotate = |dz: B::Tensor, heads: usize, pre: Option<&B::Tensor>, norm: Option<&B::Tensor>, g: Option<&mut B::Tensor>| -> Result<B::Tensor> {
+        let dz = be.rope_backward(&be.reshape(dz, &[n, heads, d])?, rope.0, rope.1, &batch.positions)?;
+        let dz = be.reshape(dz, &[n * heads, d])?;
+        let dz = match (pre, norm) {
+            (Some(pre), Some(w)) => be.rms_norm_backward(pre, w, eps, &dz, g)?,
+            _ => dz,
+        };
+        Ok(be.reshape(dz, &[n, heads * d])?)
+    };
+    let dq = unrotate(dq, h, acts.q_pre_norm.as_ref(), layer.q_norm.as_ref(), grads.q_norm.as_mut())?;
+    let dk = unrotate(dk, kvh, acts.k_pre_norm.as_ref(), layer.k_norm.as_ref(), grads.k_norm.as_mut())?;
+    let dv = be.reshape(dv, &[n, kvh * d])?;
+    // The input norm's weight needs ∂L/∂n₁ even when ∂L/∂x itself is not wanted.
+    let need_n1 = need_dx || grads.input_layernorm.is_some();
+    let d_n1_q = back(0, &acts.normed1, &dq, gq, need_n1)?;
+    let d_n1_k = back(1, &acts.normed1, &dk, gk, need_n1)?;
+    let d_n1_v = back(2, &acts.normed1, &dv, gv, need_n1)?;
+    let (Some(mut d_n1), Some(d_n1_k), Some(d_n1_v)) = (d_n1_q, d_n1_k, d_n1_v) else {
+        return Ok(None);
+    };
+    be.add_scaled_assign(&mut d_n1, &d_n1_k, 1.0)?;
+    be.add_scaled_assign(&mut d_n1, &d_n1_v, 1.0)?;
+    let d_from_norm1 = be.rms_norm_backward(&acts.x_in, &layer.input_layernorm, eps, &d_n1, grads.input_layernorm.as_mut())?;
+    if !need_dx {
+        return Ok(None);
+    }
+    be.add_scaled_assign(&mut d_mid, &d_from_norm1, 1.0)?;
+    Ok(Some(d_mid))
+}

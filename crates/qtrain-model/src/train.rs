@@ -1,0 +1,374 @@
+//! Training passes over a [`QwenModel`]: LoRA initialisation, gradient buffers, and one
+//! forward + backward of a micro-batch with the chunked LM-head loss, optionally with gradient
+//! checkpointing (keep only each layer's input, recompute the layer during backward).
+//!
+//! Loss convention (transformers' `num_items_in_batch`): the caller passes
+//! `loss_scale = 1 / (supervised targets in the whole accumulated batch)`, so summing the
+//! gradients of k micro-batches equals the gradient of one batch of all of them. This module
+//! must not step optimizers, schedule learning rates or read data files.
+
+use qtrain_core::rng::Rng;
+use qtrain_core::{Backend, CrossEntropyGrad, HostData, TensorInfo};
+
+use crate::adapter::{AdapterConfig, LoraAdapter};
+use crate::error::{ModelError, Result};
+use crate::layer::{layer_backward, layer_forward, LayerDropout, LayerGrads, LinearGradBufs};
+use crate::model::{Batch, LoraPair, QwenModel};
+use crate::safetensors_io::{HostTensor, HostTensorData};
+
+/// A micro-batch with its next-token targets.
+#[derive(Clone, Debug)]
+pub struct TrainBatch {
+    pub batch: Batch,
+    /// `[B·T]`: the token each position must predict, or -100.
+    pub targets: Vec<i32>,
+}
+
+impl TrainBatch {
+    /// Right-pad samples given as (input ids, labels) with HF's label convention (`labels[i]`
+    /// belongs to token i, -100 = unsupervised): position i predicts `labels[i + 1]`.
+    pub fn from_samples(samples: &[(Vec<u32>, Vec<i32>)], pad_id: u32) -> Result<Self> {
+        let ids: Vec<Vec<u32>> = samples.iter().map(|(i, _)| i.clone()).collect();
+        let batch = Batch::right_padded(&ids, pad_id)?;
+        let t = batch.seq_len;
+        let mut targets = vec![-100; batch.batch * t];
+        for (b, (ids, labels)) in samples.iter().enumerate() {
+            if ids.len() != labels.len() {
+                return Err(ModelError::Invalid(format!("sample {b}: {} ids but {} labels", ids.len(), labels.len())));
+            }
+            for i in 0..ids.len().saturating_sub(1) {
+                targets[b * t + i] = labels[i + 1];
+            }
+        }
+        Ok(TrainBatch { batch, targets })
+    }
+
+    /// Number of supervised targets.
+    pub fn num_targets(&self) -> usize {
+        self.targets.iter().filter(|&&t| t != -100).count()
+    }
+}
+
+/// Loss statistics of a pass (sums, so micro-batches add up).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossStats {
+    pub loss_sum: f64,
+    pub num_targets: usize,
+    pub num_correct: usize,
+}
+
+impl LossStats {
+    pub fn add(&mut self, o: LossStats) {
+        self.loss_sum += o.loss_sum;
+        self.num_targets += o.num_targets;
+        self.num_correct += o.num_correct;
+    }
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.num_targets.max(1) as f64
+    }
+    pub fn token_accuracy(&self) -> f64 {
+        self.num_correct as f64 / self.num_targets.max(1) as f64
+    }
+}
+
+/// What a run trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum TrainMode {
+    /// Only attached LoRA adapters (the base model is frozen).
+    Lora,
+    /// Every parameter; tied embeddings are one tensor.
+    Full,
+}
+
+/// Gradient buffers for every trainable tensor of a model.
+pub struct ModelGrads<B: Backend> {
+    pub mode: TrainMode,
+    pub embed_tokens: Option<B::Tensor>,
+    pub layers: Vec<LayerGrads<B>>,
+    pub norm: Option<B::Tensor>,
+    pub lm_head: Option<B::Tensor>,
+}
+
+/// Options of one forward + backward.
+#[derive(Clone, Copy, Debug)]
+pub struct BackwardOptions {
+    /// Multiplies the summed token loss before differentiation (1 / accumulated targets).
+    pub loss_scale: f32,
+    /// Keep only each decoder layer's input and recompute it in backward.
+    pub gradient_checkpointing: bool,
+    /// LoRA dropout probability and the seed of this micro-batch's masks.
+    pub lora_dropout: Option<(f32, u64)>,
+}
+
+/// How LoRA A is initialised (B is always zero, so training starts from the base model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoraInit {
+    /// PEFT's default: `kaiming_uniform_(a=√5)`, i.e. U(−1/√in, 1/√in).
+    Kaiming,
+    /// PEFT's `init_lora_weights="gaussian"`: N(0, (1/r)²).
+    Gaussian,
+}
+
+/// One trainable tensor paired with its gradient, for the optimizer.
+pub struct TrainableParam<'a, B: Backend> {
+    /// HF parameter name, or PEFT key for LoRA tensors.
+    pub name: String,
+    pub param: &'a mut B::Tensor,
+    pub grad: &'a B::Tensor,
+    /// Weight decay applies (not to biases and norm weights, as transformers' Trainer).
+    pub decay: bool,
+}
+
+impl<B: Backend> QwenModel<B> {
+    /// Attach fresh LoRA adapters to the linear modules `config.target_modules` selects,
+    /// initialised as PEFT does. Returns how many modules were adapted.
+    pub fn init_lora(&mut self, be: &B, config: &AdapterConfig, init: LoraInit, seed: u64) -> Result<usize> {
+        self.clear_lora();
+        let mut rng = Rng::new(seed);
+        let mut count = 0;
+        let r = config.r;
+        for (l, layer) in self.layers.iter_mut().enumerate() {
+            for (name, lin) in layer.linears_mut() {
+                let module = format!("model.layers.{l}.{name}");
+                if !config.target_modules.matches(&module)? {
+                    continue;
+                }
+                let (out_dim, in_dim) = (lin.weight.shape()[0], lin.weight.shape()[1]);
+                let a: Vec<f32> = match init {
+                    LoraInit::Kaiming => {
+                        let bound = 1.0 / (in_dim as f64).sqrt();
+                        (0..r * in_dim).map(|_| rng.uniform(-bound, bound) as f32).collect()
+                    }
+                    LoraInit::Gaussian => (0..r * in_dim).map(|_| (rng.normal() / r as f64) as f32).collect(),
+                };
+                lin.lora = Some(LoraPair {
+                    a: be.upload(HostData::F32(&a), &[r, in_dim])?,
+                    b: be.zeros(&[out_dim, r])?,
+                    scale: config.scale_for(&module, r) as f32,
+                });
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return Err(ModelError::Invalid(format!("target_modules {:?} matches no linear layer of the model", config.target_modules)));
+        }
+        Ok(count)
+    }
+
+    /// Download the attached adapters as a PEFT adapter (f32).
+    pub fn export_lora(&self, be: &B, config: &AdapterConfig) -> Result<LoraAdapter> {
+        let mut weights = std::collections::BTreeMap::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            for (name, lin) in layer.linears() {
+                if let Some(p) = &lin.lora {
+                    let host = |t: &B::Tensor| -> Result<HostTensor> { Ok(HostTensor { shape: t.shape().to_vec(), data: HostTensorData::F32(be.download(t)?) }) };
+                    weights.insert(format!("model.layers.{l}.{name}"), (host(&p.a)?, host(&p.b)?));
+                }
+            }
+        }
+        Ok(LoraAdapter { config: config.clone(), weights })
+    }
+
+    /// Zeroed gradient buffers for `mode`.
+    pub fn new_grads(&self, be: &B, mode: TrainMode) -> Result<ModelGrads<B>> {
+        let full = mode == TrainMode::Full;
+        let like = |t: &B::Tensor| be.zeros(t.shape());
+        let opt = |cond: bool, t: Option<&B::Tensor>| -> Result<Option<B::Tensor>> {
+            match (cond, t) {
+                (true, Some(t)) => Ok(Some(like(t)?)),
+                _ => Ok(None),
+            }
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let mk = |lin: &crate::model::Linear<B>| -> Result<LinearGradBufs<B>> {
+                Ok(LinearGradBufs {
+                    weight: opt(full, Some(&lin.weight))?,
+                    bias: opt(full, lin.bias.as_ref())?,
+                    lora_a: opt(!full, lin.lora.as_ref().map(|p| &p.a))?,
+                    lora_b: opt(!full, lin.lora.as_ref().map(|p| &p.b))?,
+                })
+            };
+            let ls = layer.linears();
+            layers.push(LayerGrads {
+                input_layernorm: opt(full, Some(&layer.input_layernorm))?,
+                post_attention_layernorm: opt(full, Some(&layer.post_attention_layernorm))?,
+                q_norm: opt(full, layer.q_norm.as_ref())?,
+                k_norm: opt(full, layer.k_norm.as_ref())?,
+                linears: [mk(ls[0].1)?, mk(ls[1].1)?, mk(ls[2].1)?, mk(ls[3].1)?, mk(ls[4].1)?, mk(ls[5].1)?, mk(ls[6].1)?],
+            });
+        }
+        if mode == TrainMode::Lora && !self.layers.iter().any(|l| l.linears().iter().any(|(_, lin)| lin.lora.is_some())) {
+            return Err(ModelError::Invalid("LoRA training needs adapters attached (init_lora or an adapter folder)".into()));
+        }
+        Ok(ModelGrads { mode, embed_tokens: opt(full, Some(&self.embed_tokens))?, layers, norm: opt(full, Some(&self.norm))?, lm_head: opt(full, self.lm_head.as_ref())?, })
+    }
+
+    /// Forward and backward of one micro-batch: adds `loss_scale · ∂(Σ token losses)` into
+    /// `grads` and returns the loss sums.
+    pub fn forward_backward(&self, be: &B, tb: &TrainBatch, grads: &mut ModelGrads<B>, opts: &BackwardOptions) -> Result<LossStats> {
+        let cfg = &self.config;
+        let batch = &tb.batch;
+        let mask = batch.attention_mask();
+        let rope = (&self.rope_cos, &self.rope_sin);
+        let dropout_for = |l: usize| opts.lora_dropout.map(|(p, seed)| LayerDropout { p, seed: seed.wrapping_mul(0x9E37_79B9).wrapping_add(l as u64) });
+        let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
+        // Under checkpointing only layer inputs are kept; otherwise each layer's activations.
+        let mut saved_inputs = Vec::new();
+        let mut saved_acts = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            if opts.gradient_checkpointing {
+                let (y, _) = layer_forward(be, cfg, layer, rope, clone_tensor(be, &x)?, batch, &mask, None, false, dropout_for(l))?;
+                saved_inputs.push(std::mem::replace(&mut x, y));
+            } else {
+                let (y, acts) = layer_forward(be, cfg, layer, rope, x, batch, &mask, None, true, dropout_for(l))?;
+                saved_acts.push(acts.expect("saved"));
+                x = y;
+            }
+        }
+        let eps = cfg.rms_norm_eps as f32;
+        let hidden = be.rms_norm(&x, &self.norm, eps)?;
+        // The LM head gradient goes to lm_head, or to the embeddings when they are tied.
+        let head_grad = if cfg.tie_word_embeddings { grads.embed_tokens.as_mut() } else { grads.lm_head.as_mut() };
+        let ce = be.lm_head_cross_entropy(&hidden, self.lm_head_weight(), &tb.targets, Some(CrossEntropyGrad { scale: opts.loss_scale, grad_w: head_grad }))?;
+        drop(hidden);
+        let stats = LossStats { loss_sum: ce.loss_sum, num_targets: ce.num_targets, num_correct: ce.num_correct };
+        let d_hidden = ce.grad_hidden.expect("gradient requested");
+        let mut dx = be.rms_norm_backward(&x, &self.norm, eps, &d_hidden, grads.norm.as_mut())?;
+        drop(x);
+        let need_embed_grad = grads.embed_tokens.is_some();
+        for l in (0..self.layers.len()).rev() {
+            let layer = &self.layers[l];
+            let acts = if opts.gradient_checkpointing {
+                let x_in = saved_inputs.pop().expect("one input per layer");
+                layer_forward(be, cfg, layer, rope, x_in, batch, &mask, None, true, dropout_for(l))?.1.expect("saved")
+            } else {
+                saved_acts.pop().expect("one set per layer")
+            };
+            let need_dx = l > 0 || need_embed_grad;
+            match layer_backward(be, cfg, layer, rope, acts, dx, batch, &mask, &mut grads.layers[l], need_dx)? {
+                Some(d) => dx = d,
+                None => return Ok(stats),
+            }
+        }
+        if let Some(g) = grads.embed_tokens.as_mut() {
+            be.embedding_backward(g, &batch.ids, &dx)?;
+        }
+        Ok(stats)
+    }
+
+    /// Loss and token accuracy of a batch without gradients (evaluation).
+    pub fn evaluate(&self, be: &B, tb: &TrainBatch) -> Result<LossStats> {
+        let hidden = self.forward_hidden(be, &tb.batch, None)?;
+        let ce = be.lm_head_cross_entropy(&hidden, self.lm_head_weight(), &tb.targets, None)?;
+        Ok(LossStats { loss_sum: ce.loss_sum, num_targets: ce.num_targets, num_correct: ce.num_correct })
+    }
+
+    /// Every trainable tensor with its gradient, in a fixed order (the optimizer's state
+    /// follows this order).
+    pub fn trainable_params<'a>(&'a mut self, grads: &'a ModelGrads<B>) -> Vec<TrainableParam<'a, B>> {
+        let mut out = Vec::new();
+        let QwenModel { embed_tokens, layers, norm, lm_head, .. } = self;
+        let mut push = |name: String, param: &'a mut B::Tensor, grad: Option<&'a B::Tensor>, decay: bool| {
+            if let Some(grad) = grad {
+                out.push(TrainableParam { name, param, grad, decay });
+            }
+        };
+        push("model.embed_tokens.weight".into(), embed_tokens, grads.embed_tokens.as_ref(), true);
+        for (l, (layer, lg)) in layers.iter_mut().zip(&grads.layers).enumerate() {
+            let p = format!("model.layers.{l}");
+            let crate::model::DecoderLayer { input_layernorm, q_proj, k_proj, v_proj, o_proj, q_norm, k_norm, post_attention_layernorm, gate_proj, up_proj, down_proj } = layer;
+            push(format!("{p}.input_layernorm.weight"), input_layernorm, lg.input_layernorm.as_ref(), false);
+            push(format!("{p}.post_attention_layernorm.weight"), post_attention_layernorm, lg.post_attention_layernorm.as_ref(), false);
+            if let (Some(w), Some(g)) = (q_norm.as_mut(), lg.q_norm.as_ref()) {
+                push(format!("{p}.self_attn.q_norm.weight"), w, Some(g), false);
+            }
+            if let (Some(w), Some(g)) = (k_norm.as_mut(), lg.k_norm.as_ref()) {
+                push(format!("{p}.self_attn.k_norm.weight"), w, Some(g), false);
+            }
+            let linears = [("self_attn.q_proj", q_proj), ("self_attn.k_proj", k_proj), ("self_attn.v_proj", v_proj), ("self_attn.o_proj", o_proj), ("mlp.gate_proj", gate_proj), ("mlp.up_proj", up_proj), ("mlp.down_proj", down_proj)];
+            for ((name, lin), g) in linears.into_iter().zip(&lg.linears) {
+                push(format!("{p}.{name}.weight"), &mut lin.weight, g.weight.as_ref(), true);
+                if let (Some(b), Some(gb)) = (lin.bias.as_mut(), g.bias.as_ref()) {
+                    push(format!("{p}.{name}.bias"), b, Some(gb), false);
+                }
+                if let Some(pair) = lin.lora.as_mut() {
+                    let key = format!("{}{p}.{name}", crate::adapter::PEFT_PREFIX);
+                    push(format!("{key}.lora_A.weight"), &mut pair.a, g.lora_a.as_ref(), true);
+                    push(format!("{key}.lora_B.weight"), &mut pair.b, g.lora_b.as_ref(), true);
+                }
+            }
+        }
+        push("model.norm.weight".into(), norm, grads.norm.as_ref(), false);
+        if let Some(h) = lm_head.as_mut() {
+            push("lm_head.weight".into(), h, grads.lm_head.as_ref(), true);
+        }
+        out
+    }
+}
+
+impl<B: Backend> ModelGrads<B> {
+    /// Every gradient buffer with the name of its parameter (same order as
+    /// [`QwenModel::trainable_params`]).
+    pub fn named(&self, model: &QwenModel<B>) -> Vec<(String, &B::Tensor)> {
+        let mut out = Vec::new();
+        if let Some(g) = &self.embed_tokens {
+            out.push(("model.embed_tokens.weight".to_string(), g));
+        }
+        for (l, lg) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{l}");
+            for (name, g) in [("input_layernorm.weight", &lg.input_layernorm), ("post_attention_layernorm.weight", &lg.post_attention_layernorm), ("self_attn.q_norm.weight", &lg.q_norm), ("self_attn.k_norm.weight", &lg.k_norm)] {
+                if let Some(g) = g {
+                    out.push((format!("{p}.{name}"), g));
+                }
+            }
+            for ((name, _), g) in model.layers[l].linears().into_iter().zip(&lg.linears) {
+                let key = format!("{}{p}.{name}", crate::adapter::PEFT_PREFIX);
+                for (n, t) in [(format!("{p}.{name}.weight"), &g.weight), (format!("{p}.{name}.bias"), &g.bias), (format!("{key}.lora_A.weight"), &g.lora_a), (format!("{key}.lora_B.weight"), &g.lora_b)] {
+                    if let Some(t) = t {
+                        out.push((n, t));
+                    }
+                }
+            }
+        }
+        if let Some(g) = &self.norm {
+            out.push(("model.norm.weight".to_string(), g));
+        }
+        if let Some(g) = &self.lm_head {
+            out.push(("lm_head.weight".to_string(), g));
+        }
+        out
+    }
+
+    /// Zero every buffer (after an optimizer step).
+    pub fn zero(&mut self, be: &B) -> Result<()> {
+        let mut all: Vec<&mut B::Tensor> = vec![];
+        all.extend(self.embed_tokens.as_mut());
+        all.extend(self.norm.as_mut());
+        all.extend(self.lm_head.as_mut());
+        for lg in &mut self.layers {
+            all.extend(lg.input_layernorm.as_mut());
+            all.extend(lg.post_attention_layernorm.as_mut());
+            all.extend(lg.q_norm.as_mut());
+            all.extend(lg.k_norm.as_mut());
+            for g in &mut lg.linears {
+                all.extend(g.weight.as_mut());
+                all.extend(g.bias.as_mut());
+                all.extend(g.lora_a.as_mut());
+                all.extend(g.lora_b.as_mut());
+            }
+        }
+        for t in all {
+            be.fill_zero(t)?;
+        }
+        Ok(())
+    }
+}
+
+/// A copy of a tensor (the layer input is both consumed by the forward and kept).
+fn clone_tensor<B: Backend>(be: &B, t: &B::Tensor) -> Result<B::Tensor> {
+    let mut out = be.zeros(t.shape())?;
+    be.add_scaled_assign(&mut out, t, 1.0)?;
+    Ok(out)
+}
