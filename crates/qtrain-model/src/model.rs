@@ -271,6 +271,51 @@ impl<B: Backend> QwenModel<B> {
         })
     }
 
+    /// A model with random weights drawn as transformers initialises Qwen (normal, std 0.02;
+    /// norm weights 1; biases 0) — for benchmarks and memory checks at real shapes without a
+    /// checkpoint. Deterministic for a seed.
+    pub fn random(be: &B, config: QwenConfig, seed: u64) -> Result<Self> {
+        let mut rng = qtrain_core::rng::Rng::new(seed);
+        let mut normal = |shape: &[usize]| -> Result<B::Tensor> {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n).map(|_| (rng.normal() * 0.02) as f32).collect();
+            Ok(be.upload(HostData::F32(&data), shape)?)
+        };
+        let ones = |n: usize| -> Result<B::Tensor> { Ok(be.upload(HostData::F32(&vec![1.0; n]), &[n])?) };
+        let (h, d) = (config.hidden_size, config.head_dim);
+        let mut layers = Vec::with_capacity(config.num_layers);
+        for _ in 0..config.num_layers {
+            let mut linear = |[o, i]: [usize; 2], bias: bool| -> Result<Linear<B>> {
+                Ok(Linear { weight: normal(&[o, i])?, bias: if bias { Some(be.zeros(&[o])?) } else { None }, lora: None })
+            };
+            let shapes = config.layer_linears();
+            layers.push(DecoderLayer {
+                input_layernorm: ones(h)?,
+                q_proj: linear(shapes[0].1, config.qkv_bias)?,
+                k_proj: linear(shapes[1].1, config.qkv_bias)?,
+                v_proj: linear(shapes[2].1, config.qkv_bias)?,
+                o_proj: linear(shapes[3].1, config.o_bias)?,
+                q_norm: if config.qk_norm { Some(ones(d)?) } else { None },
+                k_norm: if config.qk_norm { Some(ones(d)?) } else { None },
+                post_attention_layernorm: ones(h)?,
+                gate_proj: linear(shapes[4].1, false)?,
+                up_proj: linear(shapes[5].1, false)?,
+                down_proj: linear(shapes[6].1, false)?,
+            });
+        }
+        let (cos, sin) = rope_tables(config.rope_theta, d, config.max_position_embeddings);
+        let table_shape = [config.max_position_embeddings, d / 2];
+        Ok(QwenModel {
+            embed_tokens: normal(&[config.vocab_size, h])?,
+            layers,
+            norm: ones(h)?,
+            lm_head: if config.tie_word_embeddings { None } else { Some(normal(&[config.vocab_size, h])?) },
+            rope_cos: be.upload(HostData::F32(&cos), &table_shape)?,
+            rope_sin: be.upload(HostData::F32(&sin), &table_shape)?,
+            config,
+        })
+    }
+
     /// The LM head matrix `[V, hidden]` (the embedding table when tied).
     pub fn lm_head_weight(&self) -> &B::Tensor {
         self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
