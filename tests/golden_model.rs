@@ -48,7 +48,8 @@ fn check_greedy(model: &QwenModel<CpuBackend>, be: &CpuBackend, r: &Reference, k
     let prompt = r.u32s("greedy.prompt_ids");
     let want = r.u32s(key);
     assert!(want.len() >= 32, "reference generation too short; {REGENERATE}");
-    let gen_cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{}/generation_config.json", base_name(what)))).unwrap()).unwrap();
+    let gen_cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{}/generation_config.json", base_name(what)))).unwrap()).unwrap();
     let stop_ids: Vec<u32> = gen_cfg["eos_token_id"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     let opts = GenerateOptions { max_new_tokens: want.len(), stop_ids };
     let mut sampler = Sampler::new(SamplingParams { repetition_penalty, ..SamplingParams::default() }, 0);

@@ -52,7 +52,13 @@ fn assert_same(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], tol: f32, wha
     }
 }
 
-fn run(model: &QwenModel<CpuBackend>, be: &CpuBackend, mode: TrainMode, micro: &[Vec<(Vec<u32>, Vec<i32>)>], checkpointing: bool) -> Vec<(String, Vec<f32>)> {
+fn run(
+    model: &QwenModel<CpuBackend>,
+    be: &CpuBackend,
+    mode: TrainMode,
+    micro: &[Vec<(Vec<u32>, Vec<i32>)>],
+    checkpointing: bool,
+) -> Vec<(String, Vec<f32>)> {
     let batches: Vec<TrainBatch> = micro.iter().map(|m| TrainBatch::from_samples(m, 4096).unwrap()).collect();
     let total: usize = batches.iter().map(TrainBatch::num_targets).sum();
     let mut grads = model.new_grads(be, mode).unwrap();
@@ -100,9 +106,35 @@ fn model_gradients_match_finite_differences() {
     let tb = TrainBatch::from_samples(&data, 4096).unwrap();
     let n = tb.num_targets() as f64;
     for (name, mode, picks) in [
-        ("tiny-qwen2", TrainMode::Full, vec!["model.layers.0.self_attn.q_proj.bias", "model.layers.1.input_layernorm.weight", "model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"]),
-        ("tiny-qwen3", TrainMode::Full, vec!["model.layers.0.self_attn.q_norm.weight", "model.layers.1.self_attn.k_norm.weight", "model.layers.0.mlp.down_proj.weight", "model.embed_tokens.weight"]),
-        ("tiny-qwen3", TrainMode::Lora, vec!["base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight", "base_model.model.model.layers.1.mlp.up_proj.lora_B.weight"]),
+        (
+            "tiny-qwen2",
+            TrainMode::Full,
+            vec![
+                "model.layers.0.self_attn.q_proj.bias",
+                "model.layers.1.input_layernorm.weight",
+                "model.embed_tokens.weight",
+                "lm_head.weight",
+                "model.norm.weight",
+            ],
+        ),
+        (
+            "tiny-qwen3",
+            TrainMode::Full,
+            vec![
+                "model.layers.0.self_attn.q_norm.weight",
+                "model.layers.1.self_attn.k_norm.weight",
+                "model.layers.0.mlp.down_proj.weight",
+                "model.embed_tokens.weight",
+            ],
+        ),
+        (
+            "tiny-qwen3",
+            TrainMode::Lora,
+            vec![
+                "base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight",
+                "base_model.model.model.layers.1.mlp.up_proj.lora_B.weight",
+            ],
+        ),
     ] {
         let mut model = if mode == TrainMode::Lora { lora_model(&be, name) } else { QwenModel::load(&be, &fixture(name)).unwrap() };
         let mut grads = model.new_grads(&be, mode).unwrap();

@@ -69,12 +69,30 @@ pub fn run(args: InferArgs) -> Result<()> {
     );
     if let Some(dir) = &args.adapters {
         let adapter = folder.attach_adapter(&be, dir).with_context(|| format!("loading adapter {}", dir.display()))?;
-        eprintln!("[qtrain] adapter {}: r={}, alpha={}, {} modules", dir.display(), adapter.config.r, adapter.config.lora_alpha, adapter.weights.len());
+        eprintln!(
+            "[qtrain] adapter {}: r={}, alpha={}, {} modules",
+            dir.display(),
+            adapter.config.r,
+            adapter.config.lora_alpha,
+            adapter.weights.len()
+        );
     }
     let sampling = chat_sampling(&args, &folder);
     sampling.validate().map_err(anyhow::Error::msg)?;
     eprintln!("[qtrain] sampling: {sampling:?}, seed {}", args.seed);
-    let new_chat = || Chat::new(&folder, &be, ChatOptions { system: args.system.clone(), enable_thinking: args.enable_thinking, sampling: sampling.clone(), max_new_tokens: args.max_new_tokens, seed: args.seed });
+    let new_chat = || {
+        Chat::new(
+            &folder,
+            &be,
+            ChatOptions {
+                system: args.system.clone(),
+                enable_thinking: args.enable_thinking,
+                sampling: sampling.clone(),
+                max_new_tokens: args.max_new_tokens,
+                seed: args.seed,
+            },
+        )
+    };
     let mut chat = new_chat()?;
     let stdout = std::io::stdout();
     let turn = |chat: &mut Chat<'_, CpuBackend>, text: &str| -> Result<()> {

@@ -52,12 +52,18 @@ pub fn run(args: InfoArgs) -> Result<()> {
     println!("model:        {}", args.model.display());
     println!("architecture: {} ({:?})", cfg.architecture.hf_class(), cfg.architecture);
     println!("layers:       {}, hidden {}, intermediate {}", cfg.num_layers, cfg.hidden_size, cfg.intermediate_size);
-    println!("attention:    {} query heads, {} key/value heads, head_dim {}, q/k/v bias {}, o bias {}, q/k norm {}", cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.qkv_bias, cfg.o_bias, cfg.qk_norm);
+    println!(
+        "attention:    {} query heads, {} key/value heads, head_dim {}, q/k/v bias {}, o bias {}, q/k norm {}",
+        cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.qkv_bias, cfg.o_bias, cfg.qk_norm
+    );
     println!("vocab:        {} (embeddings {})", cfg.vocab_size, if cfg.tie_word_embeddings { "tied" } else { "untied" });
     println!("rope:         theta {}, max positions {}", cfg.rope_theta, cfg.max_position_embeddings);
     println!("parameters:   {} ({:.3} B), stored as {}", cfg.num_parameters(), cfg.num_parameters() as f64 / 1e9, stored_dtype.hf_name());
     println!();
-    println!("predicted GPU memory for one step of {} tokens (batch {} × {}), gradient checkpointing on:", tokens, args.per_device_train_batch_size, args.max_length);
+    println!(
+        "predicted GPU memory for one step of {} tokens (batch {} × {}), gradient checkpointing on:",
+        tokens, args.per_device_train_batch_size, args.max_length
+    );
     println!("  LoRA r={} all-linear: {} trainable parameters", args.lora_rank, lora.trainable_parameters);
     for (what, bytes) in [
         ("frozen weights (bf16)", lora.frozen_weights_bytes),

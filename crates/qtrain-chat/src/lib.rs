@@ -139,7 +139,8 @@ impl<'a, B: Backend> Chat<'a, B> {
     /// The prompt the model would see for the next reply (template applied).
     pub fn render_prompt(&self) -> Result<String> {
         let messages = Value::Array(self.messages.clone());
-        let request = RenderRequest { messages: &messages, tools: None, add_generation_prompt: true, enable_thinking: self.options.enable_thinking };
+        let request =
+            RenderRequest { messages: &messages, tools: None, add_generation_prompt: true, enable_thinking: self.options.enable_thinking };
         Ok(self.folder.template.render(&request)?)
     }
 
@@ -181,7 +182,10 @@ impl<'a, B: Backend> Chat<'a, B> {
         let text = self.folder.tokenizer.decode(&content_ids, false)?;
         self.messages.push(json!({"role": "assistant", "content": text}));
         if generation.stop == StopReason::ContextFull {
-            return Err(ChatError::Invalid(format!("the conversation filled the model's context of {} tokens", self.folder.model.config.max_position_embeddings)));
+            return Err(ChatError::Invalid(format!(
+                "the conversation filled the model's context of {} tokens",
+                self.folder.model.config.max_position_embeddings
+            )));
         }
         Ok(Reply { text, generation, prompt_tokens: prompt_ids.len() })
     }

@@ -204,7 +204,14 @@ pub trait Backend: Send + Sync {
     /// Backward of [`Backend::embedding`]: scatter-adds `dy` rows into `grad_table`.
     fn embedding_backward(&self, grad_table: &mut Self::Tensor, ids: &[u32], dy: &Self::Tensor) -> Result<()>;
     /// Backward of [`Backend::rms_norm`]: returns `dx`, adds `dw` into `grad_w` if given.
-    fn rms_norm_backward(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32, dy: &Self::Tensor, grad_w: Option<&mut Self::Tensor>) -> Result<Self::Tensor>;
+    fn rms_norm_backward(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        eps: f32,
+        dy: &Self::Tensor,
+        grad_w: Option<&mut Self::Tensor>,
+    ) -> Result<Self::Tensor>;
     /// Backward of [`Backend::rope`] (the transpose rotation).
     fn rope_backward(&self, dy: &Self::Tensor, cos: &Self::Tensor, sin: &Self::Tensor, positions: &[u32]) -> Result<Self::Tensor>;
     /// Backward of [`Backend::attention`] without a cache (k/v `[B, S, KV, D]`, `S = kv_len`),

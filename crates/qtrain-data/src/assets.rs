@@ -34,11 +34,7 @@ impl ModelTextAssets {
         let dir = dir.as_ref();
         let plain = dir.join(TOKENIZER_FILE);
         let gz = dir.join(format!("{TOKENIZER_FILE}.gz"));
-        let tokenizer_path = if !plain.exists() && gz.exists() {
-            gz
-        } else {
-            plain
-        };
+        let tokenizer_path = if !plain.exists() && gz.exists() { gz } else { plain };
         let tokenizer = QwenTokenizer::from_file(&tokenizer_path)?;
         let tokenizer_config = TokenizerConfig::from_dir(dir)?;
         let chat_template = match tokenizer_config.chat_template() {
@@ -47,12 +43,7 @@ impl ModelTextAssets {
             Err(e) => return Err(e),
         };
         let generation_config = GenerationConfig::from_dir(dir)?;
-        Ok(ModelTextAssets {
-            tokenizer,
-            tokenizer_config,
-            chat_template,
-            generation_config,
-        })
+        Ok(ModelTextAssets { tokenizer, tokenizer_config, chat_template, generation_config })
     }
 
     /// Token ids that end generation: `generation_config.json`'s `eos_token_id`, or the
@@ -61,11 +52,7 @@ impl ModelTextAssets {
         if !self.generation_config.eos_token_ids.is_empty() {
             return self.generation_config.eos_token_ids.clone();
         }
-        let from_config = self
-            .tokenizer_config
-            .eos_token
-            .as_deref()
-            .and_then(|t| self.tokenizer.token_to_id(t));
+        let from_config = self.tokenizer_config.eos_token.as_deref().and_then(|t| self.tokenizer.token_to_id(t));
         from_config.into_iter().collect()
     }
 }
@@ -77,11 +64,7 @@ mod tests {
     #[test]
     fn loads_a_folder_and_falls_back_to_config_eos() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(TOKENIZER_FILE),
-            crate::test_support::byte_level_tokenizer_json(),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(TOKENIZER_FILE), crate::test_support::byte_level_tokenizer_json()).unwrap();
         std::fs::write(
             dir.path().join("tokenizer_config.json"),
             r#"{"eos_token": "<|im_end|>", "chat_template": "{{ messages | length }}"}"#,
@@ -94,22 +77,12 @@ mod tests {
             .chat_template
             .as_ref()
             .unwrap()
-            .render(&crate::RenderRequest::new(
-                &serde_json::json!([{"role": "user"}, {"role": "assistant"}]),
-            ))
+            .render(&crate::RenderRequest::new(&serde_json::json!([{"role": "user"}, {"role": "assistant"}])))
             .unwrap();
         assert_eq!(rendered, "2");
 
-        std::fs::write(
-            dir.path().join("generation_config.json"),
-            r#"{"eos_token_id": [5, 6]}"#,
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("tokenizer_config.json"),
-            r#"{"eos_token": "<|im_end|>"}"#,
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("generation_config.json"), r#"{"eos_token_id": [5, 6]}"#).unwrap();
+        std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"eos_token": "<|im_end|>"}"#).unwrap();
         let assets = ModelTextAssets::load(dir.path()).unwrap();
         assert_eq!(assets.eos_token_ids(), vec![5, 6]);
         assert!(assets.chat_template.is_none());

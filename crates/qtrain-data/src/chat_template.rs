@@ -50,12 +50,7 @@ pub struct RenderRequest<'a> {
 impl<'a> RenderRequest<'a> {
     /// Messages only: no tools, no generation prompt, `enable_thinking` undefined.
     pub fn new(messages: &'a serde_json::Value) -> Self {
-        RenderRequest {
-            messages,
-            tools: None,
-            add_generation_prompt: false,
-            enable_thinking: None,
-        }
+        RenderRequest { messages, tools: None, add_generation_prompt: false, enable_thinking: None }
     }
 }
 
@@ -77,25 +72,15 @@ impl ChatTemplate {
     }
 
     /// Compile `source`, naming it `origin` (typically its file) in errors.
-    pub fn with_origin(
-        source: &str,
-        special_tokens: SpecialTokens,
-        origin: impl Into<String>,
-    ) -> Result<Self> {
+    pub fn with_origin(source: &str, special_tokens: SpecialTokens, origin: impl Into<String>) -> Result<Self> {
         let origin = origin.into();
         let mut env = jinja2_environment();
-        env.add_template_owned(TEMPLATE_NAME, translate_generation_tags(source))
-            .map_err(|e| DataError::TemplateSyntax {
-                origin: origin.clone(),
-                line: e.line(),
-                message: error_message(&e),
-            })?;
-        Ok(ChatTemplate {
-            env,
-            source: source.to_string(),
-            origin,
-            special_tokens,
-        })
+        env.add_template_owned(TEMPLATE_NAME, translate_generation_tags(source)).map_err(|e| DataError::TemplateSyntax {
+            origin: origin.clone(),
+            line: e.line(),
+            message: error_message(&e),
+        })?;
+        Ok(ChatTemplate { env, source: source.to_string(), origin, special_tokens })
     }
 
     /// Read a template file (e.g. `chat_template.jinja`), naming it in errors.
@@ -122,23 +107,13 @@ impl ChatTemplate {
     /// Render as `tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
     /// add_generation_prompt=..., enable_thinking=...)`.
     pub fn render(&self, request: &RenderRequest<'_>) -> Result<String> {
-        let render_error = |e: Error| DataError::TemplateRender {
-            origin: self.origin.clone(),
-            line: e.line(),
-            message: error_message(&e),
-        };
+        let render_error = |e: Error| DataError::TemplateRender { origin: self.origin.clone(), line: e.line(), message: error_message(&e) };
         let messages = prepare_messages(request.messages)?;
         let mut ctx = std::collections::BTreeMap::<&str, Value>::new();
         ctx.insert("messages", Value::from_serialize(&messages));
-        ctx.insert(
-            "tools",
-            request.tools.map_or(Value::from(()), Value::from_serialize),
-        );
+        ctx.insert("tools", request.tools.map_or(Value::from(()), Value::from_serialize));
         ctx.insert("documents", Value::from(()));
-        ctx.insert(
-            "add_generation_prompt",
-            Value::from(request.add_generation_prompt),
-        );
+        ctx.insert("add_generation_prompt", Value::from(request.add_generation_prompt));
         if let Some(enable_thinking) = request.enable_thinking {
             ctx.insert("enable_thinking", Value::from(enable_thinking));
         }
@@ -169,34 +144,18 @@ const REASONING_FIELDS: [&str; 3] = ["reasoning_content", "thinking", "reasoning
 fn prepare_messages(messages: &serde_json::Value) -> Result<serde_json::Value> {
     use serde_json::{Map, Value as Json};
     let Json::Array(list) = messages else {
-        return Err(DataError::conversation(
-            None,
-            "`messages` must be a JSON array of message objects",
-        ));
+        return Err(DataError::conversation(None, "`messages` must be a JSON array of message objects"));
     };
     if list.is_empty() {
-        return Err(DataError::conversation(
-            None,
-            "Cannot apply chat template to an empty conversation. Provide at least one message.",
-        ));
+        return Err(DataError::conversation(None, "Cannot apply chat template to an empty conversation. Provide at least one message."));
     }
     let mut prepared = Vec::with_capacity(list.len());
     for (i, message) in list.iter().enumerate() {
         let Json::Object(fields) = message else {
-            return Err(DataError::conversation(
-                Some(i),
-                "a message must be a JSON object",
-            ));
+            return Err(DataError::conversation(Some(i), "a message must be a JSON object"));
         };
-        let fields: Map<String, Json> = fields
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let reasoning = REASONING_FIELDS
-            .iter()
-            .find_map(|key| fields.get(*key))
-            .cloned();
+        let fields: Map<String, Json> = fields.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let reasoning = REASONING_FIELDS.iter().find_map(|key| fields.get(*key)).cloned();
         let fields = match reasoning {
             None => fields,
             Some(reasoning) => {
@@ -241,39 +200,18 @@ fn jinja2_environment() -> Environment<'static> {
     env.add_filter("tojson", tojson_filter);
     env.add_filter("string", |value: &Value| python::py_str(value));
     env.add_test("sequence", |value: &Value| {
-        matches!(
-            value.kind(),
-            ValueKind::String | ValueKind::Bytes | ValueKind::Seq | ValueKind::Map
-        )
+        matches!(value.kind(), ValueKind::String | ValueKind::Bytes | ValueKind::Seq | ValueKind::Map)
     });
     env.add_test("iterable", |value: &Value| {
-        matches!(
-            value.kind(),
-            ValueKind::String
-                | ValueKind::Bytes
-                | ValueKind::Seq
-                | ValueKind::Map
-                | ValueKind::Iterable
-        )
+        matches!(value.kind(), ValueKind::String | ValueKind::Bytes | ValueKind::Seq | ValueKind::Map | ValueKind::Iterable)
     });
     // Python's bool is an int, so Jinja2's `true is number` holds.
-    env.add_test("number", |value: &Value| {
-        matches!(value.kind(), ValueKind::Number | ValueKind::Bool)
+    env.add_test("number", |value: &Value| matches!(value.kind(), ValueKind::Number | ValueKind::Bool));
+    env.add_function("raise_exception", |message: Value| -> std::result::Result<Value, Error> {
+        Err(Error::new(ErrorKind::InvalidOperation, python::py_str(&message)))
     });
-    env.add_function(
-        "raise_exception",
-        |message: Value| -> std::result::Result<Value, Error> {
-            Err(Error::new(
-                ErrorKind::InvalidOperation,
-                python::py_str(&message),
-            ))
-        },
-    );
     env.add_function("strftime_now", |format: &str| {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
         python::strftime_utc(format, now)
     });
     env
@@ -281,12 +219,7 @@ fn jinja2_environment() -> Environment<'static> {
 
 /// Python str methods: the ones whose contrib versions differ from Python are handled
 /// here, the rest by `minijinja_contrib::pycompat`.
-fn python_methods(
-    state: &State,
-    value: &Value,
-    method: &str,
-    args: &[Value],
-) -> std::result::Result<Value, Error> {
+fn python_methods(state: &State, value: &Value, method: &str, args: &[Value]) -> std::result::Result<Value, Error> {
     if let Some(s) = value.as_str() {
         if let Some(result) = python::string_method(s, method, args) {
             return result;
@@ -296,18 +229,13 @@ fn python_methods(
 }
 
 /// `{{ value }}` printing as Jinja2 does it: Python `str()`.
-fn python_formatter(
-    out: &mut minijinja::Output,
-    state: &State,
-    value: &Value,
-) -> std::result::Result<(), Error> {
+fn python_formatter(out: &mut minijinja::Output, state: &State, value: &Value) -> std::result::Result<(), Error> {
     let text = match value.kind() {
         ValueKind::Number if !value.is_integer() => python::py_str(value),
         ValueKind::Seq | ValueKind::Map => python::py_str(value),
         _ => return minijinja::escape_formatter(out, state, value),
     };
-    out.write_str(&text)
-        .map_err(|_| Error::new(ErrorKind::WriteFailure, "cannot write output"))
+    out.write_str(&text).map_err(|_| Error::new(ErrorKind::WriteFailure, "cannot write output"))
 }
 
 /// transformers' `tojson(x, ensure_ascii=False, indent=None, separators=None,
@@ -315,38 +243,25 @@ fn python_formatter(
 fn tojson_filter(value: &Value, args: Rest<Value>) -> std::result::Result<Value, Error> {
     let mut positional: Vec<Value> = args.0;
     let kwargs = match positional.last() {
-        Some(last) if last.is_kwargs() => {
-            Some(Kwargs::try_from(positional.pop().unwrap_or_default())?)
-        }
+        Some(last) if last.is_kwargs() => Some(Kwargs::try_from(positional.pop().unwrap_or_default())?),
         _ => None,
     };
     if positional.len() > 4 {
-        return Err(Error::new(
-            ErrorKind::TooManyArguments,
-            "tojson takes at most 4 arguments",
-        ));
+        return Err(Error::new(ErrorKind::TooManyArguments, "tojson takes at most 4 arguments"));
     }
     let mut slots: [Option<Value>; 4] = Default::default();
     for (slot, value) in slots.iter_mut().zip(positional) {
         *slot = Some(value);
     }
     if let Some(kwargs) = &kwargs {
-        for (i, name) in ["ensure_ascii", "indent", "separators", "sort_keys"]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, name) in ["ensure_ascii", "indent", "separators", "sort_keys"].into_iter().enumerate() {
             if let Some(v) = kwargs.get::<Option<Value>>(name)? {
                 slots[i] = Some(v);
             }
         }
         kwargs.assert_all_used()?;
     }
-    let opts = python::JsonOptions::from_python_args(
-        slots[0].as_ref(),
-        slots[1].as_ref(),
-        slots[2].as_ref(),
-        slots[3].as_ref(),
-    )?;
+    let opts = python::JsonOptions::from_python_args(slots[0].as_ref(), slots[1].as_ref(), slots[2].as_ref(), slots[3].as_ref())?;
     python::json_dumps(value, &opts).map(Value::from)
 }
 
@@ -408,14 +323,8 @@ mod tests {
     }
 
     fn render_with(template: &str, request: &RenderRequest<'_>) -> String {
-        let special = SpecialTokens {
-            eos_token: Some("<|im_end|>".into()),
-            ..Default::default()
-        };
-        ChatTemplate::new(template, special)
-            .unwrap()
-            .render(request)
-            .unwrap()
+        let special = SpecialTokens { eos_token: Some("<|im_end|>".into()), ..Default::default() };
+        ChatTemplate::new(template, special).unwrap().render(request).unwrap()
     }
 
     #[test]
@@ -429,38 +338,18 @@ mod tests {
     fn from_file_names_the_file_in_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chat_template.jinja");
-        std::fs::write(
-            &path,
-            "{{ messages[0].content }}\n{{ raise_exception('bad') }}",
-        )
-        .unwrap();
+        std::fs::write(&path, "{{ messages[0].content }}\n{{ raise_exception('bad') }}").unwrap();
         let template = ChatTemplate::from_file(&path, SpecialTokens::default()).unwrap();
-        let err = template
-            .render(&RenderRequest::new(&one_message()))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "chat template {}: render failed at template line 2: bad",
-                path.display()
-            )
-        );
-        let missing =
-            ChatTemplate::from_file(dir.path().join("nope.jinja"), SpecialTokens::default())
-                .unwrap_err();
+        let err = template.render(&RenderRequest::new(&one_message())).unwrap_err();
+        assert_eq!(err.to_string(), format!("chat template {}: render failed at template line 2: bad", path.display()));
+        let missing = ChatTemplate::from_file(dir.path().join("nope.jinja"), SpecialTokens::default()).unwrap_err();
         assert!(matches!(missing, DataError::Io { .. }), "{missing:?}");
     }
 
     #[test]
     fn trim_and_lstrip_blocks_like_transformers() {
         let t = "{% for m in messages %}\n    {% if m.role == 'user' %}\n<{{ m.content }}>\n    {% endif %}\n{% endfor %}\n";
-        assert_eq!(
-            render(
-                t,
-                json!([{"role": "user", "content": "a"}, {"role": "x"}, {"role": "user", "content": "b"}])
-            ),
-            "<a>\n<b>\n"
-        );
+        assert_eq!(render(t, json!([{"role": "user", "content": "a"}, {"role": "x"}, {"role": "user", "content": "b"}])), "<a>\n<b>\n");
     }
 
     #[test]
@@ -472,10 +361,7 @@ mod tests {
             "{\"q\": \"<a & 'b'>\", \"n\": [1, 2.0], \"z\": null, \"a\": \"é\"}|{\n  \"q\": \"<a & 'b'>\",\n  \"n\": [\n    1,\n    2.0\n  ],\n  \"z\": null,\n  \"a\": \"é\"\n}|[1,2.0]"
         );
         // Positional arguments follow transformers' signature: ensure_ascii first.
-        assert_eq!(
-            render("{{ 'é' | tojson(true) }}", one_message()),
-            "\"\\u00e9\""
-        );
+        assert_eq!(render("{{ 'é' | tojson(true) }}", one_message()), "\"\\u00e9\"");
         let err = ChatTemplate::new("{{ 1 | tojson(bogus=1) }}", SpecialTokens::default())
             .unwrap()
             .render(&RenderRequest::new(&one_message()))
@@ -490,10 +376,7 @@ mod tests {
                  {%- set content = content.split('</think>')[-1].lstrip('\\n') %}{%- endif %}\
                  [{{ reasoning }}][{{ content }}][{{ reasoning.strip('\\n') }}]";
         let msgs = json!([{"role": "assistant", "content": "<think>\n\nplan a\nplan b\n\n</think>\n\nanswer\n"}]);
-        assert_eq!(
-            render(t, msgs),
-            "[plan a\nplan b][answer\n][plan a\nplan b]"
-        );
+        assert_eq!(render(t, msgs), "[plan a\nplan b][answer\n][plan a\nplan b]");
     }
 
     #[test]
@@ -518,20 +401,13 @@ mod tests {
     fn set_inside_if_is_visible_after_the_if_within_a_loop() {
         // Jinja2 scoping: `if` opens no scope; each loop iteration starts afresh.
         let t = "{%- for m in messages %}{%- set c = '' %}{%- if m.content is string %}{%- set c = m.content %}{%- endif %}[{{ c }}]{%- endfor %}";
-        assert_eq!(
-            render(
-                t,
-                json!([{"content": "a"}, {"content": null}, {"content": "b"}])
-            ),
-            "[a][][b]"
-        );
+        assert_eq!(render(t, json!([{"content": "a"}, {"content": null}, {"content": "b"}])), "[a][][b]");
     }
 
     #[test]
     fn is_string_tests_on_missing_and_present_fields() {
         let t = "{%- for m in messages %}{{ m.reasoning_content is string }},{{ m.arguments is string }};{%- endfor %}";
-        let msgs =
-            json!([{"reasoning_content": "r", "arguments": {"a": 1}}, {"arguments": "{\"a\": 1}"}]);
+        let msgs = json!([{"reasoning_content": "r", "arguments": {"a": 1}}, {"arguments": "{\"a\": 1}"}]);
         assert_eq!(render(t, msgs), "True,False;False,True;");
     }
 
@@ -550,10 +426,7 @@ mod tests {
     #[test]
     fn jinja2_tests_follow_python_types() {
         let t = "{{ 'abc' is sequence }}|{{ messages[0] is sequence }}|{{ 'abc' is iterable }}|{{ true is number }}|{{ 1.5 is number }}|{{ 'a' is number }}|{{ messages[0] is mapping }}";
-        assert_eq!(
-            render(t, one_message()),
-            "True|True|True|True|True|False|True"
-        );
+        assert_eq!(render(t, one_message()), "True|True|True|True|True|False|True");
     }
 
     #[test]
@@ -562,12 +435,7 @@ mod tests {
         let msgs = one_message();
         assert_eq!(render(t, msgs.clone()), "True|0|<|im_end|>|False|False");
         let tools = json!([{"type": "function"}]);
-        let req = RenderRequest {
-            messages: &msgs,
-            tools: Some(&tools),
-            add_generation_prompt: true,
-            enable_thinking: None,
-        };
+        let req = RenderRequest { messages: &msgs, tools: Some(&tools), add_generation_prompt: true, enable_thinking: None };
         assert_eq!(render_with(t, &req), "False|1|<|im_end|>|False|True");
     }
 
@@ -575,32 +443,20 @@ mod tests {
     fn python_printing_of_values() {
         let t = "{{ none }}|{{ messages[0].y }}|{{ messages[0].z }}|{{ messages[0].l }}|{{ messages[0].f }}|{{ messages[0].missing }}|{{ messages[0].l | string }}|{{ 7 / 2 }}|{{ 4 / 2 }}";
         let msgs = json!([{"y": true, "z": 1e-5, "l": ["a", 1, null], "f": 2.0}]);
-        assert_eq!(
-            render(t, msgs),
-            "None|True|1e-05|['a', 1, None]|2.0||['a', 1, None]|3.5|2.0"
-        );
+        assert_eq!(render(t, msgs), "None|True|1e-05|['a', 1, None]|2.0||['a', 1, None]|3.5|2.0");
     }
 
     #[test]
     fn raise_exception_becomes_a_render_error_with_its_message() {
         let t = "line one\n{%- if messages[0].role != 'system' %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif %}";
-        let tpl =
-            ChatTemplate::with_origin(t, SpecialTokens::default(), "/m/tokenizer_config.json")
-                .unwrap();
+        let tpl = ChatTemplate::with_origin(t, SpecialTokens::default(), "/m/tokenizer_config.json").unwrap();
         let msgs = json!([{"role": "user", "content": "hi"}]);
         let err = tpl.render(&RenderRequest::new(&msgs)).unwrap_err();
         match &err {
-            DataError::TemplateRender {
-                origin,
-                line,
-                message,
-            } => {
+            DataError::TemplateRender { origin, line, message } => {
                 assert_eq!(origin, "/m/tokenizer_config.json");
                 assert_eq!(*line, Some(2));
-                assert_eq!(
-                    message,
-                    "Conversation roles must alternate user/assistant/user/assistant/..."
-                );
+                assert_eq!(message, "Conversation roles must alternate user/assistant/user/assistant/...");
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -608,12 +464,7 @@ mod tests {
 
     #[test]
     fn syntax_errors_report_origin_and_line() {
-        let err = ChatTemplate::with_origin(
-            "ok\n{% if x %}\nno end",
-            SpecialTokens::default(),
-            "chat_template.jinja",
-        )
-        .unwrap_err();
+        let err = ChatTemplate::with_origin("ok\n{% if x %}\nno end", SpecialTokens::default(), "chat_template.jinja").unwrap_err();
         match &err {
             DataError::TemplateSyntax { origin, line, .. } => {
                 assert_eq!(origin, "chat_template.jinja");
@@ -621,24 +472,14 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(
-            err.to_string()
-                .starts_with("chat template chat_template.jinja: syntax error at template line"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("chat template chat_template.jinja: syntax error at template line"), "{err}");
     }
 
     #[test]
     fn generation_tags_render_as_plain_blocks() {
         let t = "{%- for m in messages %}{% generation %}[{{ m.content }}]{%- endgeneration %}\n{% endfor %}";
-        assert_eq!(
-            translate_generation_tags(t),
-            "{%- for m in messages %}{% if true %}[{{ m.content }}]{%- endif %}\n{% endfor %}"
-        );
-        assert_eq!(
-            render(t, json!([{"content": "a"}, {"content": "b"}])),
-            "[a][b]"
-        );
+        assert_eq!(translate_generation_tags(t), "{%- for m in messages %}{% if true %}[{{ m.content }}]{%- endif %}\n{% endfor %}");
+        assert_eq!(render(t, json!([{"content": "a"}, {"content": "b"}])), "[a][b]");
     }
 
     #[test]
@@ -666,26 +507,15 @@ mod tests {
              {\"thinking\": \"t\", \"role\": \"assistant\", \"reasoning_content\": \"rc\", \"content\": \"b\"};"
         );
         let template = ChatTemplate::new("x", SpecialTokens::default()).unwrap();
-        let err = template
-            .render(&RenderRequest::new(&json!([])))
-            .unwrap_err();
+        let err = template.render(&RenderRequest::new(&json!([]))).unwrap_err();
         assert!(err.to_string().contains("empty conversation"), "{err}");
-        let err = template
-            .render(&RenderRequest::new(&json!([{"role": "user"}, "text"])))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "conversation (message 1): a message must be a JSON object"
-        );
+        let err = template.render(&RenderRequest::new(&json!([{"role": "user"}, "text"]))).unwrap_err();
+        assert_eq!(err.to_string(), "conversation (message 1): a message must be a JSON object");
     }
 
     #[test]
     fn key_order_of_messages_is_preserved() {
-        let msgs =
-            json!([{"role": "tool", "content": {"zeta": 1, "alpha": 2, "mid": {"b": 1, "a": 2}}}]);
-        assert_eq!(
-            render("{{ messages[0].content | tojson }}", msgs),
-            r#"{"zeta": 1, "alpha": 2, "mid": {"b": 1, "a": 2}}"#
-        );
+        let msgs = json!([{"role": "tool", "content": {"zeta": 1, "alpha": 2, "mid": {"b": 1, "a": 2}}}]);
+        assert_eq!(render("{{ messages[0].content | tojson }}", msgs), r#"{"zeta": 1, "alpha": 2, "mid": {"b": 1, "a": 2}}"#);
     }
 }

@@ -28,10 +28,7 @@ pub fn read_conversations_jsonl(path: impl AsRef<Path>) -> Result<Vec<Conversati
 }
 
 /// Parse JSONL text; `origin` names it in errors.
-pub fn parse_conversations_jsonl(
-    text: &str,
-    origin: impl AsRef<Path>,
-) -> Result<Vec<ConversationRecord>> {
+pub fn parse_conversations_jsonl(text: &str, origin: impl AsRef<Path>) -> Result<Vec<ConversationRecord>> {
     let path = origin.as_ref();
     let mut records = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -39,43 +36,22 @@ pub fn parse_conversations_jsonl(
         if raw.trim().is_empty() {
             continue;
         }
-        let value: Value =
-            serde_json::from_str(raw).map_err(|e| DataError::json(path, Some(line), e))?;
+        let value: Value = serde_json::from_str(raw).map_err(|e| DataError::json(path, Some(line), e))?;
         let field = |name: &str| format!("line {line}: {name}");
         let Value::Object(mut object) = value else {
-            return Err(DataError::field(
-                path,
-                field("<record>"),
-                "expected a JSON object with a `messages` array",
-            ));
+            return Err(DataError::field(path, field("<record>"), "expected a JSON object with a `messages` array"));
         };
         let messages = match object.remove("messages") {
             Some(m @ Value::Array(_)) => m,
-            Some(_) => {
-                return Err(DataError::field(
-                    path,
-                    field("messages"),
-                    "expected an array of messages",
-                ))
-            }
+            Some(_) => return Err(DataError::field(path, field("messages"), "expected an array of messages")),
             None => return Err(DataError::field(path, field("messages"), "missing")),
         };
         let tools = match object.remove("tools") {
             None | Some(Value::Null) => None,
             Some(t @ Value::Array(_)) => Some(t),
-            Some(_) => {
-                return Err(DataError::field(
-                    path,
-                    field("tools"),
-                    "expected an array of tool definitions",
-                ))
-            }
+            Some(_) => return Err(DataError::field(path, field("tools"), "expected an array of tool definitions")),
         };
-        records.push(ConversationRecord {
-            messages,
-            tools,
-            line,
-        });
+        records.push(ConversationRecord { messages, tools, line });
     }
     Ok(records)
 }
@@ -86,7 +62,8 @@ mod tests {
 
     #[test]
     fn reads_records_and_skips_blank_lines() {
-        let text = "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n\n{\"messages\": [], \"tools\": [{\"type\": \"function\"}]}\n";
+        let text =
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n\n{\"messages\": [], \"tools\": [{\"type\": \"function\"}]}\n";
         let records = parse_conversations_jsonl(text, "train.jsonl").unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].line, 1);
@@ -97,19 +74,10 @@ mod tests {
 
     #[test]
     fn errors_name_file_and_line() {
-        let err =
-            parse_conversations_jsonl("{\"messages\": []}\n{\"messages\": [}\n", "/d/train.jsonl")
-                .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("/d/train.jsonl:2: invalid JSON at line 1, column"),
-            "{err}"
-        );
+        let err = parse_conversations_jsonl("{\"messages\": []}\n{\"messages\": [}\n", "/d/train.jsonl").unwrap_err();
+        assert!(err.to_string().starts_with("/d/train.jsonl:2: invalid JSON at line 1, column"), "{err}");
         let err = parse_conversations_jsonl("\n{\"msgs\": []}", "/d/train.jsonl").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "/d/train.jsonl: field `line 2: messages`: missing"
-        );
+        assert_eq!(err.to_string(), "/d/train.jsonl: field `line 2: messages`: missing");
         let err = read_conversations_jsonl("/no/such/train.jsonl").unwrap_err();
         assert!(matches!(err, DataError::Io { .. }));
     }

@@ -34,39 +34,23 @@ pub enum DataError {
     },
     /// A field of a JSON file holds a value of the wrong type or an impossible value.
     #[error("{}: field `{field}`: {message}", path.display())]
-    InvalidField {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
+    InvalidField { path: PathBuf, field: String, message: String },
     /// `tokenizer.json` could not be parsed into a tokenizer.
     #[error("{}: cannot load tokenizer: {message}", path.display())]
     TokenizerLoad { path: PathBuf, message: String },
     /// Encoding or decoding failed inside the tokenizers library.
     #[error("tokenizer {}: {operation} failed: {message}", path.display())]
-    Tokenizer {
-        path: PathBuf,
-        operation: &'static str,
-        message: String,
-    },
+    Tokenizer { path: PathBuf, operation: &'static str, message: String },
     /// A model folder has no chat template in `tokenizer_config.json` nor `chat_template.jinja`.
     #[error("{}: no chat template (neither a `chat_template` field nor a chat_template.jinja file)", path.display())]
     MissingChatTemplate { path: PathBuf },
     /// The chat template does not parse as Jinja. `line` counts lines of the template.
     #[error("chat template {origin}: syntax error{}: {message}", line_suffix(*line))]
-    TemplateSyntax {
-        origin: String,
-        line: Option<usize>,
-        message: String,
-    },
+    TemplateSyntax { origin: String, line: Option<usize>, message: String },
     /// The chat template failed while rendering (including `raise_exception(...)` calls).
     /// `line` counts lines of the template.
     #[error("chat template {origin}: render failed{}: {message}", line_suffix(*line))]
-    TemplateRender {
-        origin: String,
-        line: Option<usize>,
-        message: String,
-    },
+    TemplateRender { origin: String, line: Option<usize>, message: String },
     /// A conversation is malformed or cannot be turned into ids and labels.
     #[error("conversation{}: {message}", message_suffix(*message_index))]
     Conversation {
@@ -77,8 +61,7 @@ pub enum DataError {
 }
 
 fn line_suffix(line: Option<usize>) -> String {
-    line.map(|l| format!(" at template line {l}"))
-        .unwrap_or_default()
+    line.map(|l| format!(" at template line {l}")).unwrap_or_default()
 }
 
 fn record_suffix(record: Option<usize>) -> String {
@@ -91,35 +74,19 @@ fn message_suffix(index: Option<usize>) -> String {
 
 impl DataError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        DataError::Io { path: path.to_path_buf(), source }
     }
 
     pub(crate) fn json(path: &Path, record: Option<usize>, source: serde_json::Error) -> Self {
-        DataError::Json {
-            path: path.to_path_buf(),
-            record,
-            line: source.line(),
-            column: source.column(),
-            source,
-        }
+        DataError::Json { path: path.to_path_buf(), record, line: source.line(), column: source.column(), source }
     }
 
     pub(crate) fn field(path: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
-        DataError::InvalidField {
-            path: path.to_path_buf(),
-            field: field.into(),
-            message: message.into(),
-        }
+        DataError::InvalidField { path: path.to_path_buf(), field: field.into(), message: message.into() }
     }
 
     pub(crate) fn conversation(message_index: Option<usize>, message: impl Into<String>) -> Self {
-        DataError::Conversation {
-            message_index,
-            message: message.into(),
-        }
+        DataError::Conversation { message_index, message: message.into() }
     }
 }
 
@@ -147,10 +114,7 @@ mod tests {
         let path = Path::new("/models/x/generation_config.json");
         let err = parse_json(path, "{\n  \"a\": 1,\n  \"b\": ]\n}").unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.starts_with("/models/x/generation_config.json: invalid JSON at line 3, column"),
-            "{text}"
-        );
+        assert!(text.starts_with("/models/x/generation_config.json: invalid JSON at line 3, column"), "{text}");
         match err {
             DataError::Json { line, record, .. } => {
                 assert_eq!(line, 3);
@@ -163,19 +127,12 @@ mod tests {
     #[test]
     fn missing_file_names_path() {
         let err = read_text_file(Path::new("/definitely/not/here/tokenizer.json")).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("/definitely/not/here/tokenizer.json: "),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("/definitely/not/here/tokenizer.json: "), "{err}");
     }
 
     #[test]
     fn conversation_error_names_message_index() {
         let err = DataError::conversation(Some(3), "role must be a string");
-        assert_eq!(
-            err.to_string(),
-            "conversation (message 3): role must be a string"
-        );
+        assert_eq!(err.to_string(), "conversation (message 3): role must be a string");
     }
 }

@@ -57,25 +57,15 @@ impl GenerationConfig {
         let get = |field: &str| map.get(field).filter(|v| !v.is_null());
         let eos_token_ids = match get("eos_token_id") {
             None => Vec::new(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| token_id(path, &format!("eos_token_id[{i}]"), v))
-                .collect::<Result<_>>()?,
+            Some(Value::Array(items)) => {
+                items.iter().enumerate().map(|(i, v)| token_id(path, &format!("eos_token_id[{i}]"), v)).collect::<Result<_>>()?
+            }
             Some(v) => vec![token_id(path, "eos_token_id", v)?],
         };
         let opt_token = |field: &str| get(field).map(|v| token_id(path, field, v)).transpose();
         let opt_f64 = |field: &str| {
             get(field)
-                .map(|v| {
-                    v.as_f64().ok_or_else(|| {
-                        DataError::field(
-                            path,
-                            field,
-                            format!("expected a number, got {}", json_kind(v)),
-                        )
-                    })
-                })
+                .map(|v| v.as_f64().ok_or_else(|| DataError::field(path, field, format!("expected a number, got {}", json_kind(v)))))
                 .transpose()
         };
         let opt_usize = |field: &str| {
@@ -83,22 +73,12 @@ impl GenerationConfig {
                 .map(|v| {
                     v.as_u64()
                         .and_then(|n| usize::try_from(n).ok())
-                        .ok_or_else(|| {
-                            DataError::field(
-                                path,
-                                field,
-                                format!("expected a non-negative integer, got {v}"),
-                            )
-                        })
+                        .ok_or_else(|| DataError::field(path, field, format!("expected a non-negative integer, got {v}")))
                 })
                 .transpose()
         };
         let do_sample = get("do_sample")
-            .map(|v| {
-                v.as_bool().ok_or_else(|| {
-                    DataError::field(path, "do_sample", format!("expected a boolean, got {v}"))
-                })
-            })
+            .map(|v| v.as_bool().ok_or_else(|| DataError::field(path, "do_sample", format!("expected a boolean, got {v}"))))
             .transpose()?;
         Ok(GenerationConfig {
             eos_token_ids,
@@ -120,13 +100,7 @@ fn token_id(path: &Path, field: &str, value: &Value) -> Result<u32> {
     value
         .as_u64()
         .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| {
-            DataError::field(
-                path,
-                field,
-                format!("expected a token id (non-negative integer), got {value}"),
-            )
-        })
+        .ok_or_else(|| DataError::field(path, field, format!("expected a token id (non-negative integer), got {value}")))
 }
 
 #[cfg(test)]
@@ -155,39 +129,24 @@ mod tests {
 
     #[test]
     fn single_eos_id_nulls_and_missing_file() {
-        let g = GenerationConfig::from_json_str(
-            r#"{"eos_token_id": 7, "temperature": null, "max_new_tokens": 64}"#,
-            "g.json",
-        )
-        .unwrap();
+        let g = GenerationConfig::from_json_str(r#"{"eos_token_id": 7, "temperature": null, "max_new_tokens": 64}"#, "g.json").unwrap();
         assert_eq!(g.eos_token_ids, vec![7]);
         assert_eq!(g.temperature, None);
         assert_eq!(g.max_new_tokens, Some(64));
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            GenerationConfig::from_dir(dir.path()).unwrap(),
-            GenerationConfig::default()
-        );
+        assert_eq!(GenerationConfig::from_dir(dir.path()).unwrap(), GenerationConfig::default());
     }
 
     #[test]
     fn bad_values_name_file_and_field() {
-        let err = GenerationConfig::from_json_str(
-            r#"{"eos_token_id": [1, -2]}"#,
-            "/m/generation_config.json",
-        )
-        .unwrap_err();
+        let err = GenerationConfig::from_json_str(r#"{"eos_token_id": [1, -2]}"#, "/m/generation_config.json").unwrap_err();
         assert_eq!(
             err.to_string(),
             "/m/generation_config.json: field `eos_token_id[1]`: expected a token id (non-negative integer), got -2"
         );
         let err = GenerationConfig::from_json_str(r#"{"top_k": 2.5}"#, "g.json").unwrap_err();
         assert!(err.to_string().contains("field `top_k`"), "{err}");
-        let err =
-            GenerationConfig::from_json_str(r#"{"temperature": "hot"}"#, "g.json").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "g.json: field `temperature`: expected a number, got a string"
-        );
+        let err = GenerationConfig::from_json_str(r#"{"temperature": "hot"}"#, "g.json").unwrap_err();
+        assert_eq!(err.to_string(), "g.json: field `temperature`: expected a number, got a string");
     }
 }

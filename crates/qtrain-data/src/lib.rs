@@ -26,13 +26,10 @@ mod test_support;
 pub use assets::{ModelTextAssets, TOKENIZER_FILE};
 pub use chat_template::{ChatTemplate, RenderRequest, SpecialTokens};
 pub use conversation::{
-    tokenize_conversation, AssistantMarkers, ConversationOptions, ConversationTokenizer, LossScale,
-    TokenizedConversation, IGNORE_INDEX,
+    tokenize_conversation, AssistantMarkers, ConversationOptions, ConversationTokenizer, LossScale, TokenizedConversation, IGNORE_INDEX,
 };
 pub use dataset::{parse_conversations_jsonl, read_conversations_jsonl, ConversationRecord};
 pub use error::{DataError, Result};
 pub use generation_config::{GenerationConfig, GENERATION_CONFIG_FILE};
 pub use tokenizer::{EncodedText, QwenTokenizer, StreamDecoder};
-pub use tokenizer_config::{
-    AddedTokenConfig, TokenizerConfig, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE,
-};
+pub use tokenizer_config::{AddedTokenConfig, TokenizerConfig, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};

@@ -25,9 +25,7 @@ pub(crate) fn float_repr(f: f64) -> String {
         return if f < 0.0 { "-inf".into() } else { "inf".into() };
     }
     let sci = format!("{:e}", f.abs());
-    let (mantissa, exp) = sci
-        .split_once('e')
-        .expect("LowerExp always writes an exponent");
+    let (mantissa, exp) = sci.split_once('e').expect("LowerExp always writes an exponent");
     let exp: i32 = exp.parse().expect("LowerExp exponent is an integer");
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
     let sign = if f.is_sign_negative() { "-" } else { "" };
@@ -38,20 +36,12 @@ pub(crate) fn float_repr(f: f64) -> String {
         } else if point as usize >= digits.len() {
             format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
         } else {
-            format!(
-                "{}.{}",
-                &digits[..point as usize],
-                &digits[point as usize..]
-            )
+            format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
         };
         format!("{sign}{body}")
     } else {
         let (first, rest) = digits.split_at(1);
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
+        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{first}{frac}e{esign}{:02}", exp.abs())
     }
@@ -131,11 +121,7 @@ fn is_py_printable(c: char) -> bool {
 }
 
 fn repr_str(s: &str, out: &mut String) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -176,13 +162,7 @@ pub(crate) struct JsonOptions {
 
 impl Default for JsonOptions {
     fn default() -> Self {
-        JsonOptions {
-            ensure_ascii: false,
-            indent: None,
-            item_separator: ", ".into(),
-            key_separator: ": ".into(),
-            sort_keys: false,
-        }
+        JsonOptions { ensure_ascii: false, indent: None, item_separator: ", ".into(), key_separator: ": ".into(), sort_keys: false }
     }
 }
 
@@ -195,10 +175,7 @@ impl JsonOptions {
         sort_keys: Option<&Value>,
     ) -> Result<Self, Error> {
         let given = |v: Option<&Value>| v.filter(|v| !v.is_undefined() && !v.is_none()).cloned();
-        let mut opts = JsonOptions {
-            ensure_ascii: given(ensure_ascii).is_some_and(|v| v.is_true()),
-            ..Default::default()
-        };
+        let mut opts = JsonOptions { ensure_ascii: given(ensure_ascii).is_some_and(|v| v.is_true()), ..Default::default() };
         opts.sort_keys = given(sort_keys).is_some_and(|v| v.is_true());
         if let Some(indent) = given(indent) {
             opts.indent = Some(if let Some(s) = indent.as_str() {
@@ -206,10 +183,7 @@ impl JsonOptions {
             } else if let Ok(n) = i64::try_from(indent.clone()) {
                 " ".repeat(n.max(0) as usize)
             } else {
-                return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    "tojson: indent must be an integer or a string",
-                ));
+                return Err(Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an integer or a string"));
             });
             opts.item_separator = ",".into();
         }
@@ -220,10 +194,12 @@ impl JsonOptions {
                     opts.item_separator = item.as_str().unwrap_or_default().to_string();
                     opts.key_separator = key.as_str().unwrap_or_default().to_string();
                 }
-                _ => return Err(Error::new(
-                    ErrorKind::InvalidOperation,
-                    "tojson: separators must be a pair of strings (item_separator, key_separator)",
-                )),
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        "tojson: separators must be a pair of strings (item_separator, key_separator)",
+                    ))
+                }
             }
         }
         Ok(opts)
@@ -246,12 +222,7 @@ fn newline_indent(opts: &JsonOptions, level: usize, out: &mut String) {
     }
 }
 
-fn write_json(
-    value: &Value,
-    opts: &JsonOptions,
-    level: usize,
-    out: &mut String,
-) -> Result<(), Error> {
+fn write_json(value: &Value, opts: &JsonOptions, level: usize, out: &mut String) -> Result<(), Error> {
     match value.kind() {
         ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
@@ -313,12 +284,7 @@ fn write_json(
             newline_indent(opts, level, out);
             out.push('}');
         }
-        kind => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("tojson: object of type {kind} is not JSON serializable"),
-            ))
-        }
+        kind => return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: object of type {kind} is not JSON serializable"))),
     }
     Ok(())
 }
@@ -331,10 +297,7 @@ fn json_key(key: &Value) -> Result<String, Error> {
         ValueKind::Bool => (if key.is_true() { "true" } else { "false" }).into(),
         ValueKind::None => "null".into(),
         kind => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("tojson: keys must be str, int, float, bool or None, not {kind}"),
-            ))
+            return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: keys must be str, int, float, bool or None, not {kind}")))
         }
     })
 }
@@ -418,10 +381,7 @@ pub(crate) fn string_method(s: &str, method: &str, args: &[Value]) -> Option<Res
 }
 
 fn arg_error(method: &str, what: &str) -> Error {
-    Error::new(
-        ErrorKind::InvalidOperation,
-        format!("str.{method}(): {what}"),
-    )
+    Error::new(ErrorKind::InvalidOperation, format!("str.{method}(): {what}"))
 }
 
 fn positional(args: &[Value]) -> &[Value] {
@@ -452,11 +412,7 @@ fn split_args(method: &str, args: &[Value]) -> Result<(Option<String>, Option<us
     }
     let mut set_sep = |v: &Value| -> Result<(), Error> {
         if !(v.is_none() || v.is_undefined()) {
-            sep = Some(
-                v.as_str()
-                    .ok_or_else(|| arg_error(method, "must be str or None"))?
-                    .to_string(),
-            );
+            sep = Some(v.as_str().ok_or_else(|| arg_error(method, "must be str or None"))?.to_string());
         }
         Ok(())
     };
@@ -470,12 +426,7 @@ fn split_args(method: &str, args: &[Value]) -> Result<(Option<String>, Option<us
             match key.as_str() {
                 Some("sep") => set_sep(&v)?,
                 Some("maxsplit") => max_value = Some(v),
-                _ => {
-                    return Err(arg_error(
-                        method,
-                        &format!("unexpected keyword argument {key}"),
-                    ))
-                }
+                _ => return Err(arg_error(method, &format!("unexpected keyword argument {key}"))),
             }
         }
     }
@@ -488,10 +439,7 @@ fn split_args(method: &str, args: &[Value]) -> Result<(Option<String>, Option<us
 
 fn single_str_arg(method: &str, args: &[Value]) -> Result<String, Error> {
     match positional(args) {
-        [v] => v
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| arg_error(method, "argument must be str")),
+        [v] => v.as_str().map(str::to_string).ok_or_else(|| arg_error(method, "argument must be str")),
         _ => Err(arg_error(method, "takes exactly one argument")),
     }
 }
@@ -519,10 +467,7 @@ fn rsplit_whitespace(s: &str, maxsplit: Option<usize>) -> Vec<String> {
             parts.push(rest.to_string());
             break;
         }
-        let start = rest
-            .rfind(is_py_space)
-            .map(|i| i + rest[i..].chars().next().map_or(1, char::len_utf8))
-            .unwrap_or(0);
+        let start = rest.rfind(is_py_space).map(|i| i + rest[i..].chars().next().map_or(1, char::len_utf8)).unwrap_or(0);
         parts.push(rest[start..].to_string());
         rest = rest[..start].trim_end_matches(is_py_space);
     }
@@ -532,29 +477,9 @@ fn rsplit_whitespace(s: &str, maxsplit: Option<usize>) -> Vec<String> {
 
 // ---------------------------------------------------------------- strftime
 
-const WEEKDAYS: [&str; 7] = [
-    "Sunday",
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-];
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
+const WEEKDAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const MONTHS: [&str; 12] =
+    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
 
 /// Proleptic Gregorian (year, month 1-12, day 1-31) of a day count since 1970-01-01.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -693,11 +618,7 @@ mod tests {
             dumps(v.clone(), &JsonOptions::default()),
             r#"{"z": 1, "a": [1, 2.5, true, null], "s": "<b>&'\"\\\n\t\u0001é😀", "e": {}, "l": []}"#
         );
-        let ascii = JsonOptions {
-            ensure_ascii: true,
-            sort_keys: true,
-            ..Default::default()
-        };
+        let ascii = JsonOptions { ensure_ascii: true, sort_keys: true, ..Default::default() };
         assert_eq!(
             dumps(v, &ascii),
             r#"{"a": [1, 2.5, true, null], "e": {}, "l": [], "s": "<b>&'\"\\\n\t\u0001\u00e9\ud83d\ude00", "z": 1}"#
@@ -708,10 +629,7 @@ mod tests {
     fn json_dumps_indent_and_separators() {
         let v = serde_json::json!({"a": [1, {"b": null}], "c": {}});
         let opts = JsonOptions::from_python_args(None, Some(&Value::from(2)), None, None).unwrap();
-        assert_eq!(
-            dumps(v.clone(), &opts),
-            "{\n  \"a\": [\n    1,\n    {\n      \"b\": null\n    }\n  ],\n  \"c\": {}\n}"
-        );
+        assert_eq!(dumps(v.clone(), &opts), "{\n  \"a\": [\n    1,\n    {\n      \"b\": null\n    }\n  ],\n  \"c\": {}\n}");
         let opts = JsonOptions::from_python_args(None, Some(&Value::from(0)), None, None).unwrap();
         assert_eq!(dumps(serde_json::json!([1, 2]), &opts), "[\n1,\n2\n]");
         let seps = Value::from(vec![Value::from(","), Value::from(":")]);
@@ -724,73 +642,30 @@ mod tests {
     }
 
     fn strs(v: Value) -> Vec<String> {
-        v.try_iter()
-            .unwrap()
-            .map(|x| x.as_str().unwrap().to_string())
-            .collect()
+        v.try_iter().unwrap().map(|x| x.as_str().unwrap().to_string()).collect()
     }
 
     #[test]
     fn string_methods_follow_python() {
         assert_eq!(call("\x1f a \n", "strip", &[]).as_str(), Some("a"));
-        assert_eq!(
-            call("\n\nx\n", "lstrip", &[Value::from("\n")]).as_str(),
-            Some("x\n")
-        );
-        assert_eq!(
-            call("xyhixy", "rstrip", &[Value::from("xy")]).as_str(),
-            Some("xyhi")
-        );
+        assert_eq!(call("\n\nx\n", "lstrip", &[Value::from("\n")]).as_str(), Some("x\n"));
+        assert_eq!(call("xyhixy", "rstrip", &[Value::from("xy")]).as_str(), Some("xyhi"));
         assert_eq!(strs(call("  a b  c  ", "split", &[])), ["a", "b", "c"]);
-        assert_eq!(
-            strs(call(
-                "  a b  c  ",
-                "split",
-                &[Value::from(()), Value::from(1)]
-            )),
-            ["a", "b  c  "]
-        );
-        assert_eq!(
-            strs(call(
-                "  a b  c  ",
-                "rsplit",
-                &[Value::from(()), Value::from(1)]
-            )),
-            ["  a b", "c"]
-        );
-        assert_eq!(
-            strs(call(
-                "a</think>b</think>c",
-                "split",
-                &[Value::from("</think>")]
-            )),
-            ["a", "b", "c"]
-        );
-        assert_eq!(
-            strs(call("a,b,c", "rsplit", &[Value::from(","), Value::from(1)])),
-            ["a,b", "c"]
-        );
+        assert_eq!(strs(call("  a b  c  ", "split", &[Value::from(()), Value::from(1)])), ["a", "b  c  "]);
+        assert_eq!(strs(call("  a b  c  ", "rsplit", &[Value::from(()), Value::from(1)])), ["  a b", "c"]);
+        assert_eq!(strs(call("a</think>b</think>c", "split", &[Value::from("</think>")])), ["a", "b", "c"]);
+        assert_eq!(strs(call("a,b,c", "rsplit", &[Value::from(","), Value::from(1)])), ["a,b", "c"]);
         assert_eq!(strs(call("", "split", &[])), Vec::<String>::new());
         assert_eq!(strs(call("", "split", &[Value::from(",")])), [""]);
-        assert!(string_method("a", "split", &[Value::from("")])
-            .unwrap()
-            .is_err());
-        assert_eq!(
-            call("prefix-x", "removeprefix", &[Value::from("prefix-")]).as_str(),
-            Some("x")
-        );
+        assert!(string_method("a", "split", &[Value::from("")]).unwrap().is_err());
+        assert_eq!(call("prefix-x", "removeprefix", &[Value::from("prefix-")]).as_str(), Some("x"));
         assert!(string_method("a", "upper", &[]).is_none());
     }
 
     #[test]
     fn py_str_and_repr() {
-        let v = Value::from_serialize(
-            serde_json::json!(["it's", "a\"b'", 1.5, null, true, {"k": [1e-5]}]),
-        );
-        assert_eq!(
-            py_str(&v),
-            r#"["it's", 'a"b\'', 1.5, None, True, {'k': [1e-05]}]"#
-        );
+        let v = Value::from_serialize(serde_json::json!(["it's", "a\"b'", 1.5, null, true, {"k": [1e-5]}]));
+        assert_eq!(py_str(&v), r#"["it's", 'a"b\'', 1.5, None, True, {'k': [1e-05]}]"#);
         assert_eq!(py_str(&Value::from(())), "None");
         assert_eq!(py_str(&Value::UNDEFINED), "");
         assert_eq!(py_str(&Value::from(false)), "False");
@@ -805,10 +680,7 @@ mod tests {
         let t = 1_709_211_909;
         assert_eq!(strftime_utc("%Y-%m-%d %H:%M:%S", t), "2024-02-29 13:05:09");
         assert_eq!(strftime_utc("%d %b %Y", t), "29 Feb 2024");
-        assert_eq!(
-            strftime_utc("%A, %B %-d, %j, %I%p %y %% %Q", t),
-            "Thursday, February 29, 060, 01PM 24 % %Q"
-        );
+        assert_eq!(strftime_utc("%A, %B %-d, %j, %I%p %y %% %Q", t), "Thursday, February 29, 060, 01PM 24 % %Q");
         assert_eq!(strftime_utc("%a %e %-m", 0), "Thu  1 1");
         // 1969-12-31T23:59:59Z
         assert_eq!(strftime_utc("%F %T %w", -1), "1969-12-31 23:59:59 3");

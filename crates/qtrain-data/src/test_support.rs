@@ -7,7 +7,8 @@ use serde_json::json;
 use crate::tokenizer::QwenTokenizer;
 
 /// The Qwen2 pre-tokenisation regex.
-pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// 256 byte tokens (id = byte value), 3 merges ("Hi" = 256, "Yo" = 257, "\n\n" = 258),
 /// `<|endoftext|>` = 259, `<|im_start|>` = 260, `<|im_end|>` = 261 (special) and

@@ -30,10 +30,7 @@ pub struct QwenTokenizer {
 
 impl std::fmt::Debug for QwenTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QwenTokenizer")
-            .field("origin", &self.origin)
-            .field("vocab_size", &self.vocab_size)
-            .finish()
+        f.debug_struct("QwenTokenizer").field("origin", &self.origin).field("vocab_size", &self.vocab_size).finish()
     }
 }
 
@@ -56,33 +53,19 @@ impl QwenTokenizer {
     fn from_bytes_named(bytes: &[u8], origin: &Path) -> Result<Self> {
         let json: std::borrow::Cow<'_, [u8]> = if bytes.starts_with(&GZIP_MAGIC) {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(bytes)
-                .read_to_end(&mut out)
-                .map_err(|e| DataError::io(origin, e))?;
+            flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).map_err(|e| DataError::io(origin, e))?;
             out.into()
         } else {
             bytes.into()
         };
-        let mut inner =
-            tokenizers::Tokenizer::from_bytes(&json).map_err(|e| DataError::TokenizerLoad {
-                path: origin.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let mut inner = tokenizers::Tokenizer::from_bytes(&json)
+            .map_err(|e| DataError::TokenizerLoad { path: origin.to_path_buf(), message: e.to_string() })?;
         // transformers' apply_chat_template / training tokenization never truncate or pad
         // unless asked to; a tokenizer.json that configures either must not change ids.
-        inner
-            .with_truncation(None)
-            .map_err(|e| DataError::TokenizerLoad {
-                path: origin.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        inner.with_truncation(None).map_err(|e| DataError::TokenizerLoad { path: origin.to_path_buf(), message: e.to_string() })?;
         inner.with_padding(None);
         let vocab_size = inner.get_vocab_size(true);
-        Ok(Self {
-            inner,
-            vocab_size,
-            origin: origin.to_path_buf(),
-        })
+        Ok(Self { inner, vocab_size, origin: origin.to_path_buf() })
     }
 
     /// The file this tokenizer was loaded from (or a placeholder for in-memory bytes).
@@ -91,11 +74,7 @@ impl QwenTokenizer {
     }
 
     fn tokenizer_error(&self, operation: &'static str, e: tokenizers::Error) -> DataError {
-        DataError::Tokenizer {
-            path: self.origin.clone(),
-            operation,
-            message: e.to_string(),
-        }
+        DataError::Tokenizer { path: self.origin.clone(), operation, message: e.to_string() }
     }
 
     /// Token ids of `text`. No special token is added; special tokens spelled out in
@@ -106,23 +85,15 @@ impl QwenTokenizer {
 
     /// Like [`encode`](Self::encode), also returning each token's byte span in `text`.
     pub fn encode_with_offsets(&self, text: &str) -> Result<EncodedText> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| self.tokenizer_error("encode", e))?;
-        Ok(EncodedText {
-            ids: encoding.get_ids().to_vec(),
-            offsets: encoding.get_offsets().to_vec(),
-        })
+        let encoding = self.inner.encode(text, false).map_err(|e| self.tokenizer_error("encode", e))?;
+        Ok(EncodedText { ids: encoding.get_ids().to_vec(), offsets: encoding.get_offsets().to_vec() })
     }
 
     /// Text of `ids`. With `skip_special_tokens`, tokens marked special in
     /// `tokenizer.json` (`<|im_end|>`, `<|endoftext|>` …) are left out; Qwen3's
     /// `<think>`/`</think>` are not special and always appear.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| self.tokenizer_error("decode", e))
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| self.tokenizer_error("decode", e))
     }
 
     /// Id of a token given in its vocabulary spelling (added tokens included).
@@ -143,21 +114,12 @@ impl QwenTokenizer {
 
     /// Whether `id` is an added token marked `special` (skipped by `decode(.., true)`).
     pub fn is_special_token(&self, id: u32) -> bool {
-        self.inner
-            .get_added_tokens_decoder()
-            .get(&id)
-            .is_some_and(|t| t.special)
+        self.inner.get_added_tokens_decoder().get(&id).is_some_and(|t| t.special)
     }
 
     /// An incremental decoder for printing generated tokens as they arrive.
     pub fn stream_decoder(&self, skip_special_tokens: bool) -> StreamDecoder<'_> {
-        StreamDecoder {
-            tokenizer: self,
-            ids: Vec::new(),
-            prefix_offset: 0,
-            read_offset: 0,
-            skip_special_tokens,
-        }
+        StreamDecoder { tokenizer: self, ids: Vec::new(), prefix_offset: 0, read_offset: 0, skip_special_tokens }
     }
 
     /// The wrapped `tokenizers` tokenizer, for what this type does not expose.
@@ -187,13 +149,8 @@ impl StreamDecoder<'_> {
     /// Add one id; returns the newly completed text (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.ids.push(id);
-        let prefix_text = self.tokenizer.decode(
-            &self.ids[self.prefix_offset..self.read_offset],
-            self.skip_special_tokens,
-        )?;
-        let new_text = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
+        let prefix_text = self.tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special_tokens)?;
+        let new_text = self.tokenizer.decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
         // An incomplete UTF-8 sequence at the end decodes to U+FFFD: wait for more bytes.
         if new_text.len() <= prefix_text.len() || new_text.ends_with('\u{FFFD}') {
             return Ok(String::new());
@@ -221,17 +178,9 @@ impl StreamDecoder<'_> {
     /// Text still held back (an incomplete character at the end of generation),
     /// decoded leniently (invalid bytes become U+FFFD). Resets the decoder.
     pub fn finish(&mut self) -> Result<String> {
-        let prefix_text = self.tokenizer.decode(
-            &self.ids[self.prefix_offset..self.read_offset],
-            self.skip_special_tokens,
-        )?;
-        let full = self
-            .tokenizer
-            .decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
-        let rest = full
-            .strip_prefix(prefix_text.as_str())
-            .unwrap_or("")
-            .to_string();
+        let prefix_text = self.tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special_tokens)?;
+        let full = self.tokenizer.decode(&self.ids[self.prefix_offset..], self.skip_special_tokens)?;
+        let rest = full.strip_prefix(prefix_text.as_str()).unwrap_or("").to_string();
         self.ids.clear();
         self.prefix_offset = 0;
         self.read_offset = 0;
@@ -274,11 +223,7 @@ mod tests {
         let tok = byte_level_tokenizer();
         // 256 byte tokens + the merges of the test tokenizer + 4 added tokens.
         assert_eq!(tok.vocab_size(), crate::test_support::BYTE_LEVEL_VOCAB_SIZE);
-        assert_eq!(
-            tok.id_to_token(tok.token_to_id("<|endoftext|>").unwrap())
-                .as_deref(),
-            Some("<|endoftext|>")
-        );
+        assert_eq!(tok.id_to_token(tok.token_to_id("<|endoftext|>").unwrap()).as_deref(), Some("<|endoftext|>"));
     }
 
     #[test]
@@ -310,11 +255,7 @@ mod tests {
         std::fs::write(&bad, "{\"model\": 3}").unwrap();
         let err = QwenTokenizer::from_file(&bad).unwrap_err();
         assert!(matches!(err, DataError::TokenizerLoad { .. }), "{err:?}");
-        assert!(
-            err.to_string()
-                .starts_with(&format!("{}: cannot load tokenizer", bad.display())),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with(&format!("{}: cannot load tokenizer", bad.display())), "{err}");
 
         let truncated_gz = dir.path().join("t.json.gz");
         std::fs::write(&truncated_gz, [0x1f, 0x8b, 0x08, 0x00]).unwrap();
@@ -337,10 +278,7 @@ mod tests {
         // a, 4 bytes of 😀, b, 3 bytes of 中, <|im_end|>
         assert_eq!(ids.len(), 10);
         let chunks = stream_all(&tok, &ids, false);
-        assert_eq!(
-            chunks,
-            vec!["a", "", "", "", "😀", "b", "", "", "中", "<|im_end|>", ""]
-        );
+        assert_eq!(chunks, vec!["a", "", "", "", "😀", "b", "", "", "中", "<|im_end|>", ""]);
         assert_eq!(chunks.concat(), tok.decode(&ids, false).unwrap());
         let skipped = stream_all(&tok, &ids, true);
         assert_eq!(skipped.concat(), "a😀b中");

@@ -78,10 +78,7 @@ impl TokenizerConfig {
         let Value::Object(map) = root else {
             return Err(DataError::field(path, "<root>", "expected a JSON object"));
         };
-        let mut config = TokenizerConfig {
-            origin: path.to_path_buf(),
-            ..Default::default()
-        };
+        let mut config = TokenizerConfig { origin: path.to_path_buf(), ..Default::default() };
 
         match map.get("chat_template") {
             None | Some(Value::Null) => {}
@@ -92,15 +89,9 @@ impl TokenizerConfig {
                     let name = item.get("name").and_then(Value::as_str);
                     let template = item.get("template").and_then(Value::as_str);
                     let (Some(name), Some(template)) = (name, template) else {
-                        return Err(DataError::field(
-                            path,
-                            field,
-                            "expected {\"name\": string, \"template\": string}",
-                        ));
+                        return Err(DataError::field(path, field, "expected {\"name\": string, \"template\": string}"));
                     };
-                    config
-                        .named_chat_templates
-                        .insert(name.to_string(), template.to_string());
+                    config.named_chat_templates.insert(name.to_string(), template.to_string());
                 }
                 config.chat_template = config.named_chat_templates.get("default").cloned();
             }
@@ -108,10 +99,7 @@ impl TokenizerConfig {
                 return Err(DataError::field(
                     path,
                     "chat_template",
-                    format!(
-                        "expected a string or a list of {{name, template}}, got {}",
-                        json_kind(other)
-                    ),
+                    format!("expected a string or a list of {{name, template}}, got {}", json_kind(other)),
                 ))
             }
         }
@@ -129,9 +117,7 @@ impl TokenizerConfig {
             Some(Value::Object(entries)) => {
                 for (key, entry) in entries {
                     let field = format!("added_tokens_decoder.{key}");
-                    let id: u32 = key
-                        .parse()
-                        .map_err(|_| DataError::field(path, &field, "key is not a token id"))?;
+                    let id: u32 = key.parse().map_err(|_| DataError::field(path, &field, "key is not a token id"))?;
                     let Some(content) = entry.get("content").and_then(Value::as_str) else {
                         return Err(DataError::field(path, &field, "missing string `content`"));
                     };
@@ -146,21 +132,11 @@ impl TokenizerConfig {
                             ))
                         }
                     };
-                    config.added_tokens.insert(
-                        id,
-                        AddedTokenConfig {
-                            content: content.to_string(),
-                            special,
-                        },
-                    );
+                    config.added_tokens.insert(id, AddedTokenConfig { content: content.to_string(), special });
                 }
             }
             Some(other) => {
-                return Err(DataError::field(
-                    path,
-                    "added_tokens_decoder",
-                    format!("expected an object, got {}", json_kind(other)),
-                ))
+                return Err(DataError::field(path, "added_tokens_decoder", format!("expected an object, got {}", json_kind(other))))
             }
         }
 
@@ -168,27 +144,11 @@ impl TokenizerConfig {
             None | Some(Value::Null) => None,
             Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
                 (Some(v), _) if (v as f64) < UNLIMITED_MODEL_MAX_LENGTH => Some(v),
-                (None, Some(f))
-                    if f >= 0.0 && f.fract() == 0.0 && f < UNLIMITED_MODEL_MAX_LENGTH =>
-                {
-                    Some(f as u64)
-                }
+                (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f < UNLIMITED_MODEL_MAX_LENGTH => Some(f as u64),
                 (_, Some(f)) if f >= UNLIMITED_MODEL_MAX_LENGTH => None,
-                _ => {
-                    return Err(DataError::field(
-                        path,
-                        "model_max_length",
-                        format!("expected a non-negative integer, got {n}"),
-                    ))
-                }
+                _ => return Err(DataError::field(path, "model_max_length", format!("expected a non-negative integer, got {n}"))),
             },
-            Some(other) => {
-                return Err(DataError::field(
-                    path,
-                    "model_max_length",
-                    format!("expected a number, got {}", json_kind(other)),
-                ))
-            }
+            Some(other) => return Err(DataError::field(path, "model_max_length", format!("expected a number, got {}", json_kind(other)))),
         };
         Ok(config)
     }
@@ -206,9 +166,7 @@ impl TokenizerConfig {
     /// Compile the default chat template with this config's special tokens.
     pub fn chat_template(&self) -> Result<ChatTemplate> {
         let Some(source) = &self.chat_template else {
-            return Err(DataError::MissingChatTemplate {
-                path: self.origin.clone(),
-            });
+            return Err(DataError::MissingChatTemplate { path: self.origin.clone() });
         };
         let origin = self.chat_template_origin.as_deref().unwrap_or(&self.origin);
         ChatTemplate::with_origin(source, self.special_tokens(), origin.display().to_string())
@@ -217,38 +175,22 @@ impl TokenizerConfig {
     /// The id of the `eos_token` string, looked up in `added_tokens_decoder`.
     pub fn eos_token_id(&self) -> Option<u32> {
         let eos = self.eos_token.as_deref()?;
-        self.added_tokens
-            .iter()
-            .find(|(_, t)| t.content == eos)
-            .map(|(id, _)| *id)
+        self.added_tokens.iter().find(|(_, t)| t.content == eos).map(|(id, _)| *id)
     }
 }
 
 /// A special-token field: a string, `{"content": string, ...}` (an AddedToken) or null.
-fn token_string(
-    path: &Path,
-    map: &serde_json::Map<String, Value>,
-    field: &str,
-) -> Result<Option<String>> {
+fn token_string(path: &Path, map: &serde_json::Map<String, Value>, field: &str) -> Result<Option<String>> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Object(obj)) => match obj.get("content") {
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            _ => Err(DataError::field(
-                path,
-                format!("{field}.content"),
-                "expected a string",
-            )),
+            _ => Err(DataError::field(path, format!("{field}.content"), "expected a string")),
         },
-        Some(other) => Err(DataError::field(
-            path,
-            field,
-            format!(
-                "expected a string or {{\"content\": string}}, got {}",
-                json_kind(other)
-            ),
-        )),
+        Some(other) => {
+            Err(DataError::field(path, field, format!("expected a string or {{\"content\": string}}, got {}", json_kind(other))))
+        }
     }
 }
 
@@ -285,22 +227,13 @@ mod tests {
     #[test]
     fn parses_qwen_like_config() {
         let c = TokenizerConfig::from_json_str(QWEN_LIKE, "tokenizer_config.json").unwrap();
-        assert_eq!(
-            c.chat_template.as_deref(),
-            Some("{{ messages[0]['content'] }}")
-        );
+        assert_eq!(c.chat_template.as_deref(), Some("{{ messages[0]['content'] }}"));
         assert_eq!(c.eos_token.as_deref(), Some("<|im_end|>"));
         assert_eq!(c.pad_token.as_deref(), Some("<|endoftext|>"));
         assert_eq!(c.bos_token, None);
         assert_eq!(c.model_max_length, Some(131072));
         assert_eq!(c.added_tokens.len(), 3);
-        assert_eq!(
-            c.added_tokens[&151667],
-            AddedTokenConfig {
-                content: "<think>".into(),
-                special: false
-            }
-        );
+        assert_eq!(c.added_tokens[&151667], AddedTokenConfig { content: "<think>".into(), special: false });
         assert!(c.added_tokens[&151645].special);
         assert_eq!(c.eos_token_id(), Some(151645));
     }
@@ -317,27 +250,15 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let err = TokenizerConfig::from_json_str(r#"{"eos_token": 5}"#, "/m/tokenizer_config.json")
-            .unwrap_err();
+        let err = TokenizerConfig::from_json_str(r#"{"eos_token": 5}"#, "/m/tokenizer_config.json").unwrap_err();
         assert_eq!(
             err.to_string(),
             "/m/tokenizer_config.json: field `eos_token`: expected a string or {\"content\": string}, got a number"
         );
-        let err = TokenizerConfig::from_json_str(r#"{"chat_template": [{"name": "x"}]}"#, "c.json")
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("field `chat_template[0]`"),
-            "{err}"
-        );
-        let err = TokenizerConfig::from_json_str(
-            r#"{"added_tokens_decoder": {"abc": {"content": "x"}}}"#,
-            "c.json",
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("field `added_tokens_decoder.abc`"),
-            "{err}"
-        );
+        let err = TokenizerConfig::from_json_str(r#"{"chat_template": [{"name": "x"}]}"#, "c.json").unwrap_err();
+        assert!(err.to_string().contains("field `chat_template[0]`"), "{err}");
+        let err = TokenizerConfig::from_json_str(r#"{"added_tokens_decoder": {"abc": {"content": "x"}}}"#, "c.json").unwrap_err();
+        assert!(err.to_string().contains("field `added_tokens_decoder.abc`"), "{err}");
     }
 
     #[test]
@@ -345,34 +266,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(TOKENIZER_CONFIG_FILE), QWEN_LIKE).unwrap();
         let c = TokenizerConfig::from_dir(dir.path()).unwrap();
-        assert_eq!(
-            c.chat_template_origin.as_deref(),
-            Some(dir.path().join(TOKENIZER_CONFIG_FILE).as_path())
-        );
+        assert_eq!(c.chat_template_origin.as_deref(), Some(dir.path().join(TOKENIZER_CONFIG_FILE).as_path()));
 
         std::fs::write(dir.path().join(CHAT_TEMPLATE_FILE), "{{ eos_token }}!").unwrap();
         let c = TokenizerConfig::from_dir(dir.path()).unwrap();
         assert_eq!(c.chat_template.as_deref(), Some("{{ eos_token }}!"));
-        let rendered = c
-            .chat_template()
-            .unwrap()
-            .render(&crate::RenderRequest::new(
-                &serde_json::json!([{"role": "user", "content": "x"}]),
-            ))
-            .unwrap();
+        let rendered =
+            c.chat_template().unwrap().render(&crate::RenderRequest::new(&serde_json::json!([{"role": "user", "content": "x"}]))).unwrap();
         assert_eq!(rendered, "<|im_end|>!");
 
         let bare = TokenizerConfig::from_json_str("{}", "/m/tokenizer_config.json").unwrap();
         let err = bare.chat_template().unwrap_err();
-        assert!(
-            matches!(err, DataError::MissingChatTemplate { .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::MissingChatTemplate { .. }), "{err:?}");
 
         let missing = TokenizerConfig::from_dir(dir.path().join("nope")).unwrap_err();
-        assert!(
-            missing.to_string().contains("nope/tokenizer_config.json"),
-            "{missing}"
-        );
+        assert!(missing.to_string().contains("nope/tokenizer_config.json"), "{missing}");
     }
 }

@@ -94,7 +94,14 @@ fn default_bias() -> String {
 
 impl AdapterConfig {
     /// A fresh config for a LoRA run, with `target_modules` as explicit names.
-    pub fn new_lora(r: usize, lora_alpha: f64, lora_dropout: f64, targets: Vec<String>, use_rslora: bool, base_model: Option<String>) -> Self {
+    pub fn new_lora(
+        r: usize,
+        lora_alpha: f64,
+        lora_dropout: f64,
+        targets: Vec<String>,
+        use_rslora: bool,
+        base_model: Option<String>,
+    ) -> Self {
         AdapterConfig {
             peft_type: "LORA".into(),
             task_type: Some("CAUSAL_LM".into()),
@@ -134,7 +141,10 @@ impl AdapterConfig {
             return unsupported("fan_in_fan_out is true (Conv1D-style weights); Qwen linears are not stored that way".into());
         }
         if cfg.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
-            return unsupported(format!("modules_to_save {:?}; adapters that replace whole modules are not supported", cfg.modules_to_save.as_ref().unwrap()));
+            return unsupported(format!(
+                "modules_to_save {:?}; adapters that replace whole modules are not supported",
+                cfg.modules_to_save.as_ref().unwrap()
+            ));
         }
         if cfg.layers_to_transform.as_ref().is_some_and(|v| !v.is_null()) {
             return unsupported("layers_to_transform is set; only adapters over all layers are supported".into());
@@ -190,7 +200,10 @@ impl LoraAdapter {
         let weights_path = dir.join("adapter_model.safetensors");
         if !weights_path.is_file() {
             let hint = if dir.join("adapter_model.bin").is_file() { " (adapter_model.bin found: convert it to safetensors)" } else { "" };
-            return Err(ModelError::io(&weights_path, std::io::Error::new(std::io::ErrorKind::NotFound, format!("adapter weights not found{hint}"))));
+            return Err(ModelError::io(
+                &weights_path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("adapter weights not found{hint}")),
+            ));
         }
         let store = SafetensorsStore::open_file(&weights_path)?;
         let modules = linear_modules(model_cfg);
@@ -201,7 +214,9 @@ impl LoraAdapter {
         let mut by_module: BTreeMap<String, [Option<String>; 2]> = BTreeMap::new();
         for key in store.names() {
             let parsed = key.strip_prefix(PEFT_PREFIX).and_then(|rest| {
-                for (suffix, slot) in [(".lora_A.weight", 0), (".lora_B.weight", 1), (".lora_A.default.weight", 0), (".lora_B.default.weight", 1)] {
+                for (suffix, slot) in
+                    [(".lora_A.weight", 0), (".lora_B.weight", 1), (".lora_A.default.weight", 0), (".lora_B.default.weight", 1)]
+                {
                     if let Some(m) = rest.strip_suffix(suffix) {
                         return Some((m.to_string(), slot));
                     }
@@ -219,7 +234,9 @@ impl LoraAdapter {
             let targeted = config.target_modules.matches(module)?;
             let Some([a_key, b_key]) = by_module.get(module) else {
                 if targeted {
-                    problems.push(format!("  missing tensors {PEFT_PREFIX}{module}.lora_A.weight / lora_B.weight (module is in target_modules)"));
+                    problems.push(format!(
+                        "  missing tensors {PEFT_PREFIX}{module}.lora_A.weight / lora_B.weight (module is in target_modules)"
+                    ));
                 }
                 continue;
             };
@@ -253,7 +270,8 @@ impl LoraAdapter {
                 let module = format!("model.layers.{l}.{name}");
                 if let Some((a, b)) = self.weights.get(&module) {
                     let scale = self.config.scale_for(&module, a.shape[0]) as f32;
-                    lin.lora = Some(LoraPair { a: be.upload(a.as_host_data(), &a.shape)?, b: be.upload(b.as_host_data(), &b.shape)?, scale });
+                    lin.lora =
+                        Some(LoraPair { a: be.upload(a.as_host_data(), &a.shape)?, b: be.upload(b.as_host_data(), &b.shape)?, scale });
                 }
             }
         }

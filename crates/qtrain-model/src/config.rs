@@ -120,7 +120,10 @@ impl QwenConfig {
             (Architecture::Qwen3, Some(d)) if d > 0 => d,
             (_, Some(d)) if d > 0 && d == hidden_size / num_heads => d,
             (Architecture::Qwen2, Some(d)) => {
-                return Err(unsupported(format!("head_dim {d} differs from hidden_size / num_attention_heads = {} in a Qwen2 model", hidden_size / num_heads)))
+                return Err(unsupported(format!(
+                    "head_dim {d} differs from hidden_size / num_attention_heads = {} in a Qwen2 model",
+                    hidden_size / num_heads
+                )))
             }
             _ => {
                 if hidden_size % num_heads != 0 {

@@ -152,7 +152,8 @@ pub fn layer_forward<B: Backend>(
     let up = apply(5, &normed2)?;
     let act = be.swiglu(&gate, &up)?;
     let y = be.add(&x_mid, &apply(6, &act)?)?;
-    let acts = save.then(|| LayerActs { x_in: x, normed1, q_pre_norm, k_pre_norm, q, k, v, attn, lse, x_mid, normed2, gate, up, act, masks });
+    let acts =
+        save.then(|| LayerActs { x_in: x, normed1, q_pre_norm, k_pre_norm, q, k, v, attn, lse, x_mid, normed2, gate, up, act, masks });
     Ok((y, acts))
 }
 
@@ -187,7 +188,8 @@ pub fn layer_backward<B: Backend>(
     let mut d_n2 = back(4, &acts.normed2, &d_gate, ggate, true)?.expect("dx requested");
     be.add_scaled_assign(&mut d_n2, &back(5, &acts.normed2, &d_up, gup, true)?.expect("dx requested"), 1.0)?;
     let mut d_mid = dy;
-    let d_from_norm2 = be.rms_norm_backward(&acts.x_mid, &layer.post_attention_layernorm, eps, &d_n2, grads.post_attention_layernorm.as_mut())?;
+    let d_from_norm2 =
+        be.rms_norm_backward(&acts.x_mid, &layer.post_attention_layernorm, eps, &d_n2, grads.post_attention_layernorm.as_mut())?;
     be.add_scaled_assign(&mut d_mid, &d_from_norm2, 1.0)?;
     // Attention: m = x + o(attn).
     let d_attn = back(3, &acts.attn, &d_mid, go, true)?.expect("dx requested");
@@ -195,15 +197,16 @@ pub fn layer_backward<B: Backend>(
     let attn = be.reshape(acts.attn, &[b, t, h, d])?;
     let scale = 1.0 / (d as f32).sqrt();
     let (dq, dk, dv) = be.attention_backward(&acts.q, &acts.k, &acts.v, &attn, &acts.lse, &d_attn, mask, scale)?;
-    let unrotate = |dz: B::Tensor, heads: usize, pre: Option<&B::Tensor>, norm: Option<&B::Tensor>, g: Option<&mut B::Tensor>| -> Result<B::Tensor> {
-        let dz = be.rope_backward(&be.reshape(dz, &[n, heads, d])?, rope.0, rope.1, &batch.positions)?;
-        let dz = be.reshape(dz, &[n * heads, d])?;
-        let dz = match (pre, norm) {
-            (Some(pre), Some(w)) => be.rms_norm_backward(pre, w, eps, &dz, g)?,
-            _ => dz,
+    let unrotate =
+        |dz: B::Tensor, heads: usize, pre: Option<&B::Tensor>, norm: Option<&B::Tensor>, g: Option<&mut B::Tensor>| -> Result<B::Tensor> {
+            let dz = be.rope_backward(&be.reshape(dz, &[n, heads, d])?, rope.0, rope.1, &batch.positions)?;
+            let dz = be.reshape(dz, &[n * heads, d])?;
+            let dz = match (pre, norm) {
+                (Some(pre), Some(w)) => be.rms_norm_backward(pre, w, eps, &dz, g)?,
+                _ => dz,
+            };
+            Ok(be.reshape(dz, &[n, heads * d])?)
         };
-        Ok(be.reshape(dz, &[n, heads * d])?)
-    };
     let dq = unrotate(dq, h, acts.q_pre_norm.as_ref(), layer.q_norm.as_ref(), grads.q_norm.as_mut())?;
     let dk = unrotate(dk, kvh, acts.k_pre_norm.as_ref(), layer.k_norm.as_ref(), grads.k_norm.as_mut())?;
     let dv = be.reshape(dv, &[n, kvh * d])?;

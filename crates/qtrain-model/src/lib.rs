@@ -12,9 +12,9 @@ pub mod generate;
 pub mod layer;
 pub mod memory;
 pub mod model;
-pub mod train;
 pub mod safetensors_io;
 pub mod sampling;
+pub mod train;
 
 pub use adapter::{AdapterConfig, LoraAdapter, TargetModules};
 pub use config::{Architecture, QwenConfig};

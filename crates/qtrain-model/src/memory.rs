@@ -30,7 +30,8 @@ pub const LM_HEAD_CHUNK_TOKENS: u64 = 256;
 impl MemoryEstimate {
     /// LoRA of rank `rank` on all seven linears of every layer, `tokens` = batch × seq.
     pub fn lora(cfg: &QwenConfig, tokens: u64, rank: u64) -> Self {
-        let lora_params: u64 = cfg.layer_linears().iter().map(|(_, [o, i])| rank * (*o as u64 + *i as u64)).sum::<u64>() * cfg.num_layers as u64;
+        let lora_params: u64 =
+            cfg.layer_linears().iter().map(|(_, [o, i])| rank * (*o as u64 + *i as u64)).sum::<u64>() * cfg.num_layers as u64;
         Self::build(cfg, tokens, lora_params, cfg.num_parameters() as u64 * 2)
     }
 
@@ -49,7 +50,15 @@ impl MemoryEstimate {
         let lm_head_chunk_bytes = 2 * LM_HEAD_CHUNK_TOKENS.min(tokens) * cfg.vocab_size as u64 * 4;
         let trainable_state_bytes = trainable * 16;
         let total_bytes = frozen_bytes + trainable_state_bytes + checkpoint_bytes + layer_activation_bytes + lm_head_chunk_bytes;
-        MemoryEstimate { frozen_weights_bytes: frozen_bytes, trainable_parameters: trainable, trainable_state_bytes, checkpoint_bytes, layer_activation_bytes, lm_head_chunk_bytes, total_bytes }
+        MemoryEstimate {
+            frozen_weights_bytes: frozen_bytes,
+            trainable_parameters: trainable,
+            trainable_state_bytes,
+            checkpoint_bytes,
+            layer_activation_bytes,
+            lm_head_chunk_bytes,
+            total_bytes,
+        }
     }
 }
 

@@ -239,7 +239,11 @@ impl<B: Backend> QwenModel<B> {
             Ok(be.upload(t.as_host_data(), &t.shape)?)
         };
         let linear = |prefix: &str, bias: bool| -> Result<Linear<B>> {
-            Ok(Linear { weight: load(&format!("{prefix}.weight"))?, bias: if bias { Some(load(&format!("{prefix}.bias"))?) } else { None }, lora: None })
+            Ok(Linear {
+                weight: load(&format!("{prefix}.weight"))?,
+                bias: if bias { Some(load(&format!("{prefix}.bias"))?) } else { None },
+                lora: None,
+            })
         };
         let mut layers = Vec::with_capacity(config.num_layers);
         for l in 0..config.num_layers {
@@ -337,7 +341,10 @@ impl<B: Backend> QwenModel<B> {
             None => batch.attention_mask(),
             Some(c) => {
                 if c.batch != b || c.len + t > c.capacity {
-                    return Err(ModelError::Invalid(format!("KV cache (batch {}, {} of {} used) cannot take {t} more positions for batch {b}", c.batch, c.len, c.capacity)));
+                    return Err(ModelError::Invalid(format!(
+                        "KV cache (batch {}, {} of {} used) cannot take {t} more positions for batch {b}",
+                        c.batch, c.len, c.capacity
+                    )));
                 }
                 if batch.segments.is_some() {
                     return Err(ModelError::Invalid("packed batches cannot use a KV cache".into()));

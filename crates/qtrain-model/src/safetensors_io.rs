@@ -102,7 +102,10 @@ impl SafetensorsStore {
             let mut file_of_shard = HashMap::new();
             for shard in shard_names {
                 if shard.contains('/') || shard.contains("..") {
-                    return Err(ModelError::Config { path: index.clone(), detail: format!("shard name {shard:?} must be a file in the same folder") });
+                    return Err(ModelError::Config {
+                        path: index.clone(),
+                        detail: format!("shard name {shard:?} must be a file in the same folder"),
+                    });
                 }
                 file_of_shard.insert(shard.clone(), files.len());
                 files.push(MappedFile::open(&dir.join(shard))?);
@@ -131,7 +134,10 @@ impl SafetensorsStore {
         } else {
             Err(ModelError::io(
                 &single,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no model.safetensors or model.safetensors.index.json in the model folder"),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no model.safetensors or model.safetensors.index.json in the model folder",
+                ),
             ))
         }
     }
@@ -198,7 +204,13 @@ impl SafetensorsStore {
         let data = match view.dtype() {
             safetensors::Dtype::I64 => bytes.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
             safetensors::Dtype::I32 => bytes.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect(),
-            other => return Err(ModelError::DType { path: file.path.clone(), name: name.into(), dtype: format!("{other:?} (an integer tensor was expected)") }),
+            other => {
+                return Err(ModelError::DType {
+                    path: file.path.clone(),
+                    name: name.into(),
+                    dtype: format!("{other:?} (an integer tensor was expected)"),
+                })
+            }
         };
         Ok((view.shape().to_vec(), data))
     }
@@ -271,7 +283,8 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, HostTensor)], metadata
         })
         .collect::<Result<_>>()?;
     let metadata = metadata.unwrap_or_else(|| HashMap::from([("format".to_string(), "pt".to_string())]));
-    let buf = safetensors::serialize(views, Some(metadata)).map_err(|e| ModelError::Invalid(format!("serialising {}: {e}", path.display())))?;
+    let buf =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| ModelError::Invalid(format!("serialising {}: {e}", path.display())))?;
     write_atomic(path, &buf)
 }
 
@@ -310,10 +323,7 @@ mod tests {
         let store = SafetensorsStore::open_model_folder(dir.path()).unwrap();
         assert_eq!(store.read("a").unwrap().to_f32(), vec![0.25; 6]);
         assert_eq!(store.read("b").unwrap().dtype(), DType::BF16);
-        let err = store
-            .check(&[("a".into(), vec![3, 2]), ("c".into(), vec![1])], |_| false)
-            .unwrap_err()
-            .to_string();
+        let err = store.check(&[("a".into(), vec![3, 2]), ("c".into(), vec![1])], |_| false).unwrap_err().to_string();
         assert!(err.contains("tensor a has shape [2, 3], expected [3, 2]"), "{err}");
         assert!(err.contains("missing tensor c"), "{err}");
         assert!(err.contains("unexpected tensor b"), "{err}");

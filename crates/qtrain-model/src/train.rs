@@ -162,7 +162,9 @@ impl<B: Backend> QwenModel<B> {
         for (l, layer) in self.layers.iter().enumerate() {
             for (name, lin) in layer.linears() {
                 if let Some(p) = &lin.lora {
-                    let host = |t: &B::Tensor| -> Result<HostTensor> { Ok(HostTensor { shape: t.shape().to_vec(), data: HostTensorData::F32(be.download(t)?) }) };
+                    let host = |t: &B::Tensor| -> Result<HostTensor> {
+                        Ok(HostTensor { shape: t.shape().to_vec(), data: HostTensorData::F32(be.download(t)?) })
+                    };
                     weights.insert(format!("model.layers.{l}.{name}"), (host(&p.a)?, host(&p.b)?));
                 }
             }
@@ -202,7 +204,13 @@ impl<B: Backend> QwenModel<B> {
         if mode == TrainMode::Lora && !self.layers.iter().any(|l| l.linears().iter().any(|(_, lin)| lin.lora.is_some())) {
             return Err(ModelError::Invalid("LoRA training needs adapters attached (init_lora or an adapter folder)".into()));
         }
-        Ok(ModelGrads { mode, embed_tokens: opt(full, Some(&self.embed_tokens))?, layers, norm: opt(full, Some(&self.norm))?, lm_head: opt(full, self.lm_head.as_ref())?, })
+        Ok(ModelGrads {
+            mode,
+            embed_tokens: opt(full, Some(&self.embed_tokens))?,
+            layers,
+            norm: opt(full, Some(&self.norm))?,
+            lm_head: opt(full, self.lm_head.as_ref())?,
+        })
     }
 
     /// Forward and backward of one micro-batch: adds `loss_scale · ∂(Σ token losses)` into
@@ -212,7 +220,8 @@ impl<B: Backend> QwenModel<B> {
         let batch = &tb.batch;
         let mask = batch.attention_mask();
         let rope = (&self.rope_cos, &self.rope_sin);
-        let dropout_for = |l: usize| opts.lora_dropout.map(|(p, seed)| LayerDropout { p, seed: seed.wrapping_mul(0x9E37_79B9).wrapping_add(l as u64) });
+        let dropout_for =
+            |l: usize| opts.lora_dropout.map(|(p, seed)| LayerDropout { p, seed: seed.wrapping_mul(0x9E37_79B9).wrapping_add(l as u64) });
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
         // Under checkpointing only layer inputs are kept; otherwise each layer's activations.
         let mut saved_inputs = Vec::new();
@@ -231,7 +240,12 @@ impl<B: Backend> QwenModel<B> {
         let hidden = be.rms_norm(&x, &self.norm, eps)?;
         // The LM head gradient goes to lm_head, or to the embeddings when they are tied.
         let head_grad = if cfg.tie_word_embeddings { grads.embed_tokens.as_mut() } else { grads.lm_head.as_mut() };
-        let ce = be.lm_head_cross_entropy(&hidden, self.lm_head_weight(), &tb.targets, Some(CrossEntropyGrad { scale: opts.loss_scale, grad_w: head_grad }))?;
+        let ce = be.lm_head_cross_entropy(
+            &hidden,
+            self.lm_head_weight(),
+            &tb.targets,
+            Some(CrossEntropyGrad { scale: opts.loss_scale, grad_w: head_grad }),
+        )?;
         drop(hidden);
         let stats = LossStats { loss_sum: ce.loss_sum, num_targets: ce.num_targets, num_correct: ce.num_correct };
         let d_hidden = ce.grad_hidden.expect("gradient requested");
@@ -278,7 +292,19 @@ impl<B: Backend> QwenModel<B> {
         push("model.embed_tokens.weight".into(), embed_tokens, grads.embed_tokens.as_ref(), true);
         for (l, (layer, lg)) in layers.iter_mut().zip(&grads.layers).enumerate() {
             let p = format!("model.layers.{l}");
-            let crate::model::DecoderLayer { input_layernorm, q_proj, k_proj, v_proj, o_proj, q_norm, k_norm, post_attention_layernorm, gate_proj, up_proj, down_proj } = layer;
+            let crate::model::DecoderLayer {
+                input_layernorm,
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                q_norm,
+                k_norm,
+                post_attention_layernorm,
+                gate_proj,
+                up_proj,
+                down_proj,
+            } = layer;
             push(format!("{p}.input_layernorm.weight"), input_layernorm, lg.input_layernorm.as_ref(), false);
             push(format!("{p}.post_attention_layernorm.weight"), post_attention_layernorm, lg.post_attention_layernorm.as_ref(), false);
             if let (Some(w), Some(g)) = (q_norm.as_mut(), lg.q_norm.as_ref()) {
@@ -287,7 +313,15 @@ impl<B: Backend> QwenModel<B> {
             if let (Some(w), Some(g)) = (k_norm.as_mut(), lg.k_norm.as_ref()) {
                 push(format!("{p}.self_attn.k_norm.weight"), w, Some(g), false);
             }
-            let linears = [("self_attn.q_proj", q_proj), ("self_attn.k_proj", k_proj), ("self_attn.v_proj", v_proj), ("self_attn.o_proj", o_proj), ("mlp.gate_proj", gate_proj), ("mlp.up_proj", up_proj), ("mlp.down_proj", down_proj)];
+            let linears = [
+                ("self_attn.q_proj", q_proj),
+                ("self_attn.k_proj", k_proj),
+                ("self_attn.v_proj", v_proj),
+                ("self_attn.o_proj", o_proj),
+                ("mlp.gate_proj", gate_proj),
+                ("mlp.up_proj", up_proj),
+                ("mlp.down_proj", down_proj),
+            ];
             for ((name, lin), g) in linears.into_iter().zip(&lg.linears) {
                 push(format!("{p}.{name}.weight"), &mut lin.weight, g.weight.as_ref(), true);
                 if let (Some(b), Some(gb)) = (lin.bias.as_mut(), g.bias.as_ref()) {
@@ -318,14 +352,24 @@ impl<B: Backend> ModelGrads<B> {
         }
         for (l, lg) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{l}");
-            for (name, g) in [("input_layernorm.weight", &lg.input_layernorm), ("post_attention_layernorm.weight", &lg.post_attention_layernorm), ("self_attn.q_norm.weight", &lg.q_norm), ("self_attn.k_norm.weight", &lg.k_norm)] {
+            for (name, g) in [
+                ("input_layernorm.weight", &lg.input_layernorm),
+                ("post_attention_layernorm.weight", &lg.post_attention_layernorm),
+                ("self_attn.q_norm.weight", &lg.q_norm),
+                ("self_attn.k_norm.weight", &lg.k_norm),
+            ] {
                 if let Some(g) = g {
                     out.push((format!("{p}.{name}"), g));
                 }
             }
             for ((name, _), g) in model.layers[l].linears().into_iter().zip(&lg.linears) {
                 let key = format!("{}{p}.{name}", crate::adapter::PEFT_PREFIX);
-                for (n, t) in [(format!("{p}.{name}.weight"), &g.weight), (format!("{p}.{name}.bias"), &g.bias), (format!("{key}.lora_A.weight"), &g.lora_a), (format!("{key}.lora_B.weight"), &g.lora_b)] {
+                for (n, t) in [
+                    (format!("{p}.{name}.weight"), &g.weight),
+                    (format!("{p}.{name}.bias"), &g.bias),
+                    (format!("{key}.lora_A.weight"), &g.lora_a),
+                    (format!("{key}.lora_B.weight"), &g.lora_b),
+                ] {
                     if let Some(t) = t {
                         out.push((n, t));
                     }

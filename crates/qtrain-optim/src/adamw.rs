@@ -47,22 +47,14 @@ pub struct AdamWHyper {
 
 impl Default for AdamWHyper {
     fn default() -> Self {
-        AdamWHyper {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 1e-2,
-        }
+        AdamWHyper { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 }
     }
 }
 
 impl AdamWHyper {
     /// The same hyper-parameters with another weight decay (for a [`ParamGroup`]).
     pub fn with_weight_decay(self, weight_decay: f64) -> Self {
-        AdamWHyper {
-            weight_decay,
-            ..self
-        }
+        AdamWHyper { weight_decay, ..self }
     }
 
     /// The checks `torch.optim.Adam.__init__` makes: `0 <= eps`, `0 <= beta < 1`,
@@ -72,32 +64,13 @@ impl AdamWHyper {
             if ok && value.is_finite() {
                 Ok(())
             } else {
-                Err(OptimError::InvalidArgument {
-                    param,
-                    value: value.to_string(),
-                    expected: expected.to_string(),
-                })
+                Err(OptimError::InvalidArgument { param, value: value.to_string(), expected: expected.to_string() })
             }
         };
-        check(
-            "beta1",
-            self.beta1,
-            (0.0..1.0).contains(&self.beta1),
-            "must be in [0, 1)",
-        )?;
-        check(
-            "beta2",
-            self.beta2,
-            (0.0..1.0).contains(&self.beta2),
-            "must be in [0, 1)",
-        )?;
+        check("beta1", self.beta1, (0.0..1.0).contains(&self.beta1), "must be in [0, 1)")?;
+        check("beta2", self.beta2, (0.0..1.0).contains(&self.beta2), "must be in [0, 1)")?;
         check("eps", self.eps, self.eps >= 0.0, "must be >= 0")?;
-        check(
-            "weight_decay",
-            self.weight_decay,
-            self.weight_decay >= 0.0,
-            "must be >= 0",
-        )
+        check("weight_decay", self.weight_decay, self.weight_decay >= 0.0, "must be >= 0")
     }
 }
 
@@ -127,10 +100,7 @@ impl AdamWScalars {
     /// # Panics
     /// If `step == 0`.
     pub fn new(hp: &AdamWHyper, step: u64, lr: f64, grad_scale: f32) -> Self {
-        assert!(
-            step >= 1,
-            "AdamW steps are 1-based (torch increments before use)"
-        );
+        assert!(step >= 1, "AdamW steps are 1-based (torch increments before use)");
         // torch: `step = _get_value(step_t)` is a Python float; `beta ** step` is f64 pow.
         let t = step as f64;
         let bias_correction1 = 1.0 - hp.beta1.powf(t);
@@ -150,12 +120,7 @@ impl AdamWScalars {
 
     /// The element-wise update over equally long slices, sequentially.
     fn apply(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
-        for (((p, &g), m), v) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(m.iter_mut())
-            .zip(v.iter_mut())
-        {
+        for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
             let g = g * self.grad_scale;
             let mut pv = *p;
             if let Some(decay) = self.decay {
@@ -183,16 +148,7 @@ impl AdamWScalars {
 /// # Panics
 /// If the four slices differ in length or `step == 0`.
 #[allow(clippy::too_many_arguments)]
-pub fn adamw_step(
-    params: &mut [f32],
-    grads: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    hp: &AdamWHyper,
-    step: u64,
-    lr: f64,
-    grad_scale: f32,
-) {
+pub fn adamw_step(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], hp: &AdamWHyper, step: u64, lr: f64, grad_scale: f32) {
     let n = params.len();
     assert!(
         grads.len() == n && m.len() == n && v.len() == n,
@@ -264,18 +220,13 @@ impl AdamWState {
     /// the default for groups; each group carries its own.
     pub fn new(hyper: AdamWHyper) -> Result<Self> {
         hyper.validate()?;
-        Ok(AdamWState {
-            hyper,
-            groups: Vec::new(),
-        })
+        Ok(AdamWState { hyper, groups: Vec::new() })
     }
 
     /// Registers a group of parameters with the given lengths (moments start at zero, step at
     /// 0) and returns its index.
     pub fn add_group(&mut self, group: ParamGroup, param_lens: &[usize]) -> Result<usize> {
-        self.hyper
-            .with_weight_decay(group.weight_decay)
-            .validate()?;
+        self.hyper.with_weight_decay(group.weight_decay).validate()?;
         self.groups.push(GroupState {
             group,
             step: 0,
@@ -287,27 +238,16 @@ impl AdamWState {
 
     /// The hyper-parameters used for group `group`.
     pub fn group_hyper(&self, group: usize) -> Option<AdamWHyper> {
-        self.groups
-            .get(group)
-            .map(|g| self.hyper.with_weight_decay(g.group.weight_decay))
+        self.groups.get(group).map(|g| self.hyper.with_weight_decay(g.group.weight_decay))
     }
 
     /// Checks that the state is usable (e.g. after loading a checkpoint): valid
     /// hyper-parameters, and moments of equal lengths per parameter.
     pub fn validate(&self) -> Result<()> {
         for (gi, g) in self.groups.iter().enumerate() {
-            self.hyper
-                .with_weight_decay(g.group.weight_decay)
-                .validate()?;
-            if g.exp_avg.len() != g.exp_avg_sq.len()
-                || g.exp_avg
-                    .iter()
-                    .zip(&g.exp_avg_sq)
-                    .any(|(m, v)| m.len() != v.len())
-            {
-                return Err(OptimError::ShapeMismatch(format!(
-                    "group {gi}: exp_avg and exp_avg_sq have different shapes"
-                )));
+            self.hyper.with_weight_decay(g.group.weight_decay).validate()?;
+            if g.exp_avg.len() != g.exp_avg_sq.len() || g.exp_avg.iter().zip(&g.exp_avg_sq).any(|(m, v)| m.len() != v.len()) {
+                return Err(OptimError::ShapeMismatch(format!("group {gi}: exp_avg and exp_avg_sq have different shapes")));
             }
         }
         Ok(())
@@ -316,27 +256,14 @@ impl AdamWState {
     /// One AdamW update of every parameter of group `group`: increments the group's step, then
     /// applies [`adamw_step`] to each `(param, grad)` pair with the group's weight decay.
     /// Returns the step number used. Nothing is modified if the shapes do not match.
-    pub fn step_group(
-        &mut self,
-        group: usize,
-        params: &mut [&mut [f32]],
-        grads: &[&[f32]],
-        lr: f64,
-        grad_scale: f32,
-    ) -> Result<u64> {
+    pub fn step_group(&mut self, group: usize, params: &mut [&mut [f32]], grads: &[&[f32]], lr: f64, grad_scale: f32) -> Result<u64> {
         if !(lr.is_finite() && lr >= 0.0) {
-            return Err(OptimError::InvalidArgument {
-                param: "lr",
-                value: lr.to_string(),
-                expected: "must be finite and >= 0".into(),
-            });
+            return Err(OptimError::InvalidArgument { param: "lr", value: lr.to_string(), expected: "must be finite and >= 0".into() });
         }
         let n_groups = self.groups.len();
-        let hp = self.group_hyper(group).ok_or_else(|| {
-            OptimError::ShapeMismatch(format!(
-                "group index {group} out of range ({n_groups} groups)"
-            ))
-        })?;
+        let hp = self
+            .group_hyper(group)
+            .ok_or_else(|| OptimError::ShapeMismatch(format!("group index {group} out of range ({n_groups} groups)")))?;
         let state = &mut self.groups[group];
         let n = state.exp_avg.len();
         if params.len() != n || grads.len() != n {
@@ -346,12 +273,7 @@ impl AdamWState {
                 grads.len()
             )));
         }
-        for (i, ((p, g), (m, v))) in params
-            .iter()
-            .zip(grads)
-            .zip(state.exp_avg.iter().zip(&state.exp_avg_sq))
-            .enumerate()
-        {
+        for (i, ((p, g), (m, v))) in params.iter().zip(grads).zip(state.exp_avg.iter().zip(&state.exp_avg_sq)).enumerate() {
             if p.len() != m.len() || g.len() != m.len() || v.len() != m.len() {
                 return Err(OptimError::ShapeMismatch(format!(
                     "group {group} parameter {i}: state has {} elements, param {}, grad {}",
@@ -363,11 +285,7 @@ impl AdamWState {
         }
         state.step += 1;
         let step = state.step;
-        for ((p, g), (m, v)) in params
-            .iter_mut()
-            .zip(grads)
-            .zip(state.exp_avg.iter_mut().zip(state.exp_avg_sq.iter_mut()))
-        {
+        for ((p, g), (m, v)) in params.iter_mut().zip(grads).zip(state.exp_avg.iter_mut().zip(state.exp_avg_sq.iter_mut())) {
             adamw_step(p, g, m, v, &hp, step, lr, grad_scale);
         }
         Ok(step)
@@ -380,16 +298,7 @@ mod tests {
 
     /// The textbook AdamW in f64, for comparison with the f32 kernel.
     #[allow(clippy::too_many_arguments)]
-    fn reference_f64(
-        p: &mut [f64],
-        g: &[f64],
-        m: &mut [f64],
-        v: &mut [f64],
-        hp: &AdamWHyper,
-        t: u64,
-        lr: f64,
-        scale: f64,
-    ) {
+    fn reference_f64(p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64], hp: &AdamWHyper, t: u64, lr: f64, scale: f64) {
         for i in 0..p.len() {
             let gi = g[i] * scale;
             p[i] *= 1.0 - lr * hp.weight_decay;
@@ -416,10 +325,7 @@ mod tests {
     #[test]
     fn defaults_are_torch_defaults() {
         let hp = AdamWHyper::default();
-        assert_eq!(
-            (hp.beta1, hp.beta2, hp.eps, hp.weight_decay),
-            (0.9, 0.999, 1e-8, 1e-2)
-        );
+        assert_eq!((hp.beta1, hp.beta2, hp.eps, hp.weight_decay), (0.9, 0.999, 1e-8, 1e-2));
         assert_eq!(DEFAULT_LR, 1e-3);
     }
 
@@ -439,12 +345,7 @@ mod tests {
 
     #[test]
     fn matches_f64_textbook_over_many_steps() {
-        let hp = AdamWHyper {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-        };
+        let hp = AdamWHyper { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
         let n = 257;
         let mut p = pseudo_random(n, 1);
         let mut p64: Vec<f64> = p.iter().map(|&x| x as f64).collect();
@@ -459,12 +360,7 @@ mod tests {
         }
         for i in 0..n {
             let err = (p[i] as f64 - p64[i]).abs();
-            assert!(
-                err <= 1e-6 * p64[i].abs().max(1e-2),
-                "param {i}: {} vs {}",
-                p[i],
-                p64[i]
-            );
+            assert!(err <= 1e-6 * p64[i].abs().max(1e-2), "param {i}: {} vs {}", p[i], p64[i]);
         }
     }
 
@@ -477,16 +373,7 @@ mod tests {
         adamw_step(&mut p, &[0.0], &mut m, &mut v, &hp, 1, 0.01, 1.0);
         assert_eq!(p[0], 2.0 * (1.0 - 0.01 * 0.1) as f32);
         let mut q = vec![2.0f32];
-        adamw_step(
-            &mut q,
-            &[0.0],
-            &mut m,
-            &mut v,
-            &hp.with_weight_decay(0.0),
-            1,
-            0.01,
-            1.0,
-        );
+        adamw_step(&mut q, &[0.0], &mut m, &mut v, &hp.with_weight_decay(0.0), 1, 0.01, 1.0);
         assert_eq!(q[0], 2.0);
     }
 
@@ -496,8 +383,7 @@ mod tests {
         let g = pseudo_random(64, 7);
         let scaled: Vec<f32> = g.iter().map(|x| x * 0.25).collect();
         let (mut p1, mut p2) = (pseudo_random(64, 3), pseudo_random(64, 3));
-        let (mut m1, mut v1, mut m2, mut v2) =
-            (vec![0.0; 64], vec![0.0; 64], vec![0.0; 64], vec![0.0; 64]);
+        let (mut m1, mut v1, mut m2, mut v2) = (vec![0.0; 64], vec![0.0; 64], vec![0.0; 64], vec![0.0; 64]);
         adamw_step(&mut p1, &g, &mut m1, &mut v1, &hp, 1, 1e-3, 0.25);
         adamw_step(&mut p2, &scaled, &mut m2, &mut v2, &hp, 1, 1e-3, 1.0);
         assert_eq!(p1, p2);
@@ -526,16 +412,7 @@ mod tests {
     #[should_panic(expected = "equal lengths")]
     fn adamw_step_rejects_length_mismatch() {
         let hp = AdamWHyper::default();
-        adamw_step(
-            &mut [0.0; 3],
-            &[0.0; 2],
-            &mut [0.0; 3],
-            &mut [0.0; 3],
-            &hp,
-            1,
-            1e-3,
-            1.0,
-        );
+        adamw_step(&mut [0.0; 3], &[0.0; 2], &mut [0.0; 3], &mut [0.0; 3], &hp, 1, 1e-3, 1.0);
     }
 
     #[test]
@@ -547,22 +424,10 @@ mod tests {
         let ga = [0.1f32; 3];
         let gb = [0.2f32; 2];
         let gc = [0.3f32; 2];
-        let t = state
-            .step_group(decay, &mut [&mut a, &mut b], &[&ga, &gb], 1e-3, 1.0)
-            .unwrap();
+        let t = state.step_group(decay, &mut [&mut a, &mut b], &[&ga, &gb], 1e-3, 1.0).unwrap();
         assert_eq!(t, 1);
-        assert_eq!(
-            state
-                .step_group(no_decay, &mut [&mut c], &[&gc], 1e-3, 1.0)
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            state
-                .step_group(decay, &mut [&mut a, &mut b], &[&ga, &gb], 1e-3, 1.0)
-                .unwrap(),
-            2
-        );
+        assert_eq!(state.step_group(no_decay, &mut [&mut c], &[&gc], 1e-3, 1.0).unwrap(), 1);
+        assert_eq!(state.step_group(decay, &mut [&mut a, &mut b], &[&ga, &gb], 1e-3, 1.0).unwrap(), 2);
         assert_eq!(state.groups[decay].step, 2);
         assert_eq!(state.groups[no_decay].step, 1);
         assert_eq!(state.group_hyper(no_decay).unwrap().weight_decay, 0.0);
@@ -575,12 +440,8 @@ mod tests {
         // Continuing from the restored state equals continuing from the original.
         let (mut a2, mut b2) = (a.clone(), b.clone());
         let mut restored = back;
-        state
-            .step_group(decay, &mut [&mut a, &mut b], &[&ga, &gb], 1e-3, 1.0)
-            .unwrap();
-        restored
-            .step_group(decay, &mut [&mut a2, &mut b2], &[&ga, &gb], 1e-3, 1.0)
-            .unwrap();
+        state.step_group(decay, &mut [&mut a, &mut b], &[&ga, &gb], 1e-3, 1.0).unwrap();
+        restored.step_group(decay, &mut [&mut a2, &mut b2], &[&ga, &gb], 1e-3, 1.0).unwrap();
         assert_eq!((a, b), (a2, b2));
     }
 
@@ -589,22 +450,15 @@ mod tests {
         let mut state = AdamWState::new(AdamWHyper::default()).unwrap();
         let g0 = state.add_group(ParamGroup::new(0.1), &[3]).unwrap();
         let mut p = vec![0.0f32; 2];
-        let err = state
-            .step_group(g0, &mut [&mut p], &[&[0.0; 2]], 1e-3, 1.0)
-            .unwrap_err();
+        let err = state.step_group(g0, &mut [&mut p], &[&[0.0; 2]], 1e-3, 1.0).unwrap_err();
         assert!(matches!(err, OptimError::ShapeMismatch(_)), "{err}");
         assert!(state.step_group(1, &mut [], &[], 1e-3, 1.0).is_err());
         let mut p = vec![0.0f32; 3];
-        assert!(state
-            .step_group(g0, &mut [&mut p], &[&[0.0; 3]], -1.0, 1.0)
-            .is_err());
+        assert!(state.step_group(g0, &mut [&mut p], &[&[0.0; 3]], -1.0, 1.0).is_err());
         assert_eq!(state.groups[g0].step, 0);
 
         assert!(state.add_group(ParamGroup::new(-0.1), &[1]).is_err());
-        let bad = AdamWHyper {
-            beta2: 1.0,
-            ..AdamWHyper::default()
-        };
+        let bad = AdamWHyper { beta2: 1.0, ..AdamWHyper::default() };
         let err = AdamWState::new(bad).unwrap_err();
         assert!(err.to_string().contains("beta2") && err.to_string().contains("[0, 1)"));
 

@@ -81,8 +81,7 @@ pub fn clip_grad_norm_(grads: &mut [&mut [f32]], max_norm: f64) -> (f64, f32) {
         if g.len() <= CHUNK {
             g.iter_mut().for_each(|x| *x *= coef);
         } else {
-            g.par_chunks_mut(CHUNK)
-                .for_each(|c| c.iter_mut().for_each(|x| *x *= coef));
+            g.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x *= coef));
         }
     }
     (total_norm, coef)

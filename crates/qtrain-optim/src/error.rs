@@ -33,11 +33,7 @@ pub enum OptimError {
     /// An argument that the chosen schedule does not use (transformers raises a `TypeError` for
     /// the same mistake, since it forwards extra kwargs to the schedule function).
     #[error("`{param}` does not apply to the `{kind}` lr schedule; it applies to: {applies_to}")]
-    InapplicableArgument {
-        param: &'static str,
-        kind: &'static str,
-        applies_to: String,
-    },
+    InapplicableArgument { param: &'static str, kind: &'static str, applies_to: String },
 
     /// An argument the chosen schedule needs but did not get.
     #[error("the `{kind}` lr schedule requires {what}")]

@@ -101,11 +101,7 @@ impl ScheduleKind {
     }
 
     fn valid_names() -> String {
-        Self::ALL
-            .iter()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        Self::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -124,15 +120,9 @@ impl FromStr for ScheduleKind {
             return Ok(*kind);
         }
         if TRANSFORMERS_ONLY.contains(&s) {
-            return Err(OptimError::UnsupportedScheduler {
-                name: s.to_string(),
-                valid: Self::valid_names(),
-            });
+            return Err(OptimError::UnsupportedScheduler { name: s.to_string(), valid: Self::valid_names() });
         }
-        Err(OptimError::UnknownScheduler {
-            name: s.to_string(),
-            valid: Self::valid_names(),
-        })
+        Err(OptimError::UnknownScheduler { name: s.to_string(), valid: Self::valid_names() })
     }
 }
 
@@ -307,11 +297,7 @@ impl TryFrom<ScheduleConfig> for LrSchedule {
 }
 
 fn invalid(param: &'static str, value: f64, expected: &str) -> OptimError {
-    OptimError::InvalidArgument {
-        param,
-        value: value.to_string(),
-        expected: expected.to_string(),
-    }
+    OptimError::InvalidArgument { param, value: value.to_string(), expected: expected.to_string() }
 }
 
 impl LrSchedule {
@@ -326,17 +312,9 @@ impl LrSchedule {
 
         // Reject arguments the kind does not use.
         let optional: [(&'static str, Option<f64>, &[ScheduleKind]); 6] = [
-            (
-                "num_cycles",
-                config.num_cycles,
-                &[ScheduleKind::Cosine, ScheduleKind::CosineWithMinLr],
-            ),
+            ("num_cycles", config.num_cycles, &[ScheduleKind::Cosine, ScheduleKind::CosineWithMinLr]),
             ("min_lr", config.min_lr, &[ScheduleKind::CosineWithMinLr]),
-            (
-                "min_lr_rate",
-                config.min_lr_rate,
-                &[ScheduleKind::CosineWithMinLr],
-            ),
+            ("min_lr_rate", config.min_lr_rate, &[ScheduleKind::CosineWithMinLr]),
             ("lr_end", config.lr_end, &[ScheduleKind::Polynomial]),
             ("power", config.power, &[ScheduleKind::Polynomial]),
             ("gamma", config.gamma, &[ScheduleKind::Exponential]),
@@ -346,11 +324,7 @@ impl LrSchedule {
                 return Err(OptimError::InapplicableArgument {
                     param,
                     kind: kind.as_str(),
-                    applies_to: kinds
-                        .iter()
-                        .map(|k| k.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    applies_to: kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
                 });
             }
         }
@@ -364,10 +338,7 @@ impl LrSchedule {
             ScheduleKind::Constant => Shape::Constant,
             ScheduleKind::ConstantWithWarmup => Shape::ConstantWithWarmup,
             ScheduleKind::Linear => Shape::Linear,
-            ScheduleKind::Cosine => Shape::Cosine {
-                num_cycles,
-                min_lr_rate: 0.0,
-            },
+            ScheduleKind::Cosine => Shape::Cosine { num_cycles, min_lr_rate: 0.0 },
             ScheduleKind::CosineWithMinLr => {
                 let min_lr_rate = match (config.min_lr, config.min_lr_rate) {
                     (Some(_), Some(_)) => {
@@ -378,10 +349,7 @@ impl LrSchedule {
                         })
                     }
                     (None, None) => {
-                        return Err(OptimError::MissingArgument {
-                            kind: kind.as_str(),
-                            what: "one of min_lr or min_lr_rate".into(),
-                        })
+                        return Err(OptimError::MissingArgument { kind: kind.as_str(), what: "one of min_lr or min_lr_rate".into() })
                     }
                     (Some(min_lr), None) => {
                         if !(min_lr.is_finite() && (0.0..=base_lr).contains(&min_lr)) {
@@ -397,19 +365,12 @@ impl LrSchedule {
                         rate
                     }
                 };
-                Shape::Cosine {
-                    num_cycles,
-                    min_lr_rate,
-                }
+                Shape::Cosine { num_cycles, min_lr_rate }
             }
             ScheduleKind::Polynomial => {
                 let lr_end = config.lr_end.unwrap_or(DEFAULT_LR_END);
                 if !(lr_end.is_finite() && lr_end >= 0.0 && lr_end < base_lr) {
-                    return Err(invalid(
-                        "lr_end",
-                        lr_end,
-                        "must be >= 0 and smaller than base_lr",
-                    ));
+                    return Err(invalid("lr_end", lr_end, "must be >= 0 and smaller than base_lr"));
                 }
                 let power = config.power.unwrap_or(DEFAULT_POWER);
                 if !(power.is_finite() && power > 0.0) {
@@ -431,16 +392,8 @@ impl LrSchedule {
             }
         };
 
-        let warmup_steps = if kind.has_warmup() {
-            config.warmup.steps(config.total_steps)
-        } else {
-            0
-        };
-        Ok(LrSchedule {
-            config,
-            warmup_steps,
-            shape,
-        })
+        let warmup_steps = if kind.has_warmup() { config.warmup.steps(config.total_steps) } else { 0 };
+        Ok(LrSchedule { config, warmup_steps, shape })
     }
 
     /// The config this schedule was built from.
@@ -489,10 +442,7 @@ impl LrSchedule {
                 // `max(0.0, float(T - k) / float(max(1, T - W)))`
                 py_max(0.0, (t - k) as f64 / (t - w).max(1) as f64)
             }
-            Shape::Cosine {
-                num_cycles,
-                min_lr_rate,
-            } => {
+            Shape::Cosine { num_cycles, min_lr_rate } => {
                 let progress = (k - w) as f64 / (t - w).max(1) as f64;
                 let factor = 0.5 * (1.0 + (PI * num_cycles * 2.0 * progress).cos());
                 let factor = factor * (1.0 - min_lr_rate) + min_lr_rate;
@@ -577,9 +527,7 @@ mod tests {
 
     #[test]
     fn first_warmup_step_has_lr_zero_and_ramps_linearly() {
-        let s = sched(
-            ScheduleConfig::new(ScheduleKind::Linear, 1e-4, 100).with_warmup(Warmup::Steps(4)),
-        );
+        let s = sched(ScheduleConfig::new(ScheduleKind::Linear, 1e-4, 100).with_warmup(Warmup::Steps(4)));
         assert_eq!(s.lr_at(0), 0.0);
         assert_eq!(s.lr_at(1), 1e-4 * 0.25);
         assert_eq!(s.lr_at(2), 1e-4 * 0.5);
@@ -612,24 +560,18 @@ mod tests {
         assert_eq!(s.lr_at(1), 0.0);
         // Any warmup ratio > 0 rounds up to 1 step = the whole run: the only step has lr 0
         // (this is what transformers does too).
-        let s = sched(
-            ScheduleConfig::new(ScheduleKind::Cosine, 1e-4, 1).with_warmup(Warmup::Ratio(0.05)),
-        );
+        let s = sched(ScheduleConfig::new(ScheduleKind::Cosine, 1e-4, 1).with_warmup(Warmup::Ratio(0.05)));
         assert_eq!(s.warmup_steps(), 1);
         assert_eq!(s.lr_at(0), 0.0);
         assert_eq!(s.lr_at(1), 1e-4);
-        let s = sched(
-            ScheduleConfig::new(ScheduleKind::Polynomial, 1e-4, 1).with_warmup(Warmup::Steps(0)),
-        );
+        let s = sched(ScheduleConfig::new(ScheduleKind::Polynomial, 1e-4, 1).with_warmup(Warmup::Steps(0)));
         assert_eq!(s.lr_at(0), 1e-4 * (((1e-4 - 1e-7) * 1.0 + 1e-7) / 1e-4));
         assert_eq!(s.lr_at(1), 1e-4 * (1e-7 / 1e-4));
     }
 
     #[test]
     fn polynomial_warmup_equal_total_does_not_divide_by_zero() {
-        let s = sched(
-            ScheduleConfig::new(ScheduleKind::Polynomial, 1e-4, 5).with_warmup(Warmup::Steps(5)),
-        );
+        let s = sched(ScheduleConfig::new(ScheduleKind::Polynomial, 1e-4, 5).with_warmup(Warmup::Steps(5)));
         assert_eq!(s.lr_at(4), 1e-4 * 0.8);
         let end = s.lr_at(5);
         assert!(end.is_finite() && (end - 1e-7).abs() < 1e-18, "{end}");
@@ -638,15 +580,10 @@ mod tests {
 
     #[test]
     fn constant_ignores_warmup_like_transformers() {
-        let s = sched(
-            ScheduleConfig::new(ScheduleKind::Constant, 3e-4, 10).with_warmup(Warmup::Ratio(0.5)),
-        );
+        let s = sched(ScheduleConfig::new(ScheduleKind::Constant, 3e-4, 10).with_warmup(Warmup::Ratio(0.5)));
         assert_eq!(s.warmup_steps(), 0);
         assert_eq!(s.lr_at(0), 3e-4);
-        let s = sched(
-            ScheduleConfig::new(ScheduleKind::ConstantWithWarmup, 3e-4, 10)
-                .with_warmup(Warmup::Ratio(0.5)),
-        );
+        let s = sched(ScheduleConfig::new(ScheduleKind::ConstantWithWarmup, 3e-4, 10).with_warmup(Warmup::Ratio(0.5)));
         assert_eq!(s.warmup_steps(), 5);
         assert_eq!(s.lr_at(0), 0.0);
         assert_eq!(s.lr_at(5), 3e-4);
@@ -655,9 +592,7 @@ mod tests {
 
     #[test]
     fn cosine_endpoints() {
-        let s = sched(
-            ScheduleConfig::new(ScheduleKind::Cosine, 1e-4, 110).with_warmup(Warmup::Steps(10)),
-        );
+        let s = sched(ScheduleConfig::new(ScheduleKind::Cosine, 1e-4, 110).with_warmup(Warmup::Steps(10)));
         assert_eq!(s.lr_at(10), 1e-4);
         assert!((s.lr_at(60) - 0.5e-4).abs() < 1e-18);
         assert!(s.lr_at(110) < 1e-20);
@@ -667,11 +602,8 @@ mod tests {
 
     #[test]
     fn cosine_with_min_lr_reaches_min_lr_either_way() {
-        let by_rate = sched(
-            ScheduleConfig::new(ScheduleKind::CosineWithMinLr, 1e-4, 100).with_min_lr_rate(0.1),
-        );
-        let by_lr =
-            sched(ScheduleConfig::new(ScheduleKind::CosineWithMinLr, 1e-4, 100).with_min_lr(1e-5));
+        let by_rate = sched(ScheduleConfig::new(ScheduleKind::CosineWithMinLr, 1e-4, 100).with_min_lr_rate(0.1));
+        let by_lr = sched(ScheduleConfig::new(ScheduleKind::CosineWithMinLr, 1e-4, 100).with_min_lr(1e-5));
         assert!((by_rate.lr_at(100) - 1e-5).abs() < 1e-18);
         assert!((by_lr.lr_at(100) - 1e-5).abs() < 1e-18);
         assert_eq!(by_rate.lr_at(0), 1e-4);
@@ -679,11 +611,7 @@ mod tests {
 
     #[test]
     fn exponential_decays_by_gamma_per_step_after_warmup() {
-        let s = sched(
-            ScheduleConfig::new(ScheduleKind::Exponential, 1e-3, 100)
-                .with_warmup(Warmup::Steps(2))
-                .with_gamma(0.5),
-        );
+        let s = sched(ScheduleConfig::new(ScheduleKind::Exponential, 1e-3, 100).with_warmup(Warmup::Steps(2)).with_gamma(0.5));
         assert_eq!(s.lr_at(0), 0.0);
         assert_eq!(s.lr_at(1), 0.5e-3);
         assert_eq!(s.lr_at(2), 1e-3);
@@ -693,9 +621,7 @@ mod tests {
 
     #[test]
     fn warmup_longer_than_run_never_finishes() {
-        let s = sched(
-            ScheduleConfig::new(ScheduleKind::Linear, 1e-4, 10).with_warmup(Warmup::Steps(20)),
-        );
+        let s = sched(ScheduleConfig::new(ScheduleKind::Linear, 1e-4, 10).with_warmup(Warmup::Steps(20)));
         assert_eq!(s.lr_at(10), 1e-4 * 0.5);
         assert_eq!(s.lr_at(20), 0.0);
     }
@@ -706,50 +632,18 @@ mod tests {
         let cases: Vec<(ScheduleConfig, &str)> = vec![
             (ScheduleConfig::new(Linear, 0.0, 10), "base_lr"),
             (ScheduleConfig::new(Linear, f64::NAN, 10), "base_lr"),
-            (
-                ScheduleConfig::new(Linear, 1e-4, 10).with_warmup(Warmup::Ratio(1.5)),
-                "warmup ratio",
-            ),
-            (
-                ScheduleConfig::new(Linear, 1e-4, 10).with_warmup(Warmup::Ratio(-0.1)),
-                "warmup ratio",
-            ),
-            (
-                ScheduleConfig::new(Linear, 1e-4, 10).with_gamma(0.9),
-                "gamma",
-            ),
-            (
-                ScheduleConfig::new(Cosine, 1e-4, 10).with_min_lr(1e-6),
-                "min_lr",
-            ),
+            (ScheduleConfig::new(Linear, 1e-4, 10).with_warmup(Warmup::Ratio(1.5)), "warmup ratio"),
+            (ScheduleConfig::new(Linear, 1e-4, 10).with_warmup(Warmup::Ratio(-0.1)), "warmup ratio"),
+            (ScheduleConfig::new(Linear, 1e-4, 10).with_gamma(0.9), "gamma"),
+            (ScheduleConfig::new(Cosine, 1e-4, 10).with_min_lr(1e-6), "min_lr"),
             (ScheduleConfig::new(CosineWithMinLr, 1e-4, 10), "min_lr"),
-            (
-                ScheduleConfig::new(CosineWithMinLr, 1e-4, 10)
-                    .with_min_lr(1e-6)
-                    .with_min_lr_rate(0.1),
-                "exactly one",
-            ),
-            (
-                ScheduleConfig::new(CosineWithMinLr, 1e-4, 10).with_min_lr_rate(1.5),
-                "min_lr_rate",
-            ),
-            (
-                ScheduleConfig::new(Polynomial, 1e-4, 10).with_lr_end(1e-4),
-                "lr_end",
-            ),
-            (
-                ScheduleConfig::new(Polynomial, 1e-4, 10).with_power(0.0),
-                "power",
-            ),
+            (ScheduleConfig::new(CosineWithMinLr, 1e-4, 10).with_min_lr(1e-6).with_min_lr_rate(0.1), "exactly one"),
+            (ScheduleConfig::new(CosineWithMinLr, 1e-4, 10).with_min_lr_rate(1.5), "min_lr_rate"),
+            (ScheduleConfig::new(Polynomial, 1e-4, 10).with_lr_end(1e-4), "lr_end"),
+            (ScheduleConfig::new(Polynomial, 1e-4, 10).with_power(0.0), "power"),
             (ScheduleConfig::new(Exponential, 1e-4, 10), "gamma"),
-            (
-                ScheduleConfig::new(Exponential, 1e-4, 10).with_gamma(1.5),
-                "gamma",
-            ),
-            (
-                ScheduleConfig::new(Cosine, 1e-4, 10).with_num_cycles(-1.0),
-                "num_cycles",
-            ),
+            (ScheduleConfig::new(Exponential, 1e-4, 10).with_gamma(1.5), "gamma"),
+            (ScheduleConfig::new(Cosine, 1e-4, 10).with_num_cycles(-1.0), "num_cycles"),
         ];
         for (config, needle) in cases {
             let err = LrSchedule::new(config.clone()).expect_err(&format!("{config:?}"));
@@ -759,16 +653,9 @@ mod tests {
 
     #[test]
     fn serde_round_trip_and_validation_on_deserialise() {
-        let s = sched(
-            ScheduleConfig::new(ScheduleKind::CosineWithMinLr, 1e-4, 200)
-                .with_warmup(Warmup::Ratio(0.05))
-                .with_min_lr(1e-6),
-        );
+        let s = sched(ScheduleConfig::new(ScheduleKind::CosineWithMinLr, 1e-4, 200).with_warmup(Warmup::Ratio(0.05)).with_min_lr(1e-6));
         let json = serde_json::to_string(&s).unwrap();
-        assert_eq!(
-            json,
-            r#"{"kind":"cosine_with_min_lr","base_lr":0.0001,"warmup":{"ratio":0.05},"total_steps":200,"min_lr":1e-6}"#
-        );
+        assert_eq!(json, r#"{"kind":"cosine_with_min_lr","base_lr":0.0001,"warmup":{"ratio":0.05},"total_steps":200,"min_lr":1e-6}"#);
         let back: LrSchedule = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
         let bad = r#"{"kind":"polynomial","base_lr":1e-4,"total_steps":10,"gamma":0.5}"#;

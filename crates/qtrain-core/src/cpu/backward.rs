@@ -7,8 +7,8 @@ use rayon::prelude::*;
 use super::gemm::gemm_f32;
 use super::{rows_cols, CpuTensor};
 use crate::backend::{AttentionMask, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
-use crate::error::{CoreError, Result};
 use crate::ensure_shape;
+use crate::error::{CoreError, Result};
 
 /// Rows of the LM head processed at once: `[CE_CHUNK_ROWS × V]` f32 logits is the largest
 /// temporary the loss ever holds.
@@ -32,7 +32,14 @@ pub(super) fn lora_input<'a>(x: &'a CpuTensor, mask: Option<&CpuTensor>) -> Resu
 
 /// y = x Wᵀ + b + s·(x̃ Aᵀ) Bᵀ with x̃ = x ⊙ mask. Then
 /// dx = dy W + s·((dy B) A) ⊙ mask, dW += dyᵀ x, db += Σₙ dy, dB += s·dyᵀ (x̃ Aᵀ), dA += s·(dy B)ᵀ x̃.
-pub fn linear_backward(x: &CpuTensor, w: &CpuTensor, lora: Option<LoraWeights<'_, CpuTensor>>, dy: &CpuTensor, grads: LinearGrads<'_, CpuTensor>, need_dx: bool) -> Result<Option<CpuTensor>> {
+pub fn linear_backward(
+    x: &CpuTensor,
+    w: &CpuTensor,
+    lora: Option<LoraWeights<'_, CpuTensor>>,
+    dy: &CpuTensor,
+    grads: LinearGrads<'_, CpuTensor>,
+    need_dx: bool,
+) -> Result<Option<CpuTensor>> {
     let (n, d_in) = rows_cols(x.shape());
     ensure_shape!(w.shape().len() == 2 && w.shape()[1] == d_in, "linear_backward", "x {:?} against weight {:?}", x.shape(), w.shape());
     let d_out = w.shape()[0];
@@ -56,7 +63,14 @@ pub fn linear_backward(x: &CpuTensor, w: &CpuTensor, lora: Option<LoraWeights<'_
     }
     if let Some(l) = lora {
         let r = l.a.shape()[0];
-        ensure_shape!(l.a.shape() == [r, d_in] && l.b.shape() == [d_out, r], "linear_backward", "LoRA A {:?} / B {:?} for weight {:?}", l.a.shape(), l.b.shape(), w.shape());
+        ensure_shape!(
+            l.a.shape() == [r, d_in] && l.b.shape() == [d_out, r],
+            "linear_backward",
+            "LoRA A {:?} / B {:?} for weight {:?}",
+            l.a.shape(),
+            l.b.shape(),
+            w.shape()
+        );
         let xl = lora_input(x, l.dropout_mask)?;
         if let Some(gb) = grads.lora_b {
             check_grad("linear_backward", "lora_B", gb, l.b.shape())?;
@@ -101,7 +115,14 @@ pub fn embedding_backward(grad_table: &mut CpuTensor, ids: &[u32], dy: &CpuTenso
 /// dx = r·u − x · r³ · (Σ u·x) / C,   dw += Σ_rows dy ⊙ x·r.
 pub fn rms_norm_backward(x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor, grad_w: Option<&mut CpuTensor>) -> Result<CpuTensor> {
     let (_, c) = rows_cols(x.shape());
-    ensure_shape!(w.data().len() == c && dy.shape() == x.shape(), "rms_norm_backward", "x {:?}, w {:?}, dy {:?}", x.shape(), w.shape(), dy.shape());
+    ensure_shape!(
+        w.data().len() == c && dy.shape() == x.shape(),
+        "rms_norm_backward",
+        "x {:?}, w {:?}, dy {:?}",
+        x.shape(),
+        w.shape(),
+        dy.shape()
+    );
     let mut dx = vec![0.0; x.data().len()];
     dx.par_chunks_mut(c).zip(x.data().par_chunks(c)).zip(dy.data().par_chunks(c)).for_each(|((o, xr), dyr)| {
         let r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / c as f32 + eps).sqrt();
@@ -125,10 +146,13 @@ pub fn rms_norm_backward(x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor,
                     acc
                 },
             )
-            .reduce(|| vec![0.0f32; c], |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            });
+            .reduce(
+                || vec![0.0f32; c],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
         gw.data_mut().iter_mut().zip(&partial).for_each(|(g, p)| *g += p);
     }
     CpuTensor::new(dx, x.shape())
@@ -140,7 +164,14 @@ pub fn rope_backward(dy: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, positions
     ensure_shape!(dy.shape().len() == 3, "rope_backward", "dy must be [N, H, D], got {:?}", dy.shape());
     let (n, h, d) = (dy.shape()[0], dy.shape()[1], dy.shape()[2]);
     let half = d / 2;
-    ensure_shape!(cos.shape() == [cos.shape()[0], half] && positions.len() == n, "rope_backward", "tables {:?} / {} positions for dy {:?}", cos.shape(), positions.len(), dy.shape());
+    ensure_shape!(
+        cos.shape() == [cos.shape()[0], half] && positions.len() == n,
+        "rope_backward",
+        "tables {:?} / {} positions for dy {:?}",
+        cos.shape(),
+        positions.len(),
+        dy.shape()
+    );
     if let Some(&p) = positions.iter().find(|&&p| p as usize >= cos.shape()[0]) {
         return Err(CoreError::Index { op: "rope_backward", index: p as usize, size: cos.shape()[0] });
     }
@@ -174,11 +205,24 @@ pub fn attention_backward(
     mask: &AttentionMask,
     scale: f32,
 ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-    ensure_shape!(q.shape().len() == 4 && k.shape().len() == 4 && k.shape() == v.shape(), "attention_backward", "q {:?}, k {:?}, v {:?}", q.shape(), k.shape(), v.shape());
+    ensure_shape!(
+        q.shape().len() == 4 && k.shape().len() == 4 && k.shape() == v.shape(),
+        "attention_backward",
+        "q {:?}, k {:?}, v {:?}",
+        q.shape(),
+        k.shape(),
+        v.shape()
+    );
     let (b, t, h, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let (s_len, kvh) = (k.shape()[1], k.shape()[2]);
     ensure_shape!(
-        k.shape()[0] == b && k.shape()[3] == d && h % kvh == 0 && mask.batch == b && mask.q_len == t && mask.kv_len == s_len && mask.q_offset + t <= s_len,
+        k.shape()[0] == b
+            && k.shape()[3] == d
+            && h % kvh == 0
+            && mask.batch == b
+            && mask.q_len == t
+            && mask.kv_len == s_len
+            && mask.q_offset + t <= s_len,
         "attention_backward",
         "q {:?}, k {:?}, mask (batch {}, q_len {}, kv_len {}, q_offset {})",
         q.shape(),
@@ -188,7 +232,14 @@ pub fn attention_backward(
         mask.kv_len,
         mask.q_offset
     );
-    ensure_shape!(out.shape() == q.shape() && dout.shape() == q.shape() && lse.shape() == [b, t, h], "attention_backward", "out {:?}, dout {:?}, lse {:?}", out.shape(), dout.shape(), lse.shape());
+    ensure_shape!(
+        out.shape() == q.shape() && dout.shape() == q.shape() && lse.shape() == [b, t, h],
+        "attention_backward",
+        "out {:?}, dout {:?}, lse {:?}",
+        out.shape(),
+        dout.shape(),
+        lse.shape()
+    );
     let group = h / kvh;
     let idx_q = |bi: usize, i: usize, hh: usize| ((bi * t + i) * h + hh) * d;
     let idx_k = |bi: usize, j: usize, g: usize| ((bi * s_len + j) * kvh + g) * d;
@@ -261,7 +312,14 @@ pub fn attention_backward(
 
 /// y = silu(g)·u with silu(g) = g·σ(g): du = dy·silu(g), dg = dy·u·σ(g)·(1 + g·(1 − σ(g))).
 pub fn swiglu_backward(gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
-    ensure_shape!(gate.shape() == up.shape() && dy.shape() == gate.shape(), "swiglu_backward", "gate {:?}, up {:?}, dy {:?}", gate.shape(), up.shape(), dy.shape());
+    ensure_shape!(
+        gate.shape() == up.shape() && dy.shape() == gate.shape(),
+        "swiglu_backward",
+        "gate {:?}, up {:?}, dy {:?}",
+        gate.shape(),
+        up.shape(),
+        dy.shape()
+    );
     let (dg, du): (Vec<f32>, Vec<f32>) = gate
         .data()
         .par_iter()
@@ -278,9 +336,20 @@ pub fn swiglu_backward(gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Resu
 /// Chunked LM head + cross-entropy. Only rows with a target take part; per chunk of
 /// [`CE_CHUNK_ROWS`] rows: logits = H Wᵀ, softmax, loss, dlogits = scale·(softmax − onehot),
 /// dH = dlogits W, dW += dlogitsᵀ H.
-pub fn lm_head_cross_entropy(hidden: &CpuTensor, w: &CpuTensor, targets: &[i32], grad: Option<CrossEntropyGrad<'_, CpuTensor>>) -> Result<CrossEntropyOutput<CpuTensor>> {
+pub fn lm_head_cross_entropy(
+    hidden: &CpuTensor,
+    w: &CpuTensor,
+    targets: &[i32],
+    grad: Option<CrossEntropyGrad<'_, CpuTensor>>,
+) -> Result<CrossEntropyOutput<CpuTensor>> {
     let (n, c) = rows_cols(hidden.shape());
-    ensure_shape!(w.shape().len() == 2 && w.shape()[1] == c, "lm_head_cross_entropy", "hidden {:?} against head {:?}", hidden.shape(), w.shape());
+    ensure_shape!(
+        w.shape().len() == 2 && w.shape()[1] == c,
+        "lm_head_cross_entropy",
+        "hidden {:?} against head {:?}",
+        hidden.shape(),
+        w.shape()
+    );
     ensure_shape!(targets.len() == n, "lm_head_cross_entropy", "{} targets for {n} rows", targets.len());
     let vocab = w.shape()[0];
     let rows: Vec<usize> = (0..n).filter(|&i| targets[i] != -100).collect();
@@ -344,5 +413,10 @@ pub fn lm_head_cross_entropy(hidden: &CpuTensor, w: &CpuTensor, targets: &[i32],
             }
         }
     }
-    Ok(CrossEntropyOutput { loss_sum, num_targets: rows.len(), num_correct, grad_hidden: grad_hidden.map(|g| CpuTensor::new(g, &[n, c])).transpose()? })
+    Ok(CrossEntropyOutput {
+        loss_sum,
+        num_targets: rows.len(),
+        num_correct,
+        grad_hidden: grad_hidden.map(|g| CpuTensor::new(g, &[n, c])).transpose()?,
+    })
 }

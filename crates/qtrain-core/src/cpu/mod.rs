@@ -144,13 +144,27 @@ impl Backend for CpuBackend {
         ensure_shape!(a.shape.len() == 2 && b.shape.len() == 2, "matmul", "2-D operands expected, got {:?} and {:?}", a.shape, b.shape);
         let (m, k) = if trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
         let (k2, n) = if trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
-        ensure_shape!(k == k2, "matmul", "inner dimensions differ: {:?}{} · {:?}{}", a.shape, if trans_a { "ᵀ" } else { "" }, b.shape, if trans_b { "ᵀ" } else { "" });
+        ensure_shape!(
+            k == k2,
+            "matmul",
+            "inner dimensions differ: {:?}{} · {:?}{}",
+            a.shape,
+            if trans_a { "ᵀ" } else { "" },
+            b.shape,
+            if trans_b { "ᵀ" } else { "" }
+        );
         let mut c = vec![0.0; m * n];
         gemm::gemm_f32(m, n, k, &a.data, trans_a, &b.data, trans_b, &mut c, false, 1.0);
         CpuTensor::new(c, &[m, n])
     }
 
-    fn linear(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, lora: Option<LoraWeights<'_, CpuTensor>>) -> Result<CpuTensor> {
+    fn linear(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        bias: Option<&CpuTensor>,
+        lora: Option<LoraWeights<'_, CpuTensor>>,
+    ) -> Result<CpuTensor> {
         let (n, d_in) = rows_cols(&x.shape);
         ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, "linear", "x {:?} against weight {:?}", x.shape, w.shape);
         let d_out = w.shape[0];
@@ -213,7 +227,13 @@ impl Backend for CpuBackend {
         ensure_shape!(x.shape.len() == 3, "rope", "x must be [N, H, D], got {:?}", x.shape);
         let (n, h, d) = (x.shape[0], x.shape[1], x.shape[2]);
         let half = d / 2;
-        ensure_shape!(d % 2 == 0 && cos.shape.len() == 2 && cos.shape[1] == half && sin.shape == cos.shape, "rope", "tables {:?}/{:?} for head dim {d}", cos.shape, sin.shape);
+        ensure_shape!(
+            d % 2 == 0 && cos.shape.len() == 2 && cos.shape[1] == half && sin.shape == cos.shape,
+            "rope",
+            "tables {:?}/{:?} for head dim {d}",
+            cos.shape,
+            sin.shape
+        );
         ensure_shape!(positions.len() == n, "rope", "{} positions for {n} rows", positions.len());
         let max_pos = cos.shape[0];
         if let Some(&p) = positions.iter().find(|&&p| p as usize >= max_pos) {
@@ -238,11 +258,32 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, mask: &AttentionMask, scale: f32) -> Result<(CpuTensor, CpuTensor)> {
-        ensure_shape!(q.shape.len() == 4 && k.shape.len() == 4 && k.shape == v.shape, "attention", "q {:?}, k {:?}, v {:?}", q.shape, k.shape, v.shape);
+        ensure_shape!(
+            q.shape.len() == 4 && k.shape.len() == 4 && k.shape == v.shape,
+            "attention",
+            "q {:?}, k {:?}, v {:?}",
+            q.shape,
+            k.shape,
+            v.shape
+        );
         let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
         let (cap, kvh) = (k.shape[1], k.shape[2]);
-        ensure_shape!(k.shape[0] == b && k.shape[3] == d && kvh > 0 && h % kvh == 0, "attention", "q {:?} against k/v {:?}", q.shape, k.shape);
-        ensure_shape!(mask.batch == b && mask.q_len == t && mask.kv_len <= cap, "attention", "mask (batch {}, q_len {}, kv_len {}) for q {:?}, cache {cap}", mask.batch, mask.q_len, mask.kv_len, q.shape);
+        ensure_shape!(
+            k.shape[0] == b && k.shape[3] == d && kvh > 0 && h % kvh == 0,
+            "attention",
+            "q {:?} against k/v {:?}",
+            q.shape,
+            k.shape
+        );
+        ensure_shape!(
+            mask.batch == b && mask.q_len == t && mask.kv_len <= cap,
+            "attention",
+            "mask (batch {}, q_len {}, kv_len {}) for q {:?}, cache {cap}",
+            mask.batch,
+            mask.q_len,
+            mask.kv_len,
+            q.shape
+        );
         ensure_shape!(mask.q_offset + t <= mask.kv_len, "attention", "queries end at {} past kv_len {}", mask.q_offset + t, mask.kv_len);
         for (name, m) in [("key_valid", mask.key_valid.as_ref().map(Vec::len)), ("segments", mask.segments.as_ref().map(Vec::len))] {
             if let Some(len) = m {
@@ -305,7 +346,15 @@ impl Backend for CpuBackend {
         Ok(CpuTensor { shape: gate.shape.clone(), data })
     }
 
-    fn linear_backward(&self, x: &CpuTensor, w: &CpuTensor, lora: Option<LoraWeights<'_, CpuTensor>>, dy: &CpuTensor, grads: LinearGrads<'_, CpuTensor>, need_dx: bool) -> Result<Option<CpuTensor>> {
+    fn linear_backward(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        lora: Option<LoraWeights<'_, CpuTensor>>,
+        dy: &CpuTensor,
+        grads: LinearGrads<'_, CpuTensor>,
+        need_dx: bool,
+    ) -> Result<Option<CpuTensor>> {
         backward::linear_backward(x, w, lora, dy, grads, need_dx)
     }
 
@@ -313,7 +362,14 @@ impl Backend for CpuBackend {
         backward::embedding_backward(grad_table, ids, dy)
     }
 
-    fn rms_norm_backward(&self, x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor, grad_w: Option<&mut CpuTensor>) -> Result<CpuTensor> {
+    fn rms_norm_backward(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        eps: f32,
+        dy: &CpuTensor,
+        grad_w: Option<&mut CpuTensor>,
+    ) -> Result<CpuTensor> {
         backward::rms_norm_backward(x, w, eps, dy, grad_w)
     }
 
@@ -321,7 +377,17 @@ impl Backend for CpuBackend {
         backward::rope_backward(dy, cos, sin, positions)
     }
 
-    fn attention_backward(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, out: &CpuTensor, lse: &CpuTensor, dout: &CpuTensor, mask: &AttentionMask, scale: f32) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+    fn attention_backward(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        out: &CpuTensor,
+        lse: &CpuTensor,
+        dout: &CpuTensor,
+        mask: &AttentionMask,
+        scale: f32,
+    ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
         backward::attention_backward(q, k, v, out, lse, dout, mask, scale)
     }
 
@@ -329,7 +395,13 @@ impl Backend for CpuBackend {
         backward::swiglu_backward(gate, up, dy)
     }
 
-    fn lm_head_cross_entropy(&self, hidden: &CpuTensor, w: &CpuTensor, targets: &[i32], grad: Option<CrossEntropyGrad<'_, CpuTensor>>) -> Result<CrossEntropyOutput<CpuTensor>> {
+    fn lm_head_cross_entropy(
+        &self,
+        hidden: &CpuTensor,
+        w: &CpuTensor,
+        targets: &[i32],
+        grad: Option<CrossEntropyGrad<'_, CpuTensor>>,
+    ) -> Result<CrossEntropyOutput<CpuTensor>> {
         backward::lm_head_cross_entropy(hidden, w, targets, grad)
     }
 
@@ -343,9 +415,27 @@ impl Backend for CpuBackend {
         Ok(CpuTensor { shape: a.shape.clone(), data })
     }
 
-    fn adamw_step(&self, param: &mut CpuTensor, grad: &CpuTensor, exp_avg: &mut CpuTensor, exp_avg_sq: &mut CpuTensor, hyper: &qtrain_optim::AdamWHyper, step: u64, lr: f64, grad_scale: f32) -> Result<()> {
+    fn adamw_step(
+        &self,
+        param: &mut CpuTensor,
+        grad: &CpuTensor,
+        exp_avg: &mut CpuTensor,
+        exp_avg_sq: &mut CpuTensor,
+        hyper: &qtrain_optim::AdamWHyper,
+        step: u64,
+        lr: f64,
+        grad_scale: f32,
+    ) -> Result<()> {
         let n = param.data.len();
-        ensure_shape!(grad.data.len() == n && exp_avg.data.len() == n && exp_avg_sq.data.len() == n, "adamw_step", "param {:?}, grad {:?}, moments {:?}/{:?}", param.shape, grad.shape, exp_avg.shape, exp_avg_sq.shape);
+        ensure_shape!(
+            grad.data.len() == n && exp_avg.data.len() == n && exp_avg_sq.data.len() == n,
+            "adamw_step",
+            "param {:?}, grad {:?}, moments {:?}/{:?}",
+            param.shape,
+            grad.shape,
+            exp_avg.shape,
+            exp_avg_sq.shape
+        );
         ensure_shape!(step >= 1, "adamw_step", "step is 1-based, got 0");
         qtrain_optim::adamw_step(&mut param.data, &grad.data, &mut exp_avg.data, &mut exp_avg_sq.data, hyper, step, lr, grad_scale);
         Ok(())

@@ -241,9 +241,17 @@ fn linear_backward_with_bias_lora_and_dropout_matches_finite_differences() {
         let y = be.linear(x, w, Some(b), Some(LoraWeights { a, b: bb, scale: s, dropout_mask: Some(&mask) })).unwrap();
         dot(y.data(), dy.data())
     };
-    let (mut gw, mut gb, mut ga, mut gbb) = (be.zeros(&[dout, din]).unwrap(), be.zeros(&[dout]).unwrap(), be.zeros(&[r, din]).unwrap(), be.zeros(&[dout, r]).unwrap());
+    let (mut gw, mut gb, mut ga, mut gbb) =
+        (be.zeros(&[dout, din]).unwrap(), be.zeros(&[dout]).unwrap(), be.zeros(&[r, din]).unwrap(), be.zeros(&[dout, r]).unwrap());
     let dx = be
-        .linear_backward(&x, &w, Some(LoraWeights { a: &a, b: &bb, scale: s, dropout_mask: Some(&mask) }), &dy, LinearGrads { weight: Some(&mut gw), bias: Some(&mut gb), lora_a: Some(&mut ga), lora_b: Some(&mut gbb) }, true)
+        .linear_backward(
+            &x,
+            &w,
+            Some(LoraWeights { a: &a, b: &bb, scale: s, dropout_mask: Some(&mask) }),
+            &dy,
+            LinearGrads { weight: Some(&mut gw), bias: Some(&mut gb), lora_a: Some(&mut ga), lora_b: Some(&mut gbb) },
+            true,
+        )
         .unwrap()
         .unwrap();
     check_gradient("dx", x.data(), dx.data(), |v| fwd(&t(v, &[n, din]), &w, &b, &a, &bb));
@@ -343,7 +351,8 @@ fn chunked_cross_entropy_matches_naive_loss_and_finite_differences() {
         if targets[i] == -100 {
             continue;
         }
-        let logits: Vec<f64> = (0..vocab).map(|v| (0..c).map(|e| hidden.data()[i * c + e] as f64 * w.data()[v * c + e] as f64).sum()).collect();
+        let logits: Vec<f64> =
+            (0..vocab).map(|v| (0..c).map(|e| hidden.data()[i * c + e] as f64 * w.data()[v * c + e] as f64).sum()).collect();
         let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = m + logits.iter().map(|l| (l - m).exp()).sum::<f64>().ln();
         naive += lse - logits[targets[i] as usize];
