@@ -1,0 +1,143 @@
+//! `qtrain infer` / `qtrain info` as a user runs them: greedy output equals transformers'
+//! generation, `--prompt` prints only the reply, and bad model folders give a clear error and a
+//! non-zero exit instead of a panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{fixture, Reference};
+use qtrain_data::QwenTokenizer;
+use qtrain_model::safetensors_io::{write_safetensors, HostTensor, HostTensorData, SafetensorsStore};
+
+fn qtrain(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_qtrain")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Copy a fixture model folder so a test can break it.
+fn copy_model(name: &str, dst: &Path) -> PathBuf {
+    let dir = dst.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn greedy_reply_on_stdout_equals_transformers_generation() {
+    for name in ["tiny-qwen2", "tiny-qwen3"] {
+        let r = Reference::open(name);
+        let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{name}/reference.json"))).unwrap()).unwrap();
+        let messages = reference["prompt_messages"].as_array().unwrap();
+        let system = messages.iter().find(|m| m["role"] == "system").map(|m| m["content"].as_str().unwrap());
+        let user = messages.iter().find(|m| m["role"] == "user").unwrap()["content"].as_str().unwrap();
+        let want_ids = r.u32s("greedy.output_ids");
+        let tokenizer = QwenTokenizer::from_file(fixture(&format!("{name}/tokenizer.json"))).unwrap();
+        let im_end = tokenizer.token_to_id("<|im_end|>").unwrap();
+        let content: Vec<u32> = want_ids.iter().copied().filter(|&t| t != im_end && t != tokenizer.token_to_id("<|endoftext|>").unwrap()).collect();
+        let want_text = tokenizer.decode(&content, false).unwrap();
+        let max_new = want_ids.len().to_string();
+        let model = fixture(name);
+        let mut args = vec!["infer", "--model", model.to_str().unwrap(), "--prompt", user, "--temperature", "0", "--repetition_penalty", "1", "--max_new_tokens", &max_new];
+        if let Some(s) = system {
+            args.extend(["--system", s]);
+        }
+        for stream in ["true", "false"] {
+            let mut a = args.clone();
+            a.extend(["--stream", stream]);
+            let (code, stdout, stderr) = qtrain(&a);
+            assert_eq!(code, 0, "{name}: {stderr}");
+            assert_eq!(stdout, format!("{want_text}\n"), "{name} (stream {stream}): reply differs from transformers' greedy generation");
+            assert!(stderr.contains("[qtrain]"), "logs go to stderr");
+        }
+    }
+}
+
+#[test]
+fn adapter_changes_the_reply_and_info_describes_the_model() {
+    let model = fixture("tiny-qwen2");
+    let base = qtrain(&["infer", "--model", model.to_str().unwrap(), "--prompt", "Hi", "--temperature", "0", "--max_new_tokens", "12"]);
+    let lora = fixture("tiny-qwen2-lora");
+    let with = qtrain(&["infer", "--model", model.to_str().unwrap(), "--adapters", lora.to_str().unwrap(), "--prompt", "Hi", "--temperature", "0", "--max_new_tokens", "12"]);
+    assert_eq!((base.0, with.0), (0, 0), "{}{}", base.2, with.2);
+    assert_ne!(base.1, with.1, "the adapter must change the greedy reply");
+    let (code, stdout, stderr) = qtrain(&["info", "--model", fixture("tiny-qwen3").to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Qwen3ForCausalLM") && stdout.contains("364992") && stdout.contains("tied"), "{stdout}");
+    let (code, stdout, _) = qtrain(&["info", "--model", fixture("tiny-qwen2").to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["config"]["num_kv_heads"], 2);
+}
+
+/// Runs `infer` and `info` on a broken folder: both must fail cleanly with `expect` in stderr.
+fn assert_clean_failure(dir: &Path, expect: &str) {
+    for args in [vec!["infer", "--model", dir.to_str().unwrap(), "--prompt", "hi"], vec!["info", "--model", dir.to_str().unwrap()]] {
+        let (code, _, stderr) = qtrain(&args);
+        assert_eq!(code, 1, "{args:?}: expected exit code 1, got {code}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: error should mention {expect:?}: {stderr}");
+    }
+}
+
+#[test]
+fn bad_model_folders_fail_with_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Missing folder / missing files.
+    assert_clean_failure(&tmp.path().join("nope"), "nope");
+    let dir = copy_model("tiny-qwen2", tmp.path());
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    assert_clean_failure(&dir, "config.json");
+    // Malformed config.
+    std::fs::write(dir.join("config.json"), "{\"architectures\": [\"Qwen2ForCausalLM\"], \"hidden_size\": 64,").unwrap();
+    assert_clean_failure(&dir, "malformed JSON");
+    // Unknown architecture.
+    let cfg = std::fs::read_to_string(fixture("tiny-qwen2/config.json")).unwrap();
+    std::fs::write(dir.join("config.json"), cfg.replace("Qwen2ForCausalLM", "MistralForCausalLM").replace("\"qwen2\"", "\"mistral\"")).unwrap();
+    assert_clean_failure(&dir, "MistralForCausalLM");
+    // Sliding window on.
+    std::fs::write(dir.join("config.json"), cfg.replace("\"use_sliding_window\": false", "\"use_sliding_window\": true")).unwrap();
+    assert_clean_failure(&dir, "sliding");
+    std::fs::write(dir.join("config.json"), &cfg).unwrap();
+    // A weight with the wrong shape, named in the error.
+    let store = SafetensorsStore::open_file(&fixture("tiny-qwen2/model.safetensors")).unwrap();
+    let mut tensors: Vec<(String, HostTensor)> = store.names().map(|n| (n.to_string(), store.read(n).unwrap())).collect();
+    for (name, t) in tensors.iter_mut() {
+        if name == "model.layers.1.mlp.up_proj.weight" {
+            *t = HostTensor { shape: vec![t.shape[0] - 1, t.shape[1]], data: HostTensorData::F32(t.to_f32()[..(t.shape[0] - 1) * t.shape[1]].to_vec()) };
+        }
+    }
+    write_safetensors(&dir.join("model.safetensors"), &tensors, None).unwrap();
+    assert_clean_failure(&dir, "model.layers.1.mlp.up_proj.weight has shape [159, 64], expected [160, 64]");
+    // A missing weight.
+    tensors.retain(|(n, _)| n != "model.layers.0.self_attn.k_proj.bias");
+    write_safetensors(&dir.join("model.safetensors"), &tensors, None).unwrap();
+    assert_clean_failure(&dir, "missing tensor model.layers.0.self_attn.k_proj.bias");
+    // Truncated and corrupt files.
+    let bytes = std::fs::read(fixture("tiny-qwen2/model.safetensors")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_failure(&dir, "truncated or corrupt");
+    std::fs::write(dir.join("model.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage").unwrap();
+    assert_clean_failure(&dir, "model.safetensors");
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    assert_clean_failure(&dir, "no model.safetensors");
+    // A sharded checkpoint whose index names a missing shard.
+    let sharded = copy_model("tiny-qwen3", tmp.path());
+    std::fs::remove_file(sharded.join("model-00002-of-00002.safetensors")).unwrap();
+    assert_clean_failure(&sharded, "model-00002-of-00002.safetensors");
+    // Missing tokenizer (infer only).
+    let dir = copy_model("tiny-qwen3", &tmp.path().join("b"));
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    let (code, _, stderr) = qtrain(&["infer", "--model", dir.to_str().unwrap(), "--prompt", "hi"]);
+    assert!(code == 1 && stderr.contains("tokenizer.json") && !stderr.contains("panicked"), "{stderr}");
+    // Bad adapter folder.
+    let (code, _, stderr) = qtrain(&["infer", "--model", fixture("tiny-qwen3").to_str().unwrap(), "--adapters", fixture("tiny-qwen2-lora").to_str().unwrap(), "--prompt", "hi"]);
+    assert!(code == 1 && stderr.contains("do not fit") && !stderr.contains("panicked"), "{stderr}");
+    // Bad sampling values.
+    let (code, _, stderr) = qtrain(&["infer", "--model", fixture("tiny-qwen3").to_str().unwrap(), "--prompt", "hi", "--top_p", "1.5"]);
+    assert!(code == 1 && stderr.contains("top_p"), "{stderr}");
+}
