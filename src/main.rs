@@ -19,6 +19,12 @@ enum Command {
     Infer(commands::infer::InferArgs),
     /// Print a model folder's architecture, parameter count and predicted training memory.
     Info(commands::info::InfoArgs),
+    /// Fine-tune a model (LoRA or full) on a conversation dataset; writes OUTPUT_DIR/vN-…/.
+    Train(commands::train::TrainCliArgs),
+    /// Loss and token accuracy of a model (optionally with an adapter) on a dataset.
+    Eval(commands::eval::EvalCliArgs),
+    /// Merge a LoRA adapter into its base model (--merge_lora true).
+    Export(commands::export::ExportCliArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +32,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Infer(args) => commands::infer::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Export(args) => commands::export::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,7 +1,10 @@
 //! One module per subcommand: its clap arguments and a `run` that wires crates together.
 
+pub mod eval;
+pub mod export;
 pub mod infer;
 pub mod info;
+pub mod train;
 
 /// Format a byte count in GiB for logs.
 pub fn gib(bytes: u64) -> String {

@@ -1,0 +1,66 @@
+//! `qtrain eval`: loss and token accuracy of a model (optionally with an adapter) on a dataset.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use qtrain_core::CpuBackend;
+use qtrain_train::{EvalArgs, TruncationStrategy};
+
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+pub struct EvalCliArgs {
+    /// Hugging Face model folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// PEFT LoRA adapter folder.
+    #[arg(long)]
+    pub adapters: Option<PathBuf>,
+    /// Dataset files in the training formats.
+    #[arg(long, num_args = 1.., required = true)]
+    pub dataset: Vec<PathBuf>,
+    /// [default: the model's max_position_embeddings]
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// delete | left | right.
+    #[arg(long, default_value = "delete")]
+    pub truncation_strategy: TruncationStrategy,
+    #[arg(long, default_value_t = 1)]
+    pub per_device_eval_batch_size: usize,
+    /// System prompt for conversations without one.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Print {"loss": …, "token_acc": …, "tokens": …} instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: EvalCliArgs) -> Result<()> {
+    let be = CpuBackend::new();
+    let eval = EvalArgs {
+        model: args.model,
+        adapters: args.adapters,
+        dataset: args.dataset,
+        max_length: args.max_length,
+        truncation_strategy: args.truncation_strategy,
+        batch_size: args.per_device_eval_batch_size,
+        system: args.system,
+    };
+    let (r, stats) = qtrain_train::run_eval(&be, &eval)?;
+    if stats.dropped_too_long + stats.dropped_no_targets + stats.truncated > 0 {
+        eprintln!(
+            "[qtrain] {} of {} records evaluated ({} too long dropped, {} truncated, {} without supervised tokens)",
+            stats.samples, stats.records, stats.dropped_too_long, stats.truncated, stats.dropped_no_targets
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::json!({"loss": r.loss, "token_acc": r.token_acc, "tokens": r.tokens}));
+    } else {
+        println!("loss:      {:.6}", r.loss);
+        println!("token_acc: {:.6}", r.token_acc);
+        println!("tokens:    {}", r.tokens);
+        println!("samples:   {}", r.samples);
+    }
+    Ok(())
+}
