@@ -14,8 +14,9 @@ use qtrain_model::SamplingParams;
 #[command(rename_all = "snake_case")]
 pub struct InferArgs {
     /// Hugging Face model folder (config.json, safetensors, tokenizer.json, tokenizer_config.json).
+    /// Default: the embedded tiny model (see `qtrain train` without --model).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors).
     #[arg(long)]
     pub adapters: Option<PathBuf>,
@@ -55,12 +56,20 @@ pub struct InferArgs {
 pub fn run(args: InferArgs) -> Result<()> {
     let be = CpuBackend::new();
     let t0 = std::time::Instant::now();
-    let mut folder = ModelFolder::load(&be, &args.model).with_context(|| format!("loading model folder {}", args.model.display()))?;
+    let model_dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = qtrain_chat::embedded::ensure_embedded_model(&qtrain_chat::embedded::default_location())?;
+            eprintln!("[qtrain] no --model given: using the embedded tiny model at {}", dir.display());
+            dir
+        }
+    };
+    let mut folder = ModelFolder::load(&be, &model_dir).with_context(|| format!("loading model folder {}", model_dir.display()))?;
     let cfg = &folder.model.config;
     eprintln!(
         "[qtrain] {} from {}: {} layers, hidden {}, {:.1} M parameters, on {} ({:.2}s)",
         cfg.architecture.hf_class(),
-        args.model.display(),
+        model_dir.display(),
         cfg.num_layers,
         cfg.hidden_size,
         cfg.num_parameters() as f64 / 1e6,

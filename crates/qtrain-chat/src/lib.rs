@@ -6,6 +6,8 @@
 //! the template each turn and streams the reply. It must not train, and must not contain CLI
 //! parsing or printing: text reaches the caller through callbacks.
 
+pub mod embedded;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
