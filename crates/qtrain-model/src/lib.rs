@@ -6,6 +6,7 @@
 //! and must not contain device code: all arithmetic goes through backend ops.
 
 pub mod adapter;
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod generate;
@@ -14,6 +15,7 @@ pub mod memory;
 pub mod model;
 pub mod safetensors_io;
 pub mod sampling;
+pub mod shapes;
 pub mod train;
 
 pub use adapter::{AdapterConfig, LoraAdapter, TargetModules};
