@@ -35,6 +35,21 @@ pub enum LossScale {
     LastRound,
 }
 
+impl std::str::FromStr for LossScale {
+    type Err = DataError;
+
+    /// ms-swift's `--loss_scale` names: `default` (every assistant turn) and `last_round`.
+    /// ms-swift's `all` (also the prompt tokens) and the agent-specific scales are not
+    /// offered.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "default" => Ok(LossScale::All),
+            "last_round" => Ok(LossScale::LastRound),
+            other => Err(DataError::option("loss_scale", format!("unknown or unsupported value `{other}`; valid: default, last_round"))),
+        }
+    }
+}
+
 /// The ChatML markers around an assistant turn in a rendered conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssistantMarkers {

@@ -2,7 +2,8 @@
 //! `messages` array and optional `tools`.
 //!
 //! It only reads and checks the shape of records; it must not render, tokenize,
-//! shuffle or batch them.
+//! shuffle or batch them. Every other format (ShareGPT, Alpaca, query/response, JSON
+//! arrays), `FILE#N` and `self-cognition` are [`crate::loader`]'s.
 
 use std::path::Path;
 

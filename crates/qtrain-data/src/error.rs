@@ -58,6 +58,41 @@ pub enum DataError {
         message_index: Option<usize>,
         message: String,
     },
+    /// One row of a dataset file is malformed (bad JSON, unknown format, wrong types, no
+    /// assistant turn ...). Displayed as `file:LINE: ...` for JSONL and
+    /// `file: record I of the JSON array: ...` for JSON arrays.
+    #[error("{}{location}: {message}", path.display())]
+    Row { path: PathBuf, location: RowLocation, message: String },
+    /// A dataset as a whole cannot be used: a bad `FILE#N` spec, a file without usable rows,
+    /// a missing `--model_name` for `self-cognition` ...
+    #[error("dataset `{dataset}`: {message}")]
+    Dataset { dataset: String, message: String },
+    /// An option has an impossible value (`split_dataset_ratio` 1.5, three model names ...).
+    #[error("`{option}`: {message}")]
+    InvalidOption { option: String, message: String },
+    /// Samples cannot be packed (one is longer than the packing length).
+    #[error("packing: {message}")]
+    Packing { message: String },
+}
+
+/// Where a row sits in its dataset file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RowLocation {
+    /// 1-based line of a JSONL file.
+    Line(usize),
+    /// 0-based index in a JSON array file (or in a built-in dataset).
+    Index(usize),
+}
+
+impl std::fmt::Display for RowLocation {
+    /// `:12` for JSONL lines, `: record 3 of the JSON array` for array indices, so that
+    /// `path` followed by the location reads as an editor-friendly position.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowLocation::Line(line) => write!(f, ":{line}"),
+            RowLocation::Index(index) => write!(f, ": record {index} of the JSON array"),
+        }
+    }
 }
 
 fn line_suffix(line: Option<usize>) -> String {
@@ -87,6 +122,18 @@ impl DataError {
 
     pub(crate) fn conversation(message_index: Option<usize>, message: impl Into<String>) -> Self {
         DataError::Conversation { message_index, message: message.into() }
+    }
+
+    pub(crate) fn row(path: &Path, location: RowLocation, message: impl Into<String>) -> Self {
+        DataError::Row { path: path.to_path_buf(), location, message: message.into() }
+    }
+
+    pub(crate) fn dataset(dataset: impl Into<String>, message: impl Into<String>) -> Self {
+        DataError::Dataset { dataset: dataset.into(), message: message.into() }
+    }
+
+    pub(crate) fn option(option: impl Into<String>, message: impl Into<String>) -> Self {
+        DataError::InvalidOption { option: option.into(), message: message.into() }
     }
 }
 
@@ -128,6 +175,14 @@ mod tests {
     fn missing_file_names_path() {
         let err = read_text_file(Path::new("/definitely/not/here/tokenizer.json")).unwrap_err();
         assert!(err.to_string().starts_with("/definitely/not/here/tokenizer.json: "), "{err}");
+    }
+
+    #[test]
+    fn row_errors_name_file_and_line_or_index() {
+        let err = DataError::row(Path::new("/d/train.jsonl"), RowLocation::Line(7), "no assistant turn");
+        assert_eq!(err.to_string(), "/d/train.jsonl:7: no assistant turn");
+        let err = DataError::row(Path::new("/d/train.json"), RowLocation::Index(3), "no assistant turn");
+        assert_eq!(err.to_string(), "/d/train.json: record 3 of the JSON array: no assistant turn");
     }
 
     #[test]

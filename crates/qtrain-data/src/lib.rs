@@ -5,7 +5,15 @@
 //! * [`chat_template`] renders chat templates exactly as transformers does.
 //! * [`generation_config`] reads `generation_config.json`.
 //! * [`conversation`] turns conversations into `input_ids` + `labels` for training.
-//! * [`dataset`] reads JSONL files of conversations.
+//! * [`dataset`] reads JSONL files of `messages` conversations (the original reader).
+//! * [`row_format`] recognises dataset row formats (messages, ShareGPT, Alpaca,
+//!   query/response) and normalises them to `messages`.
+//! * [`loader`] loads `swift sft`-style dataset specs (`FILE`, `FILE#N`, `self-cognition`),
+//!   skips or reports malformed rows, splits train/validation, applies `--system`.
+//! * [`self_cognition`] is the bundled zh+en self-cognition dataset and its held-out questions.
+//! * [`truncation`] applies `max_length` with `truncation_strategy` delete/left/right.
+//! * [`packing`] packs tokenized samples into rows with segment and position ids, and
+//!   computes segment-respecting next-token targets.
 //! * [`assets`] loads all of the above from one model folder.
 //!
 //! This crate must not know about models, tensors, backends or command-line flags.
@@ -16,9 +24,15 @@ pub mod conversation;
 pub mod dataset;
 pub mod error;
 pub mod generation_config;
+pub mod loader;
+pub mod packing;
 mod python;
+mod rng;
+pub mod row_format;
+pub mod self_cognition;
 pub mod tokenizer;
 pub mod tokenizer_config;
+pub mod truncation;
 
 #[cfg(test)]
 mod test_support;
@@ -29,7 +43,18 @@ pub use conversation::{
     tokenize_conversation, AssistantMarkers, ConversationOptions, ConversationTokenizer, LossScale, TokenizedConversation, IGNORE_INDEX,
 };
 pub use dataset::{parse_conversations_jsonl, read_conversations_jsonl, ConversationRecord};
-pub use error::{DataError, Result};
+pub use error::{DataError, Result, RowLocation};
 pub use generation_config::{GenerationConfig, GENERATION_CONFIG_FILE};
+pub use loader::{
+    apply_default_system, load_dataset, load_datasets, parse_dataset_text, read_dataset_file, split_dataset, DatasetOptions, DatasetRow,
+    DatasetSource, DatasetSpec, LoadedDataset, RowOrigin, SkippedRow, MAX_REPORTED_SKIPS,
+};
+pub use packing::{build_packed_row, next_token_targets, pack_samples, plan_packing, PackedRow, PackingStrategy, TokenSequence};
+pub use row_format::{normalize_row, NormalizedRow, RowFormat};
+pub use self_cognition::{
+    self_cognition_accuracy, Bilingual, Lang, SelfCognition, SelfCognitionQuestion, SelfCognitionRow, SelfCognitionScore,
+    SelfCognitionSubset,
+};
 pub use tokenizer::{EncodedText, QwenTokenizer, StreamDecoder};
 pub use tokenizer_config::{AddedTokenConfig, TokenizerConfig, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
+pub use truncation::{truncate_tokens, TruncationOutcome, TruncationReport, TruncationStrategy};

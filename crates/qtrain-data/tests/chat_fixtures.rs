@@ -7,8 +7,8 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use qtrain_data::{
-    tokenize_conversation, ChatTemplate, ConversationOptions, LossScale, QwenTokenizer,
-    RenderRequest, TokenizedConversation, TokenizerConfig, IGNORE_INDEX,
+    tokenize_conversation, ChatTemplate, ConversationOptions, LossScale, QwenTokenizer, RenderRequest, TokenizedConversation,
+    TokenizerConfig, IGNORE_INDEX,
 };
 use serde_json::Value;
 
@@ -33,10 +33,8 @@ struct Case {
 
 fn load_cases() -> Vec<Case> {
     let path = fixture("chat/cases.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; {REGENERATE}", path.display()));
-    let cases: Vec<Value> = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{}: {e}; {REGENERATE}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; {REGENERATE}", path.display()));
+    let cases: Vec<Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}; {REGENERATE}", path.display()));
     cases
         .into_iter()
         .map(|c| Case {
@@ -47,12 +45,7 @@ fn load_cases() -> Vec<Case> {
             add_generation_prompt: c["add_generation_prompt"].as_bool().unwrap(),
             enable_thinking: c["enable_thinking"].as_bool(),
             rendered: c["rendered"].as_str().unwrap().to_string(),
-            ids: c["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect(),
+            ids: c["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect(),
         })
         .collect()
 }
@@ -75,10 +68,7 @@ struct Templates {
 
 impl Templates {
     fn load() -> Self {
-        Templates {
-            qwen25: template("qwen2.5"),
-            qwen3: template("qwen3"),
-        }
+        Templates { qwen25: template("qwen2.5"), qwen3: template("qwen3") }
     }
 
     fn get(&self, name: &str) -> &ChatTemplate {
@@ -92,11 +82,7 @@ impl Templates {
 
 /// Where two strings first differ, with escaped context on both sides.
 fn text_difference(expected: &str, actual: &str) -> String {
-    let at = expected
-        .bytes()
-        .zip(actual.bytes())
-        .position(|(a, b)| a != b)
-        .unwrap_or(expected.len().min(actual.len()));
+    let at = expected.bytes().zip(actual.bytes()).position(|(a, b)| a != b).unwrap_or(expected.len().min(actual.len()));
     let floor = |s: &str, mut i: usize| {
         while !s.is_char_boundary(i) {
             i -= 1;
@@ -123,11 +109,7 @@ fn text_difference(expected: &str, actual: &str) -> String {
 
 /// Where two id lists first differ, with the tokens around it.
 fn ids_difference(tok: &QwenTokenizer, expected: &[u32], actual: &[u32]) -> String {
-    let at = expected
-        .iter()
-        .zip(actual)
-        .position(|(a, b)| a != b)
-        .unwrap_or(expected.len().min(actual.len()));
+    let at = expected.iter().zip(actual).position(|(a, b)| a != b).unwrap_or(expected.len().min(actual.len()));
     let window = |ids: &[u32]| {
         ids[at.saturating_sub(5)..(at + 5).min(ids.len())]
             .iter()
@@ -151,10 +133,7 @@ fn render_case(templates: &Templates, case: &Case) -> Result<String, String> {
         add_generation_prompt: case.add_generation_prompt,
         enable_thinking: case.enable_thinking,
     };
-    templates
-        .get(&case.template)
-        .render(&request)
-        .map_err(|e| e.to_string())
+    templates.get(&case.template).render(&request).map_err(|e| e.to_string())
 }
 
 #[test]
@@ -167,25 +146,16 @@ fn every_case_renders_byte_identical_to_transformers_and_tokenizes_to_the_same_i
     for case in &cases {
         match render_case(&templates, case) {
             Err(e) => writeln!(failures, "[{}] render error: {e}", case.name).unwrap(),
-            Ok(rendered) if rendered != case.rendered => writeln!(
-                failures,
-                "[{}] rendering differs from transformers: {}",
-                case.name,
-                text_difference(&case.rendered, &rendered)
-            )
-            .unwrap(),
+            Ok(rendered) if rendered != case.rendered => {
+                writeln!(failures, "[{}] rendering differs from transformers: {}", case.name, text_difference(&case.rendered, &rendered))
+                    .unwrap()
+            }
             Ok(_) => {}
         }
         // Ids of the reference rendering, so a template mismatch does not hide a tokenizer one.
         let ids = tok.encode(&case.rendered).unwrap();
         if ids != case.ids {
-            writeln!(
-                failures,
-                "[{}] token ids differ from transformers: {}",
-                case.name,
-                ids_difference(&tok, &case.ids, &ids)
-            )
-            .unwrap();
+            writeln!(failures, "[{}] token ids differ from transformers: {}", case.name, ids_difference(&tok, &case.ids, &ids)).unwrap();
         }
     }
     assert!(failures.is_empty(), "{failures}\n{REGENERATE}");
@@ -196,21 +166,14 @@ fn full_tokenizer_vocabulary_and_special_tokens() {
     let tok = full_tokenizer();
     // 151643 BPE ranks + 26 added tokens (Qwen3's set).
     assert_eq!(tok.vocab_size(), 151_669);
-    for (token, id) in [
-        ("<|endoftext|>", 151_643),
-        ("<|im_start|>", 151_644),
-        ("<|im_end|>", 151_645),
-        ("<think>", 151_667),
-        ("</think>", 151_668),
-    ] {
+    for (token, id) in
+        [("<|endoftext|>", 151_643), ("<|im_start|>", 151_644), ("<|im_end|>", 151_645), ("<think>", 151_667), ("</think>", 151_668)]
+    {
         assert_eq!(tok.token_to_id(token), Some(id), "{token}");
         assert_eq!(tok.id_to_token(id).as_deref(), Some(token));
     }
     assert!(tok.is_special_token(151_645));
-    assert!(
-        !tok.is_special_token(151_667),
-        "<think> is not special in Qwen3's tokenizer"
-    );
+    assert!(!tok.is_special_token(151_667), "<think> is not special in Qwen3's tokenizer");
     // Byte-level alphabet spelling: "Ġ" is the space byte.
     let hello = tok.encode(" hello").unwrap();
     assert_eq!(hello.len(), 1);
@@ -221,28 +184,12 @@ fn full_tokenizer_vocabulary_and_special_tokens() {
 fn decode_round_trips_every_case_and_skips_only_special_tokens() {
     let tok = full_tokenizer();
     for case in load_cases() {
-        assert_eq!(
-            tok.decode(&case.ids, false).unwrap(),
-            case.rendered,
-            "[{}]",
-            case.name
-        );
+        assert_eq!(tok.decode(&case.ids, false).unwrap(), case.rendered, "[{}]", case.name);
         let skipped = tok.decode(&case.ids, true).unwrap();
-        assert!(
-            !skipped.contains("<|im_start|>") && !skipped.contains("<|im_end|>"),
-            "[{}]",
-            case.name
-        );
-        let mut without_markers = case
-            .rendered
-            .replace("<|im_start|>", "")
-            .replace("<|im_end|>", "");
+        assert!(!skipped.contains("<|im_start|>") && !skipped.contains("<|im_end|>"), "[{}]", case.name);
+        let mut without_markers = case.rendered.replace("<|im_start|>", "").replace("<|im_end|>", "");
         without_markers = without_markers.replace("<|endoftext|>", "");
-        assert_eq!(
-            skipped, without_markers,
-            "[{}] <think>, <tool_call> ... are not special and stay",
-            case.name
-        );
+        assert_eq!(skipped, without_markers, "[{}] <think>, <tool_call> ... are not special and stay", case.name);
     }
 }
 
@@ -255,11 +202,7 @@ fn stream_decoding_every_case_emits_only_complete_characters() {
         let mut text = String::new();
         for &id in &case.ids {
             let chunk = decoder.push(id).unwrap();
-            assert!(
-                !chunk.contains('\u{FFFD}'),
-                "[{}] emitted a partial character: {chunk:?}",
-                case.name
-            );
+            assert!(!chunk.contains('\u{FFFD}'), "[{}] emitted a partial character: {chunk:?}", case.name);
             if chunk.is_empty() {
                 held_back += 1;
             }
@@ -269,10 +212,7 @@ fn stream_decoding_every_case_emits_only_complete_characters() {
         assert_eq!(text, case.rendered, "[{}]", case.name);
     }
     // The non-ASCII cases have emoji split over several byte-level tokens.
-    assert!(
-        held_back > 0,
-        "no case exercised a character split across tokens"
-    );
+    assert!(held_back > 0, "no case exercised a character split across tokens");
 }
 
 /// The supervised tokens of `t` as contiguous runs, decoded.
@@ -309,26 +249,11 @@ fn expected_body(template: &str, message: &Value, after_last_query: bool, is_las
     if let Some(r) = message["reasoning_content"].as_str() {
         reasoning = r.to_string();
     } else if let Some((before, _)) = content.split_once("</think>") {
-        reasoning = before
-            .trim_end_matches('\n')
-            .rsplit("<think>")
-            .next()
-            .unwrap()
-            .trim_start_matches('\n')
-            .to_string();
-        answer = content
-            .rsplit("</think>")
-            .next()
-            .unwrap()
-            .trim_start_matches('\n')
-            .to_string();
+        reasoning = before.trim_end_matches('\n').rsplit("<think>").next().unwrap().trim_start_matches('\n').to_string();
+        answer = content.rsplit("</think>").next().unwrap().trim_start_matches('\n').to_string();
     }
     if after_last_query && (is_last || !reasoning.is_empty()) {
-        format!(
-            "<think>\n{}\n</think>\n\n{}<|im_end|>",
-            reasoning.trim_matches('\n'),
-            answer.trim_start_matches('\n')
-        )
+        format!("<think>\n{}\n</think>\n\n{}<|im_end|>", reasoning.trim_matches('\n'), answer.trim_start_matches('\n'))
     } else {
         format!("{answer}<|im_end|>")
     }
@@ -341,90 +266,41 @@ fn training_labels_supervise_exactly_each_assistant_reply_and_im_end() {
     let mut checked_cases = 0;
     let mut checked_turns = 0;
     for case in load_cases() {
-        let assistants: Vec<(usize, &Value)> = case
-            .messages
-            .as_array()
-            .unwrap()
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m["role"] == "assistant")
-            .collect();
+        let assistants: Vec<(usize, &Value)> =
+            case.messages.as_array().unwrap().iter().enumerate().filter(|(_, m)| m["role"] == "assistant").collect();
         if assistants.is_empty() {
             continue;
         }
         let template = templates.get(&case.template);
-        let options = ConversationOptions {
-            enable_thinking: case.enable_thinking,
-            ..Default::default()
-        };
-        let t = tokenize_conversation(
-            template,
-            &tok,
-            &case.messages,
-            case.tools.as_ref(),
-            &options,
-        )
-        .unwrap_or_else(|e| panic!("[{}] {e}", case.name));
+        let options = ConversationOptions { enable_thinking: case.enable_thinking, ..Default::default() };
+        let t = tokenize_conversation(template, &tok, &case.messages, case.tools.as_ref(), &options)
+            .unwrap_or_else(|e| panic!("[{}] {e}", case.name));
         // The training rendering is the reference one without the generation prompt.
-        assert!(
-            case.rendered.starts_with(&t.rendered),
-            "[{}] {}",
-            case.name,
-            text_difference(&case.rendered, &t.rendered)
-        );
+        assert!(case.rendered.starts_with(&t.rendered), "[{}] {}", case.name, text_difference(&case.rendered, &t.rendered));
         if !case.add_generation_prompt {
-            assert_eq!(
-                t.input_ids,
-                case.ids,
-                "[{}] {}",
-                case.name,
-                ids_difference(&tok, &case.ids, &t.input_ids)
-            );
+            assert_eq!(t.input_ids, case.ids, "[{}] {}", case.name, ids_difference(&tok, &case.ids, &t.input_ids));
         }
-        assert_eq!(
-            t.input_ids,
-            tok.encode(&t.rendered).unwrap(),
-            "[{}] ids must be those of the whole rendering",
-            case.name
-        );
+        assert_eq!(t.input_ids, tok.encode(&t.rendered).unwrap(), "[{}] ids must be those of the whole rendering", case.name);
 
         let runs = supervised_runs(&tok, &t);
-        assert_eq!(
-            runs.len(),
-            assistants.len(),
-            "[{}] one supervised run per assistant message: {runs:#?}",
-            case.name
-        );
+        assert_eq!(runs.len(), assistants.len(), "[{}] one supervised run per assistant message: {runs:#?}", case.name);
         let count = case.messages.as_array().unwrap().len();
         // Qwen3's `ns.last_query_index`: the last user message that is not a tool response.
-        let last_query = case.messages.as_array().unwrap().iter().rposition(|m| {
-            m["role"] == "user"
-                && !m["content"]
-                    .as_str()
-                    .is_some_and(|c| c.starts_with("<tool_response>"))
-        });
+        let last_query = case
+            .messages
+            .as_array()
+            .unwrap()
+            .iter()
+            .rposition(|m| m["role"] == "user" && !m["content"].as_str().is_some_and(|c| c.starts_with("<tool_response>")));
         let last_query = last_query.unwrap_or(count - 1);
         let mut total_tokens = 0;
         for ((index, message), run) in assistants.iter().zip(&runs) {
-            let body = expected_body(
-                &case.template,
-                message,
-                *index > last_query,
-                *index == count - 1,
-            );
+            let body = expected_body(&case.template, message, *index > last_query, *index == count - 1);
             if message.get("tool_calls").is_some() {
                 // Tool calls follow the text; both are supervised.
                 let text = body.trim_end_matches("<|im_end|>");
-                assert!(
-                    run.starts_with(text),
-                    "[{}] message {index}: {run:?} should start with {text:?}",
-                    case.name
-                );
-                assert!(
-                    run.ends_with("</tool_call><|im_end|>"),
-                    "[{}] message {index}: {run:?}",
-                    case.name
-                );
+                assert!(run.starts_with(text), "[{}] message {index}: {run:?} should start with {text:?}", case.name);
+                assert!(run.ends_with("</tool_call><|im_end|>"), "[{}] message {index}: {run:?}", case.name);
                 assert_eq!(
                     run.matches("<tool_call>").count(),
                     message["tool_calls"].as_array().unwrap().len(),
@@ -432,13 +308,7 @@ fn training_labels_supervise_exactly_each_assistant_reply_and_im_end() {
                     case.name
                 );
             } else {
-                assert_eq!(
-                    run,
-                    &body,
-                    "[{}] message {index}: {}",
-                    case.name,
-                    text_difference(&body, run)
-                );
+                assert_eq!(run, &body, "[{}] message {index}: {}", case.name, text_difference(&body, run));
             }
             total_tokens += tok.encode(run).unwrap().len();
             checked_turns += 1;
@@ -447,67 +317,25 @@ fn training_labels_supervise_exactly_each_assistant_reply_and_im_end() {
         checked_cases += 1;
 
         // LastRound keeps only the final run.
-        let last = ConversationOptions {
-            loss_scale: LossScale::LastRound,
-            ..options.clone()
-        };
-        let t_last =
-            tokenize_conversation(template, &tok, &case.messages, case.tools.as_ref(), &last)
-                .unwrap();
+        let last = ConversationOptions { loss_scale: LossScale::LastRound, ..options.clone() };
+        let t_last = tokenize_conversation(template, &tok, &case.messages, case.tools.as_ref(), &last).unwrap();
         assert_eq!(t_last.input_ids, t.input_ids);
-        assert_eq!(
-            supervised_runs(&tok, &t_last),
-            runs[runs.len() - 1..].to_vec(),
-            "[{}] LastRound",
-            case.name
-        );
+        assert_eq!(supervised_runs(&tok, &t_last), runs[runs.len() - 1..].to_vec(), "[{}] LastRound", case.name);
     }
-    assert!(
-        checked_cases >= 10 && checked_turns >= 15,
-        "only {checked_cases} cases / {checked_turns} turns checked"
-    );
+    assert!(checked_cases >= 10 && checked_turns >= 15, "only {checked_cases} cases / {checked_turns} turns checked");
 }
 
 #[test]
 fn qwen3_final_turn_keeps_its_reasoning_and_earlier_turns_lose_it() {
     let templates = Templates::load();
     let tok = full_tokenizer();
-    let case = load_cases()
-        .into_iter()
-        .find(|c| c.name == "qwen3/reasoning_content")
-        .expect("case qwen3/reasoning_content");
+    let case = load_cases().into_iter().find(|c| c.name == "qwen3/reasoning_content").expect("case qwen3/reasoning_content");
     let mut messages = case.messages.clone();
-    let t = tokenize_conversation(
-        templates.get("qwen3"),
-        &tok,
-        &messages,
-        None,
-        &ConversationOptions::default(),
-    )
-    .unwrap();
-    assert_eq!(
-        supervised_runs(&tok, &t),
-        vec![
-            "51.<|im_end|>",
-            "<think>\n51 / 3 = 17.\n</think>\n\n17.<|im_end|>"
-        ]
-    );
+    let t = tokenize_conversation(templates.get("qwen3"), &tok, &messages, None, &ConversationOptions::default()).unwrap();
+    assert_eq!(supervised_runs(&tok, &t), vec!["51.<|im_end|>", "<think>\n51 / 3 = 17.\n</think>\n\n17.<|im_end|>"]);
     // Excluding the first reply by `"loss": false` leaves only the last one.
     messages[1]["loss"] = Value::Bool(false);
-    let t2 = tokenize_conversation(
-        templates.get("qwen3"),
-        &tok,
-        &messages,
-        None,
-        &ConversationOptions::default(),
-    )
-    .unwrap();
-    assert_eq!(
-        t2.input_ids, t.input_ids,
-        "`loss` must not change the rendering"
-    );
-    assert_eq!(
-        supervised_runs(&tok, &t2),
-        vec!["<think>\n51 / 3 = 17.\n</think>\n\n17.<|im_end|>"]
-    );
+    let t2 = tokenize_conversation(templates.get("qwen3"), &tok, &messages, None, &ConversationOptions::default()).unwrap();
+    assert_eq!(t2.input_ids, t.input_ids, "`loss` must not change the rendering");
+    assert_eq!(supervised_runs(&tok, &t2), vec!["<think>\n51 / 3 = 17.\n</think>\n\n17.<|im_end|>"]);
 }

@@ -14,10 +14,7 @@ const REGENERATE: &str = "cases are produced by transformers: regenerate them wi
 
 #[test]
 fn small_templates_render_as_transformers_renders_them() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/jinja2_compat_cases.json"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/jinja2_compat_cases.json");
     let data: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let token = |name: &str| data["special_tokens"][name].as_str().map(str::to_string);
     let special = SpecialTokens {
@@ -32,8 +29,7 @@ fn small_templates_render_as_transformers_renders_them() {
     let mut expected_errors = 0;
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let template = match ChatTemplate::new(case["template"].as_str().unwrap(), special.clone())
-        {
+        let template = match ChatTemplate::new(case["template"].as_str().unwrap(), special.clone()) {
             Ok(t) => t,
             Err(e) => {
                 writeln!(failures, "[{name}] does not compile: {e}").unwrap();
@@ -47,36 +43,19 @@ fn small_templates_render_as_transformers_renders_them() {
             enable_thinking: case["enable_thinking"].as_bool(),
         };
         match (template.render(&request), case["rendered"].as_str()) {
-            (Ok(ours), Some(theirs)) if ours != theirs => writeln!(
-                failures,
-                "[{name}]\n  transformers: {theirs:?}\n  qtrain:       {ours:?}"
-            )
-            .unwrap(),
-            (Ok(_), Some(_)) => {}
-            (Err(e), Some(theirs)) => {
-                writeln!(failures, "[{name}] failed: {e}\n  transformers: {theirs:?}").unwrap()
+            (Ok(ours), Some(theirs)) if ours != theirs => {
+                writeln!(failures, "[{name}]\n  transformers: {theirs:?}\n  qtrain:       {ours:?}").unwrap()
             }
-            (Ok(ours), None) => writeln!(
-                failures,
-                "[{name}] should fail like transformers ({}) but gave {ours:?}",
-                case["error"]
-            )
-            .unwrap(),
+            (Ok(_), Some(_)) => {}
+            (Err(e), Some(theirs)) => writeln!(failures, "[{name}] failed: {e}\n  transformers: {theirs:?}").unwrap(),
+            (Ok(ours), None) => writeln!(failures, "[{name}] should fail like transformers ({}) but gave {ours:?}", case["error"]).unwrap(),
             (Err(e), None) => {
                 expected_errors += 1;
-                if case["error"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("TemplateError: ")
-                {
+                if case["error"].as_str().unwrap().starts_with("TemplateError: ") {
                     // raise_exception's message is passed through unchanged.
-                    let message = case["error"]
-                        .as_str()
-                        .unwrap()
-                        .trim_start_matches("TemplateError: ");
+                    let message = case["error"].as_str().unwrap().trim_start_matches("TemplateError: ");
                     if !e.to_string().ends_with(message) {
-                        writeln!(failures, "[{name}] error {e} should end with {message:?}")
-                            .unwrap();
+                        writeln!(failures, "[{name}] error {e} should end with {message:?}").unwrap();
                     }
                 }
             }
