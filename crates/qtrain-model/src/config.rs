@@ -191,7 +191,8 @@ impl QwenConfig {
             qk_norm: architecture == Architecture::Qwen3,
             torch_dtype: raw.torch_dtype.or(raw.dtype),
         };
-        if !(cfg.rope_theta > 0.0) || !(cfg.rms_norm_eps > 0.0) {
+        // NaN fails these comparisons too.
+        if cfg.rope_theta.is_nan() || cfg.rope_theta <= 0.0 || cfg.rms_norm_eps.is_nan() || cfg.rms_norm_eps <= 0.0 {
             return Err(invalid(format!("rope_theta ({}) and rms_norm_eps ({}) must be positive", cfg.rope_theta, cfg.rms_norm_eps)));
         }
         Ok(cfg)

@@ -30,16 +30,16 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Refuse values transformers refuses too.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.temperature >= 0.0) || !self.temperature.is_finite() {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
             return Err(format!("temperature must be ≥ 0, got {}", self.temperature));
         }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+        if self.top_p.is_nan() || self.top_p <= 0.0 || self.top_p > 1.0 {
             return Err(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
             return Err(format!("min_p must be in [0, 1], got {}", self.min_p));
         }
-        if !(self.repetition_penalty > 0.0) {
+        if self.repetition_penalty.is_nan() || self.repetition_penalty <= 0.0 {
             return Err(format!("repetition_penalty must be > 0, got {}", self.repetition_penalty));
         }
         Ok(())
@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn greedy_is_argmax_and_sampling_follows_the_distribution() {
         let mut s = Sampler::new(SamplingParams::default(), 0);
-        assert_eq!(s.sample(&mut vec![0.0, 5.0, 5.0, 1.0], &[]), 1);
+        assert_eq!(s.sample(&mut [0.0, 5.0, 5.0, 1.0], &[]), 1);
         let params = SamplingParams { temperature: 1.0, ..Default::default() };
         let mut s = Sampler::new(params, 123);
         let logits = [0.0f32, (3.0f32).ln(), f32::NEG_INFINITY];

@@ -244,7 +244,9 @@ pub fn attention_backward(
     let idx_q = |bi: usize, i: usize, hh: usize| ((bi * t + i) * h + hh) * d;
     let idx_k = |bi: usize, j: usize, g: usize| ((bi * s_len + j) * kvh + g) * d;
     // One task per (batch row, kv head): it owns dk/dv of that head and dq of its query group.
-    let parts: Vec<(usize, usize, Vec<f32>, Vec<f32>, Vec<f32>)> = (0..b * kvh)
+    // (batch row, kv head, dq of its query group, dk, dv)
+    type Part = (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>);
+    let parts: Vec<Part> = (0..b * kvh)
         .into_par_iter()
         .map(|task| {
             let (bi, g) = (task / kvh, task % kvh);

@@ -63,7 +63,7 @@ impl CpuBackend {
 /// Rows (product of all but the last dimension) and the last dimension.
 fn rows_cols(shape: &[usize]) -> (usize, usize) {
     let cols = *shape.last().unwrap_or(&1);
-    let rows = if cols == 0 { 0 } else { shape.iter().product::<usize>() / cols };
+    let rows = shape.iter().product::<usize>().checked_div(cols).unwrap_or(0);
     (rows, cols)
 }
 

@@ -76,8 +76,8 @@ fn rope_rotates_pairs_half_a_head_apart() {
     let pos = [0u32, 5, 15, 7];
     let y = be.rope(&x, &cos, &sin, &pos).unwrap();
     let mut want = vec![0.0f64; n * h * d];
-    for t in 0..n {
-        let p = pos[t] as usize;
+    for (t, &p) in pos.iter().enumerate() {
+        let p = p as usize;
         for hh in 0..h {
             for i in 0..d {
                 let base = (t * h + hh) * d;
