@@ -1,0 +1,604 @@
+//! `impl qtrain_core::Backend for CudaBackend`: each op validates its operands exactly as the
+//! CPU reference does (same ops names, same error kinds), converts storage types where a kernel
+//! wants f32, and calls its launcher in `ops/`.
+
+use qtrain_core::{
+    ensure_shape, AttentionMask, Backend, CoreError, CrossEntropyGrad, CrossEntropyOutput, DType, HostData, LinearGrads, LoraWeights,
+    Result, TensorInfo,
+};
+
+use crate::backend::CudaBackend;
+use crate::error::CudaError;
+use crate::ops::{self, attention::Dims, linear::LoraArgs};
+use crate::tensor::CudaTensor;
+
+/// Rows (product of all but the last dimension) and the last dimension, as the CPU backend.
+fn rows_cols(shape: &[usize]) -> (usize, usize) {
+    let cols = *shape.last().unwrap_or(&1);
+    let rows = shape.iter().product::<usize>().checked_div(cols).unwrap_or(0);
+    (rows, cols)
+}
+
+/// Gradient buffers must be f32 and shaped like their parameter.
+fn check_grad(op: &'static str, what: &str, g: &CudaTensor, want: &[usize]) -> Result<()> {
+    ensure_shape!(g.shape() == want, op, "{what} gradient buffer {:?}, expected {:?}", g.shape(), want);
+    if g.dtype != DType::F32 {
+        return Err(CudaError::Unsupported { op, detail: format!("{what} gradient buffer must be f32, is {:?}", g.dtype) }.into());
+    }
+    Ok(())
+}
+
+fn require_f32(op: &'static str, what: &str, t: &CudaTensor) -> Result<()> {
+    if t.dtype != DType::F32 {
+        return Err(CudaError::Unsupported { op, detail: format!("{what} must be f32 (it is written to), is {:?}", t.dtype) }.into());
+    }
+    Ok(())
+}
+
+fn check_positions(op: &'static str, positions: &[u32], max_pos: usize) -> Result<()> {
+    if let Some(&p) = positions.iter().find(|&&p| p as usize >= max_pos) {
+        return Err(CoreError::Index { op, index: p as usize, size: max_pos });
+    }
+    Ok(())
+}
+
+impl CudaBackend {
+    /// Checks LoRA operands against a `[d_out, d_in]` weight and returns them as f32 launcher args.
+    fn lora_args<'a>(
+        &self,
+        op: &'static str,
+        l: &'a LoraWeights<'a, CudaTensor>,
+        x: &CudaTensor,
+        d_in: usize,
+        d_out: usize,
+        keep: &'a mut Vec<CudaTensor>,
+    ) -> Result<LoraArgs<'a>> {
+        let r = l.a.shape().first().copied().unwrap_or(0);
+        ensure_shape!(
+            l.a.shape() == [r, d_in] && l.b.shape() == [d_out, r],
+            op,
+            "LoRA A {:?} / B {:?} do not fit weight [{d_out}, {d_in}]",
+            l.a.shape(),
+            l.b.shape()
+        );
+        if let Some(m) = l.dropout_mask {
+            ensure_shape!(m.numel() == x.numel(), op, "dropout mask {:?} for input {:?}", m.shape(), x.shape());
+        }
+        // LoRA weights and masks are f32 by construction; convert anything else once.
+        for t in [Some(l.a), Some(l.b), l.dropout_mask].into_iter().flatten() {
+            if !t.is_f32() {
+                let c = self.empty(t.shape(), DType::F32, "LoRA operand as f32")?;
+                ops::copy::cast(self, t, &c)?;
+                keep.push(c);
+            }
+        }
+        let keep: &'a Vec<CudaTensor> = keep;
+        let mut converted = keep.iter();
+        let mut pick = |t: &'a CudaTensor| if t.is_f32() { t } else { converted.next().expect("converted above") };
+        let a = pick(l.a);
+        let b = pick(l.b);
+        let mask = l.dropout_mask.map(&mut pick);
+        Ok(LoraArgs { a, b, scale: l.scale, mask, rank: r })
+    }
+}
+
+impl Backend for CudaBackend {
+    type Tensor = CudaTensor;
+
+    fn name(&self) -> String {
+        self.describe()
+    }
+
+    fn upload(&self, data: HostData<'_>, shape: &[usize]) -> Result<CudaTensor> {
+        let expected: usize = shape.iter().product();
+        if expected != data.len() {
+            return Err(CoreError::ElementCount { op: "upload", shape: shape.to_vec(), expected, got: data.len() });
+        }
+        let (dtype, buf) = match data {
+            HostData::F32(d) => (DType::F32, self.upload_slice(d, "uploaded tensor")?),
+            HostData::BF16(d) => {
+                let bits: Vec<u16> = d.iter().map(|x| x.to_bits()).collect();
+                (DType::BF16, self.upload_slice(&bits, "uploaded bf16 tensor")?)
+            }
+            HostData::F16(_) => (DType::F32, self.upload_slice(&data.to_f32_vec(), "uploaded f16 tensor (widened to f32)")?),
+        };
+        Ok(CudaTensor { shape: shape.to_vec(), dtype, buf })
+    }
+
+    fn download(&self, t: &CudaTensor) -> Result<Vec<f32>> {
+        let n = t.numel();
+        Ok(match t.dtype {
+            DType::BF16 => self.download_slice::<u16>(t.ptr(), n)?.into_iter().map(|b| half::bf16::from_bits(b).to_f32()).collect(),
+            _ => self.download_slice::<f32>(t.ptr(), n)?,
+        })
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<CudaTensor> {
+        Ok(self.zeros_f32(shape, "zeros")?)
+    }
+
+    fn reshape(&self, t: CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
+        let n: usize = shape.iter().product();
+        ensure_shape!(n == t.numel(), "reshape", "{:?} → {:?}", t.shape, shape);
+        Ok(CudaTensor { shape: shape.to_vec(), ..t })
+    }
+
+    fn gather_rows(&self, x: &CudaTensor, rows: &[usize]) -> Result<CudaTensor> {
+        let (n, c) = rows_cols(&x.shape);
+        if let Some(&r) = rows.iter().find(|&&r| r >= n) {
+            return Err(CoreError::Index { op: "gather_rows", index: r, size: n });
+        }
+        let out = self.empty(&[rows.len(), c], DType::F32, "gather_rows output")?;
+        if rows.is_empty() || c == 0 {
+            return Ok(out);
+        }
+        let x32 = self.as_f32(x)?;
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let dev = self.upload_slice(&idx, "gather_rows indices")?;
+        ops::copy::gather_rows(self, x32.ptr(), dev.ptr(), rows.len(), c, out.ptr())?;
+        Ok(out)
+    }
+
+    fn write_seq(&self, dst: &mut CudaTensor, src: &CudaTensor, at: usize) -> Result<()> {
+        ensure_shape!(
+            dst.shape.len() >= 2 && src.shape.len() == dst.shape.len() && dst.shape[0] == src.shape[0] && dst.shape[2..] == src.shape[2..],
+            "write_seq",
+            "dst {:?}, src {:?}",
+            dst.shape,
+            src.shape
+        );
+        let (b, cap, t) = (dst.shape[0], dst.shape[1], src.shape[1]);
+        ensure_shape!(at + t <= cap, "write_seq", "writing {t} positions at {at} overflows capacity {cap}");
+        let inner: usize = dst.shape[2..].iter().product();
+        let converted;
+        let src = if src.dtype == dst.dtype {
+            src
+        } else {
+            converted = self.empty(&src.shape, dst.dtype, "write_seq source converted")?;
+            ops::copy::cast(self, src, &converted)?;
+            &converted
+        };
+        let es = dst.dtype.size_in_bytes();
+        let bytes = t * inner * es;
+        if bytes == 0 {
+            return Ok(());
+        }
+        self.ctx.bind_to_thread().map_err(CudaError::from)?;
+        for bi in 0..b {
+            let d0 = dst.ptr() + (((bi * cap + at) * inner) * es) as u64;
+            let s0 = src.ptr() + ((bi * t * inner) * es) as u64;
+            // SAFETY: both ranges lie inside their tensors (shapes checked above) and do not
+            // overlap (distinct tensors); queued on the backend's stream.
+            unsafe { cudarc::driver::result::memcpy_dtod_async(d0, s0, bytes, self.stream.cu_stream()) }.map_err(CudaError::from)?;
+        }
+        Ok(())
+    }
+
+    fn add(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        ensure_shape!(a.shape == b.shape, "add", "{:?} vs {:?}", a.shape, b.shape);
+        let (a32, b32) = (self.as_f32(a)?, self.as_f32(b)?);
+        let out = self.empty(&a.shape, DType::F32, "add output")?;
+        ops::elementwise::add(self, &a32, &b32, &out)?;
+        Ok(out)
+    }
+
+    fn add_scaled_assign(&self, acc: &mut CudaTensor, x: &CudaTensor, alpha: f32) -> Result<()> {
+        ensure_shape!(acc.numel() == x.numel(), "add_scaled_assign", "{:?} vs {:?}", acc.shape, x.shape);
+        require_f32("add_scaled_assign", "the accumulator", acc)?;
+        let x32 = self.as_f32(x)?;
+        ops::elementwise::axpy(self, acc.ptr(), x32.ptr(), alpha, acc.numel())?;
+        Ok(())
+    }
+
+    fn matmul(&self, a: &CudaTensor, b: &CudaTensor, trans_a: bool, trans_b: bool) -> Result<CudaTensor> {
+        ensure_shape!(a.shape.len() == 2 && b.shape.len() == 2, "matmul", "2-D operands expected, got {:?} and {:?}", a.shape, b.shape);
+        let (m, k) = if trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
+        let (k2, n) = if trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+        ensure_shape!(
+            k == k2,
+            "matmul",
+            "inner dimensions differ: {:?}{} · {:?}{}",
+            a.shape,
+            if trans_a { "ᵀ" } else { "" },
+            b.shape,
+            if trans_b { "ᵀ" } else { "" }
+        );
+        if k == 0 {
+            return self.zeros(&[m, n]);
+        }
+        Ok(ops::linear::matmul(self, a, b, trans_a, trans_b, m, n)?)
+    }
+
+    fn linear(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        bias: Option<&CudaTensor>,
+        lora: Option<LoraWeights<'_, CudaTensor>>,
+    ) -> Result<CudaTensor> {
+        let (n, d_in) = rows_cols(&x.shape);
+        ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, "linear", "x {:?} against weight {:?}", x.shape, w.shape);
+        let d_out = w.shape[0];
+        if let Some(b) = bias {
+            ensure_shape!(b.numel() == d_out, "linear", "bias {:?} for {d_out} outputs", b.shape);
+        }
+        let mut shape = x.shape.clone();
+        *shape.last_mut().unwrap() = d_out;
+        if n == 0 || d_out == 0 || d_in == 0 {
+            let y = self.zeros(&shape)?;
+            return Ok(y);
+        }
+        let mut keep = Vec::new();
+        let args = match lora.as_ref() {
+            Some(l) => Some(self.lora_args("linear", l, x, d_in, d_out, &mut keep)?),
+            None => None,
+        };
+        Ok(ops::linear::forward(self, x, w, bias, args, (n, d_in, d_out), &shape)?)
+    }
+
+    fn embedding(&self, table: &CudaTensor, ids: &[u32]) -> Result<CudaTensor> {
+        ensure_shape!(table.shape.len() == 2, "embedding", "table must be [V, C], got {:?}", table.shape);
+        let (v, c) = (table.shape[0], table.shape[1]);
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= v) {
+            return Err(CoreError::Index { op: "embedding", index: id as usize, size: v });
+        }
+        let out = self.empty(&[ids.len(), c], DType::F32, "embedding output")?;
+        if ids.is_empty() || c == 0 {
+            return Ok(out);
+        }
+        let dev = self.upload_slice(ids, "token ids")?;
+        ops::embedding::forward(self, table, dev.ptr(), ids.len(), c, &out)?;
+        Ok(out)
+    }
+
+    fn rms_norm(&self, x: &CudaTensor, w: &CudaTensor, eps: f32) -> Result<CudaTensor> {
+        let (rows, c) = rows_cols(&x.shape);
+        ensure_shape!(w.numel() == c, "rms_norm", "weight {:?} for rows of {c}", w.shape);
+        let out = self.empty(&x.shape, DType::F32, "rms_norm output")?;
+        if rows == 0 {
+            return Ok(out);
+        }
+        let x32 = self.as_f32(x)?;
+        ops::rms_norm::forward(self, &x32, w, eps, rows, c, &out)?;
+        Ok(out)
+    }
+
+    fn rope(&self, x: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor, positions: &[u32]) -> Result<CudaTensor> {
+        ensure_shape!(x.shape.len() == 3, "rope", "x must be [N, H, D], got {:?}", x.shape);
+        let (n, h, d) = (x.shape[0], x.shape[1], x.shape[2]);
+        let half = d / 2;
+        ensure_shape!(
+            d % 2 == 0 && cos.shape.len() == 2 && cos.shape[1] == half && sin.shape == cos.shape,
+            "rope",
+            "tables {:?}/{:?} for head dim {d}",
+            cos.shape,
+            sin.shape
+        );
+        ensure_shape!(positions.len() == n, "rope", "{} positions for {n} rows", positions.len());
+        check_positions("rope", positions, cos.shape[0])?;
+        self.rope_common(false, x, cos, sin, positions, (n, h, d))
+    }
+
+    fn attention(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        mask: &AttentionMask,
+        scale: f32,
+    ) -> Result<(CudaTensor, CudaTensor)> {
+        ensure_shape!(
+            q.shape.len() == 4 && k.shape.len() == 4 && k.shape == v.shape,
+            "attention",
+            "q {:?}, k {:?}, v {:?}",
+            q.shape,
+            k.shape,
+            v.shape
+        );
+        let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+        let (cap, kvh) = (k.shape[1], k.shape[2]);
+        ensure_shape!(
+            k.shape[0] == b && k.shape[3] == d && kvh > 0 && h % kvh == 0,
+            "attention",
+            "q {:?} against k/v {:?}",
+            q.shape,
+            k.shape
+        );
+        ensure_shape!(
+            mask.batch == b && mask.q_len == t && mask.kv_len <= cap,
+            "attention",
+            "mask (batch {}, q_len {}, kv_len {}) for q {:?}, cache {cap}",
+            mask.batch,
+            mask.q_len,
+            mask.kv_len,
+            q.shape
+        );
+        ensure_shape!(mask.q_offset + t <= mask.kv_len, "attention", "queries end at {} past kv_len {}", mask.q_offset + t, mask.kv_len);
+        check_mask_arrays("attention", mask, b)?;
+        let (q32, k32, v32) = (self.as_f32(q)?, self.as_f32(k)?, self.as_f32(v)?);
+        let dims = Dims { batch: b, t, heads: h, kv_heads: kvh, d, s: mask.kv_len, cap };
+        Ok(ops::attention::forward(self, &q32, &k32, &v32, mask, scale, dims)?)
+    }
+
+    fn swiglu(&self, gate: &CudaTensor, up: &CudaTensor) -> Result<CudaTensor> {
+        ensure_shape!(gate.shape == up.shape, "swiglu", "gate {:?} vs up {:?}", gate.shape, up.shape);
+        let (g32, u32_) = (self.as_f32(gate)?, self.as_f32(up)?);
+        let out = self.empty(&gate.shape, DType::F32, "swiglu output")?;
+        ops::swiglu::forward(self, &g32, &u32_, &out, gate.numel())?;
+        Ok(out)
+    }
+
+    fn linear_backward(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        lora: Option<LoraWeights<'_, CudaTensor>>,
+        dy: &CudaTensor,
+        grads: LinearGrads<'_, CudaTensor>,
+        need_dx: bool,
+    ) -> Result<Option<CudaTensor>> {
+        let op = "linear_backward";
+        let (n, d_in) = rows_cols(&x.shape);
+        ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, op, "x {:?} against weight {:?}", x.shape, w.shape);
+        let d_out = w.shape[0];
+        ensure_shape!(dy.numel() == n * d_out, op, "dy {:?} for {n} rows of {d_out}", dy.shape);
+        if let Some(g) = grads.weight.as_deref() {
+            check_grad(op, "weight", g, &w.shape)?;
+        }
+        if let Some(g) = grads.bias.as_deref() {
+            check_grad(op, "bias", g, &[d_out])?;
+        }
+        if let Some(l) = lora.as_ref() {
+            if let Some(g) = grads.lora_a.as_deref() {
+                check_grad(op, "lora_A", g, l.a.shape())?;
+            }
+            if let Some(g) = grads.lora_b.as_deref() {
+                check_grad(op, "lora_B", g, l.b.shape())?;
+            }
+        }
+        if n == 0 || d_in == 0 || d_out == 0 {
+            return Ok(if need_dx { Some(self.zeros(&x.shape)?) } else { None });
+        }
+        let mut keep = Vec::new();
+        let args = match lora.as_ref() {
+            Some(l) => Some(self.lora_args(op, l, x, d_in, d_out, &mut keep)?),
+            None => None,
+        };
+        // Without LoRA, LoRA gradient buffers are ignored, as on the CPU.
+        let grads = if args.is_some() { grads } else { LinearGrads { lora_a: None, lora_b: None, ..grads } };
+        Ok(ops::linear::backward(self, x, w, args, dy, grads, need_dx, (n, d_in, d_out))?)
+    }
+
+    fn embedding_backward(&self, grad_table: &mut CudaTensor, ids: &[u32], dy: &CudaTensor) -> Result<()> {
+        ensure_shape!(grad_table.shape.len() == 2, "embedding_backward", "table gradient must be [V, C], got {:?}", grad_table.shape);
+        let (v, c) = (grad_table.shape[0], grad_table.shape[1]);
+        ensure_shape!(dy.numel() == ids.len() * c, "embedding_backward", "dy {:?} for {} ids of width {c}", dy.shape, ids.len());
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= v) {
+            return Err(CoreError::Index { op: "embedding_backward", index: id as usize, size: v });
+        }
+        require_f32("embedding_backward", "the table gradient", grad_table)?;
+        if ids.is_empty() || c == 0 {
+            return Ok(());
+        }
+        let dy32 = self.as_f32(dy)?;
+        let dev = self.upload_slice(ids, "token ids")?;
+        ops::embedding::backward(self, grad_table, dev.ptr(), ids.len(), c, &dy32)?;
+        Ok(())
+    }
+
+    fn rms_norm_backward(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        eps: f32,
+        dy: &CudaTensor,
+        grad_w: Option<&mut CudaTensor>,
+    ) -> Result<CudaTensor> {
+        let (rows, c) = rows_cols(&x.shape);
+        ensure_shape!(w.numel() == c && dy.shape == x.shape, "rms_norm_backward", "x {:?}, w {:?}, dy {:?}", x.shape, w.shape, dy.shape);
+        if let Some(g) = grad_w.as_deref() {
+            check_grad("rms_norm_backward", "weight", g, &[c])?;
+        }
+        let dx = self.empty(&x.shape, DType::F32, "rms_norm dx")?;
+        if rows == 0 {
+            return Ok(dx);
+        }
+        let (x32, dy32) = (self.as_f32(x)?, self.as_f32(dy)?);
+        ops::rms_norm::backward(self, &x32, w, eps, &dy32, rows, c, &dx, grad_w.as_deref())?;
+        Ok(dx)
+    }
+
+    fn rope_backward(&self, dy: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor, positions: &[u32]) -> Result<CudaTensor> {
+        ensure_shape!(dy.shape.len() == 3, "rope_backward", "dy must be [N, H, D], got {:?}", dy.shape);
+        let (n, h, d) = (dy.shape[0], dy.shape[1], dy.shape[2]);
+        let half = d / 2;
+        ensure_shape!(
+            d % 2 == 0 && cos.shape.len() == 2 && cos.shape[1] == half && sin.shape == cos.shape && positions.len() == n,
+            "rope_backward",
+            "tables {:?} / {} positions for dy {:?}",
+            cos.shape,
+            positions.len(),
+            dy.shape
+        );
+        check_positions("rope_backward", positions, cos.shape[0])?;
+        self.rope_common(true, dy, cos, sin, positions, (n, h, d))
+    }
+
+    fn attention_backward(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        out: &CudaTensor,
+        lse: &CudaTensor,
+        dout: &CudaTensor,
+        mask: &AttentionMask,
+        scale: f32,
+    ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
+        ensure_shape!(
+            q.shape.len() == 4 && k.shape.len() == 4 && k.shape == v.shape,
+            "attention_backward",
+            "q {:?}, k {:?}, v {:?}",
+            q.shape,
+            k.shape,
+            v.shape
+        );
+        let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+        let (s_len, kvh) = (k.shape[1], k.shape[2]);
+        ensure_shape!(
+            k.shape[0] == b
+                && k.shape[3] == d
+                && kvh > 0
+                && h % kvh == 0
+                && mask.batch == b
+                && mask.q_len == t
+                && mask.kv_len == s_len
+                && mask.q_offset + t <= s_len,
+            "attention_backward",
+            "q {:?}, k {:?}, mask (batch {}, q_len {}, kv_len {}, q_offset {})",
+            q.shape,
+            k.shape,
+            mask.batch,
+            mask.q_len,
+            mask.kv_len,
+            mask.q_offset
+        );
+        ensure_shape!(
+            out.shape == q.shape && dout.shape == q.shape && lse.shape == [b, t, h],
+            "attention_backward",
+            "out {:?}, dout {:?}, lse {:?}",
+            out.shape,
+            dout.shape,
+            lse.shape
+        );
+        check_mask_arrays("attention_backward", mask, b)?;
+        let dims = Dims { batch: b, t, heads: h, kv_heads: kvh, d, s: s_len, cap: s_len };
+        if b * t * h * d == 0 {
+            return Ok((self.zeros(&q.shape)?, self.zeros(&k.shape)?, self.zeros(&v.shape)?));
+        }
+        let (q32, k32, v32, o32, l32, do32) =
+            (self.as_f32(q)?, self.as_f32(k)?, self.as_f32(v)?, self.as_f32(out)?, self.as_f32(lse)?, self.as_f32(dout)?);
+        Ok(ops::attention::backward(self, &q32, &k32, &v32, &o32, &l32, &do32, mask, scale, dims)?)
+    }
+
+    fn swiglu_backward(&self, gate: &CudaTensor, up: &CudaTensor, dy: &CudaTensor) -> Result<(CudaTensor, CudaTensor)> {
+        ensure_shape!(
+            gate.shape == up.shape && dy.shape == gate.shape,
+            "swiglu_backward",
+            "gate {:?}, up {:?}, dy {:?}",
+            gate.shape,
+            up.shape,
+            dy.shape
+        );
+        let (g32, u32_, d32) = (self.as_f32(gate)?, self.as_f32(up)?, self.as_f32(dy)?);
+        let dg = self.empty(&gate.shape, DType::F32, "swiglu dgate")?;
+        let du = self.empty(&up.shape, DType::F32, "swiglu dup")?;
+        ops::swiglu::backward(self, &g32, &u32_, &d32, &dg, &du, gate.numel())?;
+        Ok((dg, du))
+    }
+
+    fn lm_head_cross_entropy(
+        &self,
+        hidden: &CudaTensor,
+        w: &CudaTensor,
+        targets: &[i32],
+        grad: Option<CrossEntropyGrad<'_, CudaTensor>>,
+    ) -> Result<CrossEntropyOutput<CudaTensor>> {
+        let op = "lm_head_cross_entropy";
+        let (n, c) = rows_cols(&hidden.shape);
+        ensure_shape!(w.shape.len() == 2 && w.shape[1] == c, op, "hidden {:?} against head {:?}", hidden.shape, w.shape);
+        ensure_shape!(targets.len() == n, op, "{} targets for {n} rows", targets.len());
+        let vocab = w.shape[0];
+        let rows: Vec<u32> = (0..n).filter(|&i| targets[i] != -100).map(|i| i as u32).collect();
+        if let Some(&bad) = rows.iter().find(|&&i| targets[i as usize] < 0 || targets[i as usize] as usize >= vocab) {
+            return Err(CoreError::Index { op, index: targets[bad as usize].max(0) as usize, size: vocab });
+        }
+        if let Some(g) = grad.as_ref().and_then(|g| g.grad_w.as_deref()) {
+            check_grad(op, "head", g, &w.shape)?;
+        }
+        let row_targets: Vec<i32> = rows.iter().map(|&i| targets[i as usize]).collect();
+        let h32 = self.as_f32(hidden)?;
+        Ok(ops::cross_entropy::forward(self, &h32, w, &rows, &row_targets, grad, (n, c, vocab))?)
+    }
+
+    fn sum_squares(&self, x: &CudaTensor) -> Result<f64> {
+        let x32 = self.as_f32(x)?;
+        Ok(ops::reduce::sum_squares(self, x32.ptr(), x.numel())?)
+    }
+
+    fn mul(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        ensure_shape!(a.shape == b.shape, "mul", "{:?} vs {:?}", a.shape, b.shape);
+        let (a32, b32) = (self.as_f32(a)?, self.as_f32(b)?);
+        let out = self.empty(&a.shape, DType::F32, "mul output")?;
+        ops::elementwise::mul(self, &a32, &b32, &out)?;
+        Ok(out)
+    }
+
+    fn adamw_step(
+        &self,
+        param: &mut CudaTensor,
+        grad: &CudaTensor,
+        exp_avg: &mut CudaTensor,
+        exp_avg_sq: &mut CudaTensor,
+        hyper: &qtrain_optim::AdamWHyper,
+        step: u64,
+        lr: f64,
+        grad_scale: f32,
+    ) -> Result<()> {
+        let n = param.numel();
+        ensure_shape!(
+            grad.numel() == n && exp_avg.numel() == n && exp_avg_sq.numel() == n,
+            "adamw_step",
+            "param {:?}, grad {:?}, moments {:?}/{:?}",
+            param.shape,
+            grad.shape,
+            exp_avg.shape,
+            exp_avg_sq.shape
+        );
+        ensure_shape!(step >= 1, "adamw_step", "step is 1-based, got 0");
+        require_f32("adamw_step", "exp_avg", exp_avg)?;
+        require_f32("adamw_step", "exp_avg_sq", exp_avg_sq)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let scalars = qtrain_optim::AdamWScalars::new(hyper, step, lr, grad_scale);
+        let g32 = self.as_f32(grad)?;
+        ops::adamw::step(self, param, &g32, exp_avg, exp_avg_sq, &scalars, n)?;
+        Ok(())
+    }
+
+    fn fill_zero(&self, x: &mut CudaTensor) -> Result<()> {
+        self.memset_zero(&x.buf, x.size_in_bytes())?;
+        Ok(())
+    }
+}
+
+fn check_mask_arrays(op: &'static str, mask: &AttentionMask, b: usize) -> Result<()> {
+    for (name, m) in [("key_valid", mask.key_valid.as_ref().map(Vec::len)), ("segments", mask.segments.as_ref().map(Vec::len))] {
+        if let Some(len) = m {
+            ensure_shape!(len == b * mask.kv_len, op, "{name} has {len} entries, expected {}", b * mask.kv_len);
+        }
+    }
+    Ok(())
+}
+
+impl CudaBackend {
+    fn rope_common(
+        &self,
+        backward: bool,
+        x: &CudaTensor,
+        cos: &CudaTensor,
+        sin: &CudaTensor,
+        positions: &[u32],
+        (n, h, d): (usize, usize, usize),
+    ) -> Result<CudaTensor> {
+        let out = self.empty(&x.shape, DType::F32, if backward { "rope dx" } else { "rope output" })?;
+        if n * h * d == 0 {
+            return Ok(out);
+        }
+        let (x32, c32, s32) = (self.as_f32(x)?, self.as_f32(cos)?, self.as_f32(sin)?);
+        let dev = self.upload_slice(positions, "rope positions")?;
+        ops::rope::run(self, backward, &x32, &c32, &s32, dev.ptr(), (n, h, d), &out)?;
+        Ok(out)
+    }
+}
