@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use clap::{ArgAction, Args};
 
 use qtrain_chat::{Chat, ChatOptions, ModelFolder};
-use qtrain_core::CpuBackend;
+use qtrain_core::Backend;
+
+use super::device::{resolve, run_on, BackendTask};
 use qtrain_model::SamplingParams;
 
 #[derive(Args, Debug)]
@@ -51,10 +53,24 @@ pub struct InferArgs {
     /// Print the reply as it is generated.
     #[arg(long, action = ArgAction::Set, default_value_t = true)]
     pub stream: bool,
+    /// cpu | cuda | cuda:N | auto (CUDA when usable).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 pub fn run(args: InferArgs) -> Result<()> {
-    let be = CpuBackend::new();
+    let device = resolve(&args.device)?;
+    run_on(device, args)
+}
+
+impl BackendTask for InferArgs {
+    type Output = ();
+    fn run<B: Backend>(self, be: &B) -> Result<()> {
+        infer_on(be, self)
+    }
+}
+
+fn infer_on<B: Backend>(be: &B, args: InferArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     let model_dir = match &args.model {
         Some(dir) => dir.clone(),
@@ -64,7 +80,7 @@ pub fn run(args: InferArgs) -> Result<()> {
             dir
         }
     };
-    let mut folder = ModelFolder::load(&be, &model_dir).with_context(|| format!("loading model folder {}", model_dir.display()))?;
+    let mut folder = ModelFolder::load(be, &model_dir).with_context(|| format!("loading model folder {}", model_dir.display()))?;
     let cfg = &folder.model.config;
     eprintln!(
         "[qtrain] {} from {}: {} layers, hidden {}, {:.1} M parameters, on {} ({:.2}s)",
@@ -73,11 +89,11 @@ pub fn run(args: InferArgs) -> Result<()> {
         cfg.num_layers,
         cfg.hidden_size,
         cfg.num_parameters() as f64 / 1e6,
-        qtrain_core::Backend::name(&be),
+        be.name(),
         t0.elapsed().as_secs_f64()
     );
     if let Some(dir) = &args.adapters {
-        let adapter = folder.attach_adapter(&be, dir).with_context(|| format!("loading adapter {}", dir.display()))?;
+        let adapter = folder.attach_adapter(be, dir).with_context(|| format!("loading adapter {}", dir.display()))?;
         eprintln!(
             "[qtrain] adapter {}: r={}, alpha={}, {} modules",
             dir.display(),
@@ -104,7 +120,7 @@ pub fn run(args: InferArgs) -> Result<()> {
     };
     let mut chat = new_chat()?;
     let stdout = std::io::stdout();
-    let turn = |chat: &mut Chat<'_, CpuBackend>, text: &str| -> Result<()> {
+    let turn = |chat: &mut Chat<'_, B>, text: &str| -> Result<()> {
         let mut out = stdout.lock();
         let reply = chat.send(text, |piece| {
             if args.stream {
@@ -151,7 +167,7 @@ pub fn run(args: InferArgs) -> Result<()> {
     }
 }
 
-fn chat_sampling(args: &InferArgs, folder: &ModelFolder<CpuBackend>) -> SamplingParams {
+fn chat_sampling<B: Backend>(args: &InferArgs, folder: &ModelFolder<B>) -> SamplingParams {
     let d = folder.default_sampling();
     SamplingParams {
         temperature: args.temperature.unwrap_or(d.temperature),

@@ -1,5 +1,7 @@
 //! One module per subcommand: its clap arguments and a `run` that wires crates together.
 
+pub mod bench;
+pub mod device;
 pub mod eval;
 pub mod export;
 pub mod infer;
