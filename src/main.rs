@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Chat with a model (optionally with a LoRA adapter): one reply with --prompt, else interactive.
     Infer(commands::infer::InferArgs),
+    /// Starting hyper-parameters for a dataset, with the reasoning and a search space.
+    Recommend(commands::recommend::RecommendArgs),
     /// Measure prefill, decode and LoRA training-step throughput on a model or a published shape.
     Bench(commands::bench::BenchArgs),
     /// Print a model folder's architecture, parameter count and predicted training memory.
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Infer(args) => commands::infer::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Recommend(args) => commands::recommend::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),

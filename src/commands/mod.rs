@@ -6,6 +6,7 @@ pub mod eval;
 pub mod export;
 pub mod infer;
 pub mod info;
+pub mod recommend;
 pub mod train;
 
 /// Format a byte count in GiB for logs.

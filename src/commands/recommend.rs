@@ -1,0 +1,73 @@
+//! `qtrain recommend`: starting hyper-parameters from the dataset's size and the method, with
+//! the reasoning and the search space `qtrain sweep` would try (rules in README, "Choosing
+//! hyper-parameters").
+
+use anyhow::Result;
+use clap::Args;
+
+use qtrain_data::{load_datasets, Bilingual, DatasetOptions};
+use qtrain_sweep::{recommend, FinetuneMethod};
+
+#[derive(Args, Debug)]
+#[command(rename_all = "snake_case")]
+pub struct RecommendArgs {
+    /// Dataset files or specs (as `qtrain train --dataset`).
+    #[arg(long, num_args = 1.., required = true)]
+    pub dataset: Vec<String>,
+    /// lora | full
+    #[arg(long, default_value = "lora")]
+    pub tuner_type: String,
+    #[arg(long, default_value_t = 1)]
+    pub per_device_train_batch_size: usize,
+    /// Needed only for the self-cognition dataset.
+    #[arg(long, num_args = 1..=2)]
+    pub model_name: Vec<String>,
+    #[arg(long, num_args = 1..=2)]
+    pub model_author: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: RecommendArgs) -> Result<()> {
+    let method = match args.tuner_type.as_str() {
+        "lora" => FinetuneMethod::Lora,
+        "full" => FinetuneMethod::Full,
+        other => anyhow::bail!("--tuner_type must be lora or full, got {other:?}"),
+    };
+    let mut opts = DatasetOptions::default();
+    if !args.model_name.is_empty() {
+        opts.model_name = Some(Bilingual::from_values("model_name", &args.model_name)?);
+    }
+    if !args.model_author.is_empty() {
+        opts.model_author = Some(Bilingual::from_values("model_author", &args.model_author)?);
+    }
+    let data = load_datasets(&args.dataset, &opts)?;
+    let n = data.rows.len();
+    let rec = recommend(n, method);
+    let accumulation = rec.gradient_accumulation_steps(args.per_device_train_batch_size);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "samples": n, "learning_rate": rec.learning_rate, "num_train_epochs": rec.num_train_epochs,
+                "per_device_train_batch_size": args.per_device_train_batch_size, "gradient_accumulation_steps": accumulation,
+                "effective_batch": rec.effective_batch, "warmup_ratio": rec.warmup_ratio,
+                "reasoning": rec.reasoning, "search_space": rec.search_space,
+            })
+        );
+        return Ok(());
+    }
+    println!("{n} samples, {} fine-tuning:", args.tuner_type);
+    println!(
+        "  --learning_rate {:e} --num_train_epochs {} --per_device_train_batch_size {} --gradient_accumulation_steps {} --warmup_ratio {}",
+        rec.learning_rate, rec.num_train_epochs, args.per_device_train_batch_size, accumulation, rec.warmup_ratio
+    );
+    println!("why:");
+    for r in &rec.reasoning {
+        println!("  - {r}");
+    }
+    println!("search space for qtrain sweep:");
+    println!("  {}", rec.search_space.iter().map(|s| format!("--search {s}")).collect::<Vec<_>>().join(" "));
+    Ok(())
+}
