@@ -176,9 +176,24 @@ fn lora_run_writes_ms_swift_layout_and_its_adapter_loads() {
 
     let mut entries: Vec<String> = std::fs::read_dir(run).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     entries.sort();
-    assert_eq!(entries, ["args.json", "checkpoint-4", "checkpoint-6", "logging.jsonl"]);
+    assert_eq!(entries, ["args.json", "checkpoint-4", "checkpoint-6", "images", "logging.jsonl", "runs"]);
+    for png in ["train_loss.png", "train_learning_rate.png", "train_grad_norm.png", "train_token_acc.png"] {
+        let bytes = std::fs::read(run.join("images").join(png)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{png} is not a PNG");
+    }
+    let events: Vec<_> = std::fs::read_dir(run.join("runs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(events.len() == 1 && events[0].starts_with("events.out.tfevents."), "{events:?}");
     let ckpt = run.join("checkpoint-6");
-    for f in ["adapter_config.json", "adapter_model.safetensors", "args.json", "trainer_state.json"] {
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "args.json",
+        "trainer_state.json",
+        "optimizer.safetensors",
+        "scheduler.json",
+        "rng_state.json",
+        "data_state.json",
+    ] {
         assert!(ckpt.join(f).is_file(), "checkpoint lacks {f}");
     }
     let cfg = read_json(&ckpt.join("adapter_config.json"));
@@ -464,7 +479,10 @@ fn bad_input_fails_with_a_message_not_a_panic() {
     let unsupervised = tmp.path().join("users.jsonl");
     std::fs::write(&unsupervised, "{\"messages\": [{\"role\": \"user\", \"content\": \"only a question\"}]}\n").unwrap();
     let err = train(&["--dataset", s(&unsupervised)]);
-    assert!(err.contains("no usable samples"), "{err}");
+    assert!(err.contains("users.jsonl:1") && err.contains("no assistant turn"), "{err}");
+    // With --strict false the row is skipped, and a dataset of nothing else has no samples.
+    let err = train(&["--dataset", s(&unsupervised), "--strict", "false"]);
+    assert!(err.contains("malformed"), "{err}");
 
     let data = write_jsonl(tmp.path(), 2);
     let err = train(&["--dataset", s(&data), "--lora_rnk", "4"]);

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use qtrain_core::CpuBackend;
+use qtrain_data::LossScale;
 use qtrain_train::{EvalArgs, TruncationStrategy};
 
 #[derive(Args, Debug)]
@@ -17,9 +18,9 @@ pub struct EvalCliArgs {
     /// PEFT LoRA adapter folder.
     #[arg(long)]
     pub adapters: Option<PathBuf>,
-    /// Dataset files in the training formats.
+    /// Datasets as `qtrain train --dataset` takes them: JSON/JSONL files, FILE#N, self-cognition[#N].
     #[arg(long, num_args = 1.., required = true)]
-    pub dataset: Vec<PathBuf>,
+    pub dataset: Vec<String>,
     /// [default: the model's max_position_embeddings]
     #[arg(long)]
     pub max_length: Option<usize>,
@@ -31,6 +32,15 @@ pub struct EvalCliArgs {
     /// System prompt for conversations without one.
     #[arg(long)]
     pub system: Option<String>,
+    /// Which assistant turns are scored: default (all) | last_round.
+    #[arg(long, default_value = "default")]
+    pub loss_scale: LossScale,
+    /// For self-cognition: {{NAME}}, one value or two (zh, en).
+    #[arg(long, num_args = 1..=2)]
+    pub model_name: Vec<String>,
+    /// For self-cognition: {{AUTHOR}}, one value or two (zh, en).
+    #[arg(long, num_args = 1..=2)]
+    pub model_author: Vec<String>,
     /// Print {"loss": …, "token_acc": …, "tokens": …} instead of text.
     #[arg(long)]
     pub json: bool,
@@ -46,6 +56,9 @@ pub fn run(args: EvalCliArgs) -> Result<()> {
         truncation_strategy: args.truncation_strategy,
         batch_size: args.per_device_eval_batch_size,
         system: args.system,
+        loss_scale: args.loss_scale,
+        model_name: args.model_name,
+        model_author: args.model_author,
     };
     let (r, stats) = qtrain_train::run_eval(&be, &eval)?;
     if stats.dropped_too_long + stats.dropped_no_targets + stats.truncated > 0 {

@@ -4,15 +4,20 @@
 //! Some defaults depend on other values (the learning rate on the tuner type, gradient
 //! accumulation on the batch size, `max_length` on the model): those fields are `Option`s that
 //! [`TrainArgs::resolve`] fills, so the `args.json` of a run records the values actually used.
+//! A run can also be described by a TOML file (`--config`) whose keys are the flag names
+//! ([`TrainArgs::from_toml_file`]); the binary lays command-line values over it.
 //! This module must not read datasets or touch tensors; it only decides numbers.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use qtrain_core::DType;
+use qtrain_data::{Bilingual, LossScale};
 use qtrain_model::adapter::{linear_modules, ALL_LINEAR};
+use qtrain_model::config::Architecture;
 use qtrain_model::train::LoraInit;
 use qtrain_model::{QwenConfig, TargetModules};
 use qtrain_optim::{AdamWHyper, LrSchedule, ScheduleConfig, ScheduleKind, Warmup};
@@ -117,7 +122,8 @@ impl FromStr for TruncationStrategy {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "delete" => Ok(TruncationStrategy::Delete),
+            // ms-swift spells its default `delete`, older versions `raise`.
+            "delete" | "raise" => Ok(TruncationStrategy::Delete),
             "left" => Ok(TruncationStrategy::Left),
             "right" => Ok(TruncationStrategy::Right),
             other => Err(format!("unknown truncation strategy {other:?}; valid: delete, left, right")),
@@ -125,30 +131,163 @@ impl FromStr for TruncationStrategy {
     }
 }
 
-/// A training run's configuration. Field names are ms-swift's flags; `Default` gives ms-swift's
-/// defaults (with the dependent ones unset until [`TrainArgs::resolve`]).
+/// `--lr_scheduler_kwargs`: the extra arguments of a schedule, as transformers'
+/// `lr_scheduler_kwargs` (a JSON object on the command line, a table or a JSON string in a
+/// TOML config). Each key applies to some schedules only; a key the chosen schedule does not
+/// use is an error (qtrain-optim checks), as is a key that no schedule knows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SchedulerKwargs {
+    /// `cosine_with_min_lr`: the final learning rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_lr: Option<f64>,
+    /// `cosine_with_min_lr`: the final learning rate as a fraction of the peak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_lr_rate: Option<f64>,
+    /// `polynomial`: the final learning rate (default 1e-7).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr_end: Option<f64>,
+    /// `polynomial`: the power (default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power: Option<f64>,
+    /// `cosine`, `cosine_with_min_lr`: number of cosine waves (default 0.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_cycles: Option<f64>,
+    /// `exponential` (qtrain's own): decay factor per optimizer step after warmup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gamma: Option<f64>,
+}
+
+/// The keys [`SchedulerKwargs`] accepts.
+pub const SCHEDULER_KWARGS: [&str; 6] = ["min_lr", "min_lr_rate", "lr_end", "power", "num_cycles", "gamma"];
+
+impl SchedulerKwargs {
+    /// From a JSON object; unknown keys and non-numeric values are errors naming the key.
+    pub fn from_json(value: &serde_json::Value) -> std::result::Result<Self, String> {
+        let serde_json::Value::Object(map) = value else {
+            return Err(format!("expected a JSON object such as '{{\"min_lr\": 1e-6}}', got {value}"));
+        };
+        let mut k = SchedulerKwargs::default();
+        for (key, v) in map {
+            let slot = match key.as_str() {
+                "min_lr" => &mut k.min_lr,
+                "min_lr_rate" => &mut k.min_lr_rate,
+                "lr_end" => &mut k.lr_end,
+                "power" => &mut k.power,
+                "num_cycles" => &mut k.num_cycles,
+                "gamma" => &mut k.gamma,
+                other => return Err(format!("unknown key {other:?}; valid: {}", SCHEDULER_KWARGS.join(", "))),
+            };
+            *slot = Some(v.as_f64().ok_or_else(|| format!("{key}: expected a number, got {v}"))?);
+        }
+        Ok(k)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == SchedulerKwargs::default()
+    }
+}
+
+impl FromStr for SchedulerKwargs {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("not valid JSON ({e}): {s}"))?;
+        SchedulerKwargs::from_json(&value)
+    }
+}
+
+impl<'de> Deserialize<'de> for SchedulerKwargs {
+    /// A table / object, or a string holding a JSON object (how ms-swift's YAML configs write it).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            other => SchedulerKwargs::from_json(&other).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A list that a config may also write as a single string (`dataset = "a.jsonl"`).
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// A training run's configuration. Field names are ms-swift's flags (and the keys of a
+/// `--config` TOML file); `Default` gives ms-swift's defaults (with the dependent ones unset
+/// until [`TrainArgs::resolve`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainArgs {
+    // ---- model and output --------------------------------------------------------------
     /// Hugging Face model folder.
     pub model: PathBuf,
-    /// Dataset files (JSONL, or a JSON array, of `{"messages": [...]}` records).
-    pub dataset: Vec<PathBuf>,
     /// Runs are written to `output_dir/vN-YYYYMMDD-HHMMSS/`.
     pub output_dir: PathBuf,
     #[serde(alias = "train_type")]
     pub tuner_type: TunerType,
     /// Continue training an existing PEFT adapter: its r, alpha and targets win over the flags.
     pub adapters: Option<PathBuf>,
+    /// A `checkpoint-N` folder of an earlier run: weights, optimizer, scheduler, RNG and data
+    /// position are restored and training continues bit-exactly from step N.
+    pub resume_from_checkpoint: Option<PathBuf>,
+
+    // ---- data ----------------------------------------------------------------------------
+    /// Dataset specs: JSON / JSONL files (messages, ShareGPT, Alpaca, query-response rows),
+    /// `FILE#N` for N rows, `self-cognition[#N]`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub dataset: Vec<String>,
+    /// Validation dataset specs (same syntax); evaluated every `eval_steps`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub val_dataset: Vec<String>,
+    /// Fraction of each training dataset split off (seeded) for validation.
+    pub split_dataset_ratio: f64,
+    /// Longest sample in tokens; default the model's `max_position_embeddings`.
+    pub max_length: Option<usize>,
+    pub truncation_strategy: TruncationStrategy,
+    /// Default system prompt for conversations without one (the dataset's own system message
+    /// wins; without either the chat template's default applies).
+    pub system: Option<String>,
+    /// `default` (every assistant turn is trained on) or `last_round` (only the last).
+    pub loss_scale: String,
+    /// Fail on the first malformed dataset row (qtrain's default); false skips and counts them.
+    pub strict: bool,
+    /// `self-cognition`'s `{{NAME}}`: one value, or two (zh, en).
+    #[serde(deserialize_with = "one_or_many")]
+    pub model_name: Vec<String>,
+    /// `self-cognition`'s `{{AUTHOR}}`: one value, or two (zh, en).
+    #[serde(deserialize_with = "one_or_many")]
+    pub model_author: Vec<String>,
+    /// Pack several samples into each row of up to `max_length` tokens (attention and targets
+    /// stay within each sample).
+    pub packing: bool,
+    /// Batches of samples of similar length (transformers' `LengthGroupedSampler`, seeded).
+    pub group_by_length: bool,
+    pub seed: u64,
+    /// Shuffle the dataset once after loading (and draw `FILE#N` subsets at random).
+    pub dataset_shuffle: bool,
+    /// Reshuffle the sample order every epoch.
+    pub train_dataloader_shuffle: bool,
+
+    // ---- what is trained -------------------------------------------------------------------
     pub lora_rank: usize,
     pub lora_alpha: f64,
     pub lora_dropout: f64,
     /// Module-name suffixes; `all-linear` is every linear layer except the LM head.
+    #[serde(deserialize_with = "one_or_many")]
     pub target_modules: Vec<String>,
     /// A regular expression over full module names; overrides `target_modules`.
     pub target_regex: Option<String>,
     pub use_rslora: bool,
     pub init_lora_weights: InitLoraWeights,
+
+    // ---- optimisation --------------------------------------------------------------------
     /// Peak learning rate; default 1e-4 for LoRA, 1e-5 for full fine-tuning.
     pub learning_rate: Option<f64>,
     pub num_train_epochs: f64,
@@ -159,6 +298,8 @@ pub struct TrainArgs {
     /// Default `ceil(16 / per_device_train_batch_size)`.
     pub gradient_accumulation_steps: Option<usize>,
     pub lr_scheduler_type: String,
+    /// Extra schedule arguments (`min_lr`, `min_lr_rate`, `lr_end`, `power`, `num_cycles`, `gamma`).
+    pub lr_scheduler_kwargs: SchedulerKwargs,
     pub warmup_ratio: f64,
     /// Wins over `warmup_ratio` when > 0.
     pub warmup_steps: u64,
@@ -169,29 +310,59 @@ pub struct TrainArgs {
     /// Global gradient-norm clipping threshold; 0 disables clipping.
     pub max_grad_norm: f64,
     pub gradient_checkpointing: bool,
+
+    // ---- logging, evaluation, checkpoints ----------------------------------------------
     pub logging_steps: u64,
     pub save_steps: u64,
-    pub seed: u64,
-    /// Shuffle the dataset once after loading.
-    pub dataset_shuffle: bool,
-    /// Reshuffle the sample order every epoch.
-    pub train_dataloader_shuffle: bool,
-    /// Longest sample in tokens; default the model's `max_position_embeddings`.
-    pub max_length: Option<usize>,
-    pub truncation_strategy: TruncationStrategy,
-    /// Default system prompt for conversations without one (the dataset's own system message
-    /// wins; without either the chat template's default applies).
-    pub system: Option<String>,
+    /// Evaluate every N optimizer steps (and at the end); default `save_steps`.
+    pub eval_steps: Option<u64>,
+    /// Keep at most N checkpoints of the run: the best (by eval loss) and the most recent.
+    pub save_total_limit: Option<usize>,
+    /// Stop after N evaluations without an improvement of the eval loss.
+    pub early_stopping_patience: Option<u64>,
+    /// The least decrease of the eval loss that counts as an improvement.
+    pub early_stopping_threshold: f64,
+
+    // ---- accepted for ms-swift compatibility (each is explained in a log line) ------------
+    /// Checked against the checkpoint; the CPU backend computes in f32, checkpoints keep the
+    /// model's stored dtype.
+    pub torch_dtype: Option<String>,
+    /// Checked against config.json's architecture.
+    pub model_type: Option<String>,
+    /// No effect: the dataset is tokenized once, before training.
+    pub dataloader_num_workers: Option<usize>,
+    /// No effect: tokenization runs in this process.
+    pub dataset_num_proc: Option<usize>,
+    /// `tensorboard` (default: `runs/`), `none`; other integrations are not available.
+    #[serde(deserialize_with = "one_or_many")]
+    pub report_to: Vec<String>,
+    /// No effect: the backend has one attention implementation.
+    pub attn_impl: Option<String>,
 }
 
 impl Default for TrainArgs {
     fn default() -> Self {
         TrainArgs {
             model: PathBuf::new(),
-            dataset: Vec::new(),
             output_dir: PathBuf::from("output"),
             tuner_type: TunerType::Lora,
             adapters: None,
+            resume_from_checkpoint: None,
+            dataset: Vec::new(),
+            val_dataset: Vec::new(),
+            split_dataset_ratio: 0.0,
+            max_length: None,
+            truncation_strategy: TruncationStrategy::Delete,
+            system: None,
+            loss_scale: "default".into(),
+            strict: true,
+            model_name: Vec::new(),
+            model_author: Vec::new(),
+            packing: false,
+            group_by_length: false,
+            seed: 42,
+            dataset_shuffle: true,
+            train_dataloader_shuffle: true,
             lora_rank: 8,
             lora_alpha: 32.0,
             lora_dropout: 0.05,
@@ -206,6 +377,7 @@ impl Default for TrainArgs {
             per_device_eval_batch_size: 1,
             gradient_accumulation_steps: None,
             lr_scheduler_type: "cosine".into(),
+            lr_scheduler_kwargs: SchedulerKwargs::default(),
             warmup_ratio: 0.0,
             warmup_steps: 0,
             weight_decay: 0.1,
@@ -216,12 +388,16 @@ impl Default for TrainArgs {
             gradient_checkpointing: true,
             logging_steps: 5,
             save_steps: 500,
-            seed: 42,
-            dataset_shuffle: true,
-            train_dataloader_shuffle: true,
-            max_length: None,
-            truncation_strategy: TruncationStrategy::Delete,
-            system: None,
+            eval_steps: None,
+            save_total_limit: None,
+            early_stopping_patience: None,
+            early_stopping_threshold: 0.0,
+            torch_dtype: None,
+            model_type: None,
+            dataloader_num_workers: None,
+            dataset_num_proc: None,
+            report_to: vec!["tensorboard".into()],
+            attn_impl: None,
         }
     }
 }
@@ -248,12 +424,72 @@ pub fn total_steps(max_steps: i64, num_train_epochs: f64, steps_per_epoch: u64) 
     }
 }
 
+/// Every key a config file may hold: the fields of [`TrainArgs`] plus the `train_type` alias.
+pub fn config_keys() -> Vec<String> {
+    let serde_json::Value::Object(map) = serde_json::to_value(TrainArgs::default()).expect("TrainArgs serialises") else {
+        unreachable!("TrainArgs is a struct")
+    };
+    let mut keys: Vec<String> = map.keys().cloned().collect();
+    keys.push("train_type".into());
+    keys
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The closest known key to `key`, if it is close enough to be a typo.
+pub fn suggest_key<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    known.iter().map(|k| (edit_distance(key, k), k)).filter(|(d, _)| *d <= 3).min_by_key(|(d, _)| *d).map(|(_, k)| k.as_str())
+}
+
 impl TrainArgs {
+    /// Read a `--config` TOML file: the keys are the flag names (`learning_rate = 1e-4`,
+    /// `dataset = ["a.jsonl", "self-cognition#100"]`, `lr_scheduler_kwargs = {min_lr = 1e-6}`),
+    /// absent keys keep the defaults. Unknown keys are errors naming the key and the file.
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// [`TrainArgs::from_toml_file`] on text; `path` names it in errors.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
+        let bad = |message: String| TrainError::Config { path: path.to_path_buf(), message };
+        let table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))?;
+        let known = config_keys();
+        let unknown: Vec<String> = table
+            .keys()
+            .filter(|k| !known.contains(k))
+            .map(|k| match suggest_key(k, &known) {
+                Some(s) => format!("unknown key `{k}` (did you mean `{s}`?)"),
+                None => format!("unknown key `{k}`"),
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(bad(format!("{}; the keys are the `qtrain train` flag names (see `qtrain train --help`)", unknown.join(", "))));
+        }
+        toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))
+    }
+
     /// Fill the defaults that depend on other values and check every value. `model_max_length`
-    /// is the model's `max_position_embeddings`.
-    pub fn resolve(&mut self, model_max_length: usize) -> Result<()> {
+    /// is the model's `max_position_embeddings`. Returns notes for the log (values that were
+    /// adjusted, options that have nothing to act on).
+    pub fn resolve(&mut self, model_max_length: usize) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
         if self.dataset.is_empty() {
-            return Err(TrainError::arg("dataset", "at least one dataset file is required"));
+            return Err(TrainError::arg("dataset", "at least one dataset is required (a JSON/JSONL file, FILE#N or self-cognition)"));
         }
         if self.per_device_train_batch_size == 0 {
             return Err(TrainError::arg("per_device_train_batch_size", "must be at least 1"));
@@ -277,10 +513,10 @@ impl TrainArgs {
             return Err(TrainError::arg("max_length", format!("{max_length} is too short: a sample needs at least 2 tokens")));
         }
         if max_length > model_max_length {
-            return Err(TrainError::arg(
-                "max_length",
-                format!("{max_length} exceeds the model's max_position_embeddings {model_max_length}"),
+            notes.push(format!(
+                "--max_length {max_length} exceeds the model's max_position_embeddings {model_max_length}: samples are limited to {model_max_length} tokens"
             ));
+            self.max_length = Some(model_max_length);
         }
         if self.max_steps <= 0 && !(self.num_train_epochs.is_finite() && self.num_train_epochs > 0.0) {
             return Err(TrainError::arg("num_train_epochs", format!("{} must be > 0 (or set --max_steps)", self.num_train_epochs)));
@@ -291,9 +527,37 @@ impl TrainArgs {
         if self.save_steps == 0 {
             return Err(TrainError::arg("save_steps", "must be at least 1"));
         }
+        if self.eval_steps == Some(0) {
+            return Err(TrainError::arg("eval_steps", "must be at least 1"));
+        }
+        if self.save_total_limit == Some(0) {
+            return Err(TrainError::arg("save_total_limit", "must be at least 1 (leave it unset to keep every checkpoint)"));
+        }
+        if !(0.0..1.0).contains(&self.split_dataset_ratio) {
+            return Err(TrainError::arg("split_dataset_ratio", format!("{} must be in [0, 1)", self.split_dataset_ratio)));
+        }
+        let has_validation = self.has_validation();
+        if self.early_stopping_patience.is_some() && !has_validation {
+            return Err(TrainError::arg("early_stopping_patience", "needs a validation set: add --val_dataset or --split_dataset_ratio"));
+        }
+        if self.early_stopping_patience == Some(0) {
+            return Err(TrainError::arg("early_stopping_patience", "must be at least 1"));
+        }
+        if !(self.early_stopping_threshold.is_finite() && self.early_stopping_threshold >= 0.0) {
+            return Err(TrainError::arg("early_stopping_threshold", format!("{} must be >= 0", self.early_stopping_threshold)));
+        }
+        match (has_validation, self.eval_steps) {
+            (true, None) => self.eval_steps = Some(self.save_steps),
+            (false, Some(n)) => notes.push(format!(
+                "--eval_steps {n}: there is no validation set (add --val_dataset or --split_dataset_ratio), so nothing is evaluated"
+            )),
+            _ => {}
+        }
         if self.max_grad_norm.is_nan() || self.max_grad_norm < 0.0 {
             return Err(TrainError::arg("max_grad_norm", format!("{} must be >= 0 (0 disables clipping)", self.max_grad_norm)));
         }
+        self.loss_scale_kind()?;
+        self.self_cognition_names()?;
         if self.tuner_type == TunerType::Lora {
             if self.lora_rank == 0 {
                 return Err(TrainError::arg("lora_rank", "must be at least 1"));
@@ -308,9 +572,101 @@ impl TrainArgs {
             return Err(TrainError::arg("adapters", "continuing an adapter needs --tuner_type lora"));
         }
         self.adamw_hyper().validate()?;
-        // Build the schedule once so a bad name or warmup ratio fails before any work.
+        // Build the schedule once so a bad name, warmup ratio or kwarg fails before any work.
         self.schedule(1)?;
-        Ok(())
+        Ok(notes)
+    }
+
+    /// Whether the run evaluates: a validation dataset or a split ratio.
+    pub fn has_validation(&self) -> bool {
+        !self.val_dataset.is_empty() || self.split_dataset_ratio > 0.0
+    }
+
+    /// `--loss_scale` as qtrain-data's [`LossScale`].
+    pub fn loss_scale_kind(&self) -> Result<LossScale> {
+        self.loss_scale.parse::<LossScale>().map_err(|_| {
+            TrainError::arg("loss_scale", format!("unknown value {:?}; valid: default (every assistant turn), last_round", self.loss_scale))
+        })
+    }
+
+    /// `--model_name` / `--model_author` for the self-cognition dataset (`None` when unset).
+    pub fn self_cognition_names(&self) -> Result<(Option<Bilingual>, Option<Bilingual>)> {
+        let one = |name: &'static str, values: &[String]| -> Result<Option<Bilingual>> {
+            if values.is_empty() {
+                return Ok(None);
+            }
+            Bilingual::from_values(name, values).map(Some).map_err(|e| TrainError::arg(name, e.to_string()))
+        };
+        Ok((one("model_name", &self.model_name)?, one("model_author", &self.model_author)?))
+    }
+
+    /// Log lines explaining the options accepted for ms-swift compatibility that change
+    /// nothing (or are checked against the model), so none is silently ignored.
+    /// `stored_dtype` is the checkpoint's weight dtype, `architecture` its config's class.
+    pub fn compatibility_notes(&self, stored_dtype: DType, architecture: Architecture) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        if let Some(d) = &self.torch_dtype {
+            let wanted = match d.as_str() {
+                "auto" => None,
+                "bfloat16" | "bf16" => Some(DType::BF16),
+                "float16" | "fp16" | "half" => Some(DType::F16),
+                "float32" | "fp32" | "float" => Some(DType::F32),
+                other => {
+                    return Err(TrainError::arg("torch_dtype", format!("unknown dtype {other:?}; valid: auto, bfloat16, float16, float32")))
+                }
+            };
+            let stored = stored_dtype.hf_name();
+            let mut line = format!(
+                "--torch_dtype {d}: the CPU backend trains in float32 (weights are upcast when loaded); the model is stored in {stored}"
+            );
+            if self.tuner_type == TunerType::Full {
+                line.push_str(&format!(", and full checkpoints are written in {stored}"));
+            }
+            if wanted.is_some_and(|w| w != stored_dtype) {
+                line.push_str(&format!(" (not {d}: convert the model folder first if you need {d} weights)"));
+            }
+            notes.push(line);
+        }
+        if let Some(t) = &self.model_type {
+            let family = match architecture {
+                Architecture::Qwen2 => "qwen2",
+                Architecture::Qwen3 => "qwen3",
+            };
+            // ms-swift's model types are family names with variants: qwen2_5, qwen2_5_instruct, qwen3, qwen3_thinking …
+            let normalized = t.replace(['-', '.'], "_");
+            if !normalized.starts_with(family) || (family == "qwen2" && normalized.starts_with("qwen3")) {
+                return Err(TrainError::arg(
+                    "model_type",
+                    format!("{t:?} does not match the model folder ({} in config.json)", architecture.hf_class()),
+                ));
+            }
+            notes.push(format!("--model_type {t}: the architecture is read from config.json ({})", architecture.hf_class()));
+        }
+        if let Some(n) = self.dataloader_num_workers {
+            notes.push(format!(
+                "--dataloader_num_workers {n}: no effect; the dataset is tokenized once before training, so batches need no loader workers"
+            ));
+        }
+        if let Some(n) = self.dataset_num_proc {
+            notes.push(format!("--dataset_num_proc {n}: no effect; datasets are tokenized in this process"));
+        }
+        if let Some(a) = &self.attn_impl {
+            notes.push(format!("--attn_impl {a}: no effect; the backend has one attention implementation (exact, with packing masks)"));
+        }
+        let other: Vec<&str> =
+            self.report_to.iter().map(String::as_str).filter(|r| !matches!(*r, "tensorboard" | "none" | "all")).collect();
+        if !other.is_empty() {
+            notes.push(format!(
+                "--report_to {}: not available in qtrain; metrics go to logging.jsonl and TensorBoard events under runs/",
+                other.join(" ")
+            ));
+        }
+        Ok(notes)
+    }
+
+    /// Whether TensorBoard event files are written (`--report_to` not `none`).
+    pub fn tensorboard(&self) -> bool {
+        !self.report_to.iter().any(|r| r == "none")
     }
 
     /// The resolved gradient accumulation (call after [`TrainArgs::resolve`]).
@@ -336,7 +692,17 @@ impl TrainArgs {
     pub fn schedule(&self, total_steps: u64) -> Result<LrSchedule> {
         let kind: ScheduleKind = self.lr_scheduler_type.parse()?;
         let warmup = if self.warmup_steps > 0 { Warmup::Steps(self.warmup_steps) } else { Warmup::Ratio(self.warmup_ratio) };
-        Ok(LrSchedule::new(ScheduleConfig::new(kind, self.lr(), total_steps).with_warmup(warmup))?)
+        let k = &self.lr_scheduler_kwargs;
+        let config = ScheduleConfig {
+            num_cycles: k.num_cycles,
+            min_lr: k.min_lr,
+            min_lr_rate: k.min_lr_rate,
+            lr_end: k.lr_end,
+            power: k.power,
+            gamma: k.gamma,
+            ..ScheduleConfig::new(kind, self.lr(), total_steps).with_warmup(warmup)
+        };
+        Ok(LrSchedule::new(config)?)
     }
 
     /// The LoRA targets for `cfg`: `target_regex` if given, else `target_modules` with
@@ -408,10 +774,112 @@ mod tests {
         };
         assert!(bad(&|a| a.dataset.clear()).contains("--dataset"));
         assert!(bad(&|a| a.lora_dropout = 1.0).contains("--lora_dropout"));
-        assert!(bad(&|a| a.max_length = Some(1024)).contains("--max_length"));
+        assert!(bad(&|a| a.max_length = Some(1)).contains("--max_length"));
+        assert!(bad(&|a| a.split_dataset_ratio = 1.0).contains("--split_dataset_ratio"));
+        assert!(bad(&|a| a.early_stopping_patience = Some(2)).contains("validation set"));
+        assert!(bad(&|a| a.save_total_limit = Some(0)).contains("--save_total_limit"));
+        assert!(bad(&|a| a.loss_scale = "all".into()).contains("--loss_scale"));
+        assert!(bad(&|a| a.model_name = vec!["a".into(), "b".into(), "c".into()]).contains("--model_name"));
+        assert!(bad(&|a| a.lr_scheduler_kwargs.gamma = Some(0.9)).contains("gamma"), "gamma does not apply to cosine");
         assert!(bad(&|a| a.learning_rate = Some(0.0)).contains("--learning_rate"));
         assert!(bad(&|a| a.lr_scheduler_type = "bogus".into()).contains("bogus"));
         assert!(bad(&|a| a.warmup_ratio = 2.0).contains("warmup"));
+    }
+
+    #[test]
+    fn resolve_clamps_max_length_and_defaults_eval_steps_to_save_steps() {
+        let mut a = TrainArgs { dataset: vec!["d".into()], max_length: Some(2048), eval_steps: Some(50), ..Default::default() };
+        let notes = a.resolve(512).unwrap();
+        assert_eq!(a.max_length, Some(512));
+        assert!(notes[0].contains("max_position_embeddings 512"), "{notes:?}");
+        assert!(notes[1].contains("no validation set"), "{notes:?}");
+        let mut v = TrainArgs { dataset: vec!["d".into()], split_dataset_ratio: 0.1, save_steps: 7, ..Default::default() };
+        assert!(v.resolve(512).unwrap().is_empty());
+        assert_eq!(v.eval_steps, Some(7));
+    }
+
+    #[test]
+    fn scheduler_kwargs_reach_the_schedule() {
+        let k: SchedulerKwargs = r#"{"min_lr": 1e-6}"#.parse().unwrap();
+        let mut a = TrainArgs {
+            dataset: vec!["d".into()],
+            lr_scheduler_type: "cosine_with_min_lr".into(),
+            lr_scheduler_kwargs: k,
+            ..Default::default()
+        };
+        a.resolve(512).unwrap();
+        let s = a.schedule(10).unwrap();
+        assert!((s.lr_at(10) - 1e-6).abs() < 1e-15, "{}", s.lr_at(10));
+        a.lr_scheduler_type = "exponential".into();
+        a.lr_scheduler_kwargs = r#"{"gamma": 0.5}"#.parse().unwrap();
+        assert_eq!(a.schedule(10).unwrap().lr_at(2), 0.25e-4);
+        a.lr_scheduler_type = "polynomial".into();
+        a.lr_scheduler_kwargs = r#"{"lr_end": 1e-5, "power": 2}"#.parse().unwrap();
+        assert!((a.schedule(10).unwrap().lr_at(5) - (0.9e-4 * 0.25 + 1e-5)).abs() < 1e-15);
+        let err = "{\"min_lrr\": 1}".parse::<SchedulerKwargs>().unwrap_err();
+        assert!(err.contains("min_lrr") && err.contains("min_lr_rate"), "{err}");
+        assert!("[1]".parse::<SchedulerKwargs>().is_err());
+        assert!(r#"{"power": "two"}"#.parse::<SchedulerKwargs>().unwrap_err().contains("power"));
+    }
+
+    #[test]
+    fn toml_configs_use_the_flag_names() {
+        let text = r#"
+            model = "models/m"
+            dataset = "a.jsonl"
+            val_dataset = ["v.jsonl", "self-cognition#5"]
+            train_type = "full"
+            lora_alpha = 16
+            target_modules = ["q_proj", "v_proj"]
+            lr_scheduler_kwargs = { min_lr_rate = 0.1 }
+            early_stopping_patience = 3
+            model_name = ["小黄", "Xiao Huang"]
+            torch_dtype = "bfloat16"
+        "#;
+        let a = TrainArgs::from_toml_str(text, Path::new("run.toml")).unwrap();
+        assert_eq!(a.dataset, ["a.jsonl"]);
+        assert_eq!(a.val_dataset.len(), 2);
+        assert_eq!(a.tuner_type, TunerType::Full);
+        assert_eq!(a.lora_alpha, 16.0);
+        assert_eq!(a.lr_scheduler_kwargs.min_lr_rate, Some(0.1));
+        assert_eq!(a.early_stopping_patience, Some(3));
+        assert_eq!(a.lora_rank, 8, "absent keys keep the defaults");
+        // A JSON string is accepted for the kwargs too (ms-swift's YAML style).
+        let b = TrainArgs::from_toml_str("lr_scheduler_kwargs = '{\"gamma\": 0.9}'", Path::new("x.toml")).unwrap();
+        assert_eq!(b.lr_scheduler_kwargs.gamma, Some(0.9));
+
+        let err = TrainArgs::from_toml_str("lora_rnk = 4\nfoo = 1\n", Path::new("cfg/run.toml")).unwrap_err().to_string();
+        assert!(err.contains("cfg/run.toml") && err.contains("unknown key `lora_rnk` (did you mean `lora_rank`?)"), "{err}");
+        assert!(err.contains("unknown key `foo`"), "{err}");
+        let err = TrainArgs::from_toml_str("lora_rank = \"eight\"", Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("t.toml") && err.contains("lora_rank"), "{err}");
+        let err = TrainArgs::from_toml_str("lr_scheduler_kwargs = { gama = 0.9 }", Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("gama"), "{err}");
+        let err = TrainArgs::from_toml_str("model = [", Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("t.toml"), "{err}");
+    }
+
+    #[test]
+    fn compatibility_flags_are_explained_or_rejected() {
+        let a = TrainArgs {
+            torch_dtype: Some("bfloat16".into()),
+            model_type: Some("qwen2_5".into()),
+            dataloader_num_workers: Some(4),
+            report_to: vec!["wandb".into()],
+            ..Default::default()
+        };
+        let notes = a.compatibility_notes(DType::F32, Architecture::Qwen2).unwrap();
+        assert_eq!(notes.len(), 4, "{notes:?}");
+        assert!(notes[0].contains("float32") && notes[0].contains("not bfloat16"), "{notes:?}");
+        assert!(notes[2].contains("dataloader_num_workers 4"));
+        assert!(notes[3].contains("wandb"));
+        assert!(a.tensorboard());
+        let bad = TrainArgs { model_type: Some("qwen3".into()), ..Default::default() };
+        assert!(bad.compatibility_notes(DType::F32, Architecture::Qwen2).unwrap_err().to_string().contains("--model_type"));
+        let bad = TrainArgs { torch_dtype: Some("int8".into()), ..Default::default() };
+        assert!(bad.compatibility_notes(DType::F32, Architecture::Qwen2).is_err());
+        assert!(!TrainArgs { report_to: vec!["none".into()], ..Default::default() }.tensorboard());
+        assert!(TrainArgs::default().compatibility_notes(DType::BF16, Architecture::Qwen3).unwrap().is_empty());
     }
 
     #[test]
@@ -441,7 +909,7 @@ mod tests {
 
     #[test]
     fn args_round_trip_through_json_with_ms_swift_names() {
-        let json = r#"{"model": "m", "dataset": ["a.jsonl"], "train_type": "full", "init_lora_weights": "gaussian"}"#;
+        let json = r#"{"model": "m", "dataset": ["a.jsonl"], "train_type": "full", "init_lora_weights": "gaussian", "lr_scheduler_kwargs": {"min_lr": 1e-6}}"#;
         let a: TrainArgs = serde_json::from_str(json).unwrap();
         assert_eq!(a.tuner_type, TunerType::Full);
         assert_eq!(a.init_lora_weights, InitLoraWeights::Gaussian);

@@ -3,20 +3,32 @@
 //! ```text
 //! output_dir/vN-YYYYMMDD-HHMMSS/     N = next free version number
 //!   args.json                         the resolved TrainArgs
-//!   logging.jsonl                     one object per log, then a summary line
-//!   checkpoint-N/                     every save_steps and at the last step
+//!   logging.jsonl                     one object per log / eval, then a summary line
+//!   val_dataset.jsonl                 the validation rows (when there is a validation set)
+//!   runs/                             TensorBoard event files
+//!   images/                           PNG plots of the logged curves
+//!   checkpoint-N/                     every save_steps, at the last step, on stops
 //!     adapter_config.json             LoRA: PEFT adapter (target_modules explicit)
 //!     adapter_model.safetensors
 //!     config.json, model.safetensors, tokenizer files …   full fine-tuning: an HF model folder
-//!     args.json, trainer_state.json
+//!     optimizer.safetensors           AdamW: `<param>.exp_avg`, `<param>.exp_avg_sq` (f32),
+//!                                     `<param>.step` (i64), `<param>.master` (f32 weights, full
+//!                                     fine-tuning of a non-f32 model only)
+//!     scheduler.json                  the schedule's config and the next step
+//!     rng_state.json                  the trainer's Rng state words (LoRA dropout seeds)
+//!     data_state.json                 epoch, position in that epoch's order, shuffle seed
+//!     args.json, trainer_state.json   (trainer_state.json is written last)
 //! ```
 //!
 //! Every file goes through a temporary name and a rename (`write_atomic`), and a checkpoint
-//! folder is filled as `checkpoint-N.tmp` and renamed when complete, so an interrupted run
-//! never leaves a checkpoint that looks whole but is not. The one exception is the append-only
-//! `logging.jsonl` (one whole-line write per record, see the trainer). Timestamps are UTC (ms-swift uses
-//! local time; we avoid a timezone dependency). This module must not decide when to save.
+//! folder is filled as `checkpoint-N.tmp` and renamed when complete (then the run folder is
+//! synced), so an interrupted run never leaves a `checkpoint-N` that looks whole but is not.
+//! The one exception is the append-only `logging.jsonl` (one whole-line write per record, see
+//! the trainer). `QTRAIN_DEBUG_ABORT_DURING_SAVE=N` aborts the process halfway through the
+//! first save at or after step N (for the kill test). Timestamps are UTC (ms-swift uses local
+//! time; we avoid a timezone dependency). This module must not decide when to save.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,7 +36,7 @@ use half::{bf16, f16};
 use serde_json::Value;
 
 use qtrain_core::{Backend, DType, TensorInfo};
-use qtrain_model::safetensors_io::{write_atomic, write_safetensors, HostTensor, HostTensorData};
+use qtrain_model::safetensors_io::{write_atomic, write_safetensors, HostTensor, HostTensorData, SafetensorsStore};
 use qtrain_model::{AdapterConfig, QwenModel};
 
 use crate::error::{Result, TrainError};
@@ -160,15 +172,49 @@ pub enum CheckpointContent<'a> {
     Full { source: &'a Path, dtype: DType },
 }
 
+/// The optimizer state of one trainable tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamState {
+    /// HF parameter name, or PEFT key for LoRA tensors.
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// AdamW first moment.
+    pub exp_avg: Vec<f32>,
+    /// AdamW second moment.
+    pub exp_avg_sq: Vec<f32>,
+    /// Optimizer steps this tensor has taken (torch's per-parameter `state["step"]`).
+    pub step: u64,
+    /// The f32 weights, when the checkpoint's weight files round them (full fine-tuning of a
+    /// bf16 / f16 model): resuming from rounded weights would not be bit-exact.
+    pub master: Option<Vec<f32>>,
+}
+
+/// Everything of the training state a checkpoint holds besides the weights.
+pub struct CheckpointState<'a> {
+    pub args_json: &'a Value,
+    pub trainer_state: &'a Value,
+    pub scheduler: &'a Value,
+    pub rng_state: &'a Value,
+    pub data_state: &'a Value,
+    pub optimizer: &'a [ParamState],
+}
+
+/// Files every complete checkpoint holds besides its weights.
+pub const STATE_FILES: [&str; 6] =
+    ["optimizer.safetensors", "scheduler.json", "rng_state.json", "data_state.json", "args.json", "trainer_state.json"];
+
+/// The environment variable of the kill test (see the module docs).
+pub const DEBUG_ABORT_ENV: &str = "QTRAIN_DEBUG_ABORT_DURING_SAVE";
+
 /// Write `run_dir/checkpoint-{step}` through `checkpoint-{step}.tmp` and return its path.
+/// `trainer_state.json` is the last file written, then the folder is renamed into place.
 pub fn save_checkpoint<B: Backend>(
     be: &B,
     model: &QwenModel<B>,
     run_dir: &Path,
     step: u64,
     content: &CheckpointContent<'_>,
-    args_json: &Value,
-    trainer_state: &Value,
+    state: &CheckpointState<'_>,
 ) -> Result<PathBuf> {
     let final_dir = run_dir.join(format!("checkpoint-{step}"));
     let tmp = run_dir.join(format!("checkpoint-{step}.tmp"));
@@ -187,13 +233,146 @@ pub fn save_checkpoint<B: Backend>(
             copy_model_assets(source, &tmp)?;
         }
     }
-    write_json(&tmp.join("args.json"), args_json)?;
-    write_json(&tmp.join("trainer_state.json"), trainer_state)?;
+    write_optimizer_state(&tmp.join("optimizer.safetensors"), state.optimizer)?;
+    if std::env::var(DEBUG_ABORT_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok()).is_some_and(|n| step >= n) {
+        eprintln!("[qtrain] {DEBUG_ABORT_ENV}: aborting halfway through saving checkpoint-{step}");
+        std::process::abort();
+    }
+    write_json(&tmp.join("scheduler.json"), state.scheduler)?;
+    write_json(&tmp.join("rng_state.json"), state.rng_state)?;
+    write_json(&tmp.join("data_state.json"), state.data_state)?;
+    write_json(&tmp.join("args.json"), state.args_json)?;
+    write_json(&tmp.join("trainer_state.json"), state.trainer_state)?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
     }
     std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    // Make the rename itself durable.
+    if let Ok(dir) = std::fs::File::open(run_dir) {
+        let _ = dir.sync_all();
+    }
     Ok(final_dir)
+}
+
+/// `optimizer.safetensors`: per parameter `<name>.exp_avg`, `<name>.exp_avg_sq` (f32, the
+/// parameter's shape), `<name>.step` (i64 `[1]`) and optionally `<name>.master` (f32).
+pub fn write_optimizer_state(path: &Path, params: &[ParamState]) -> Result<()> {
+    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for p in params {
+        owned.push((format!("{}.exp_avg", p.name), safetensors::Dtype::F32, p.shape.clone(), f32_bytes(&p.exp_avg)));
+        owned.push((format!("{}.exp_avg_sq", p.name), safetensors::Dtype::F32, p.shape.clone(), f32_bytes(&p.exp_avg_sq)));
+        owned.push((format!("{}.step", p.name), safetensors::Dtype::I64, vec![1], (p.step as i64).to_le_bytes().to_vec()));
+        if let Some(m) = &p.master {
+            owned.push((format!("{}.master", p.name), safetensors::Dtype::F32, p.shape.clone(), f32_bytes(m)));
+        }
+    }
+    owned.sort_by(|a, b| a.0.cmp(&b.0));
+    let views = owned
+        .iter()
+        .map(|(n, dt, shape, bytes)| {
+            safetensors::tensor::TensorView::new(*dt, shape.clone(), bytes)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| TrainError::Invalid(format!("optimizer state {n}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // One metadata key: safetensors writes the metadata map in hash order, and a checkpoint's
+    // bytes must not depend on the process that wrote them.
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(write_atomic(path, &bytes)?)
+}
+
+/// Read `optimizer.safetensors` back, keyed by parameter name.
+pub fn read_optimizer_state(path: &Path) -> Result<BTreeMap<String, ParamState>> {
+    let store = SafetensorsStore::open_file(path)?;
+    let names: Vec<String> = store.names().filter_map(|n| n.strip_suffix(".step")).map(str::to_string).collect();
+    let mut out = BTreeMap::new();
+    for name in names {
+        let f32s = |suffix: &str| -> Result<(Vec<usize>, Vec<f32>)> {
+            let t = store.read(&format!("{name}.{suffix}"))?;
+            Ok((t.shape.clone(), t.to_f32()))
+        };
+        let (shape, exp_avg) = f32s("exp_avg")?;
+        let (_, exp_avg_sq) = f32s("exp_avg_sq")?;
+        let (_, step) = store.read_i64(&format!("{name}.step"))?;
+        let master = if store.contains(&format!("{name}.master")) { Some(f32s("master")?.1) } else { None };
+        let step = step.first().copied().unwrap_or(0).max(0) as u64;
+        out.insert(name.clone(), ParamState { name, shape, exp_avg, exp_avg_sq, step, master });
+    }
+    Ok(out)
+}
+
+/// Read a JSON file.
+pub fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// The files a complete checkpoint folder lacks (empty: complete). `lora` selects the adapter
+/// files, else the full model's.
+pub fn missing_files(dir: &Path, lora: bool) -> Vec<&'static str> {
+    let weights: &[&'static str] = if lora { &["adapter_config.json", "adapter_model.safetensors"] } else { &["config.json"] };
+    let mut missing: Vec<&'static str> = weights.iter().chain(STATE_FILES.iter()).copied().filter(|f| !dir.join(f).is_file()).collect();
+    if !lora && !dir.join("model.safetensors").is_file() && !dir.join("model.safetensors.index.json").is_file() {
+        missing.push("model.safetensors");
+    }
+    missing
+}
+
+/// The step of a `checkpoint-N` folder name.
+pub fn checkpoint_step(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("checkpoint-")?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.parse().ok()).flatten()
+}
+
+/// The `checkpoint-N` folders of a run (complete by construction: partial ones are `.tmp`),
+/// sorted by step.
+pub fn list_checkpoints(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(run_dir).map_err(|e| TrainError::io(run_dir, e))? {
+        let entry = entry.map_err(|e| TrainError::io(run_dir, e))?;
+        if let Some(step) = checkpoint_step(&entry.file_name().to_string_lossy()) {
+            if entry.path().is_dir() {
+                out.push((step, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// transformers' `_rotate_checkpoints`: of the checkpoints (sorted by step), the best one is
+/// moved to the second-to-last place so it is deleted last; with a limit of 1 and a best that
+/// is not the newest, two are kept (best and newest). Returns the steps to delete, oldest first.
+pub fn checkpoints_to_delete(steps: &[u64], best: Option<u64>, limit: usize) -> Vec<u64> {
+    let mut order = steps.to_vec();
+    order.sort_unstable();
+    if let Some(pos) = best.and_then(|b| order.iter().position(|&s| s == b)) {
+        for i in pos..order.len().saturating_sub(2) {
+            order.swap(i, i + 1);
+        }
+    }
+    let mut limit = limit;
+    if limit == 1 && best.is_some_and(|b| order.last() != Some(&b)) {
+        limit = 2;
+    }
+    let n_delete = order.len().saturating_sub(limit);
+    order[..n_delete].to_vec()
+}
+
+/// Apply `save_total_limit` to the checkpoints of `run_dir`; returns the deleted folders.
+/// Called only after the newest checkpoint is complete.
+pub fn rotate_checkpoints(run_dir: &Path, limit: usize, best: Option<u64>) -> Result<Vec<PathBuf>> {
+    let all = list_checkpoints(run_dir)?;
+    let steps: Vec<u64> = all.iter().map(|(s, _)| *s).collect();
+    let mut deleted = Vec::new();
+    for step in checkpoints_to_delete(&steps, best, limit) {
+        let dir = run_dir.join(format!("checkpoint-{step}"));
+        std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+        deleted.push(dir);
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]
@@ -235,6 +414,75 @@ mod tests {
         }
         let copied = copy_model_assets(src.path(), dst.path()).unwrap();
         assert_eq!(copied, ["chat_template.jinja", "config.json", "tokenizer.json"]);
+    }
+
+    #[test]
+    fn rotation_keeps_the_best_and_the_newest_as_transformers() {
+        // No best: the newest `limit`.
+        assert_eq!(checkpoints_to_delete(&[10, 20, 30, 40], None, 2), vec![10, 20]);
+        // Best in the middle survives with the newest; limit 2 = best + last.
+        assert_eq!(checkpoints_to_delete(&[10, 20, 30, 40], Some(20), 2), vec![10, 30]);
+        assert_eq!(checkpoints_to_delete(&[10, 20, 30, 40], Some(10), 2), vec![20, 30]);
+        // Best is the newest: the two newest stay.
+        assert_eq!(checkpoints_to_delete(&[10, 20, 30, 40], Some(40), 2), vec![10, 20]);
+        // Limit 1 with an older best keeps two.
+        assert_eq!(checkpoints_to_delete(&[10, 20, 30], Some(10), 1), vec![20]);
+        assert_eq!(checkpoints_to_delete(&[10, 20, 30], Some(30), 1), vec![10, 20]);
+        assert_eq!(checkpoints_to_delete(&[10, 20, 30], Some(20), 3), Vec::<u64>::new());
+        // Unsorted input, limit 3.
+        assert_eq!(checkpoints_to_delete(&[40, 10, 30, 20, 50], Some(20), 3), vec![10, 30]);
+    }
+
+    #[test]
+    fn checkpoint_names_and_listing() {
+        assert_eq!(checkpoint_step("checkpoint-12"), Some(12));
+        for bad in ["checkpoint-12.tmp", "checkpoint-", "checkpoint-1x", "ckpt-3", "checkpoint-12-merged"] {
+            assert_eq!(checkpoint_step(bad), None, "{bad}");
+        }
+        let run = tempfile::tempdir().unwrap();
+        for d in ["checkpoint-10", "checkpoint-2", "checkpoint-30.tmp", "checkpoint-2-merged"] {
+            std::fs::create_dir(run.path().join(d)).unwrap();
+        }
+        let steps: Vec<u64> = list_checkpoints(run.path()).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, vec![2, 10]);
+        let deleted = rotate_checkpoints(run.path(), 1, None).unwrap();
+        assert_eq!(deleted, vec![run.path().join("checkpoint-2")]);
+        assert!(run.path().join("checkpoint-30.tmp").exists() && run.path().join("checkpoint-10").exists());
+    }
+
+    #[test]
+    fn optimizer_state_round_trips_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optimizer.safetensors");
+        let params = vec![
+            ParamState {
+                name: "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".into(),
+                shape: vec![2, 3],
+                exp_avg: vec![1e-30, -2.5, 3.0, f32::MIN_POSITIVE, 0.0, -0.0],
+                exp_avg_sq: vec![1.0; 6],
+                step: 1234,
+                master: None,
+            },
+            ParamState {
+                name: "model.norm.weight".into(),
+                shape: vec![2],
+                exp_avg: vec![0.5, 0.25],
+                exp_avg_sq: vec![0.1, 0.2],
+                step: 7,
+                master: Some(vec![1.0, 1.0 + f32::EPSILON]),
+            },
+        ];
+        write_optimizer_state(&path, &params).unwrap();
+        let back = read_optimizer_state(&path).unwrap();
+        assert_eq!(back.len(), 2);
+        for p in &params {
+            let b = &back[&p.name];
+            assert_eq!(b, p);
+            assert_eq!(
+                b.exp_avg.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                p.exp_avg.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]

@@ -1,92 +1,27 @@
-//! Training data: reading conversation files, turning them into token ids + labels, the
-//! `max_length` policy, and the order and grouping of samples into micro-batches.
+//! Training data for the recipe: dataset specs → normalised rows (`qtrain-data`'s loader:
+//! messages / ShareGPT / Alpaca / query-response rows, `FILE#N`, `self-cognition`, malformed
+//! rows named by file and line or skipped) → the train/validation split → token ids + labels
+//! through the chat template (`qtrain-data`'s conversation tokenizer, `--loss_scale`) → the
+//! `max_length` policy (`qtrain-data`'s truncation) → rows for batching, packed or not
+//! (`qtrain-data`'s packing plan) → per-epoch orders, length grouping and micro-batches.
 //!
-//! Formats: a JSONL file with one `{"messages": [...], "tools": [...]?}` object per line, or a
-//! JSON file holding an array of such objects (told apart by the first non-blank character,
-//! `[`). Rendering and the assistant-only label mask are `qtrain-data`'s conversation tokenizer
-//! (assistant content + `<|im_end|>` supervised). Other formats (alpaca, query/response,
-//! sharegpt), packing and streaming are meant to grow here.
-//!
-//! This module must not touch models or tensors: it produces plain id/label vectors and
-//! index lists, which the trainer turns into batches.
+//! This module must not touch models or tensors beyond building a [`TrainBatch`] from ids: it
+//! produces plain id/label vectors and index lists.
 
-use std::path::{Path, PathBuf};
-
-use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use qtrain_core::rng::Rng;
-use qtrain_data::{ChatTemplate, ConversationOptions, ConversationTokenizer, QwenTokenizer, IGNORE_INDEX};
+use qtrain_data::{
+    apply_default_system, load_dataset, next_token_targets, pack_samples, split_dataset, truncate_tokens, Bilingual, ChatTemplate,
+    ConversationOptions, ConversationTokenizer, DatasetOptions, DatasetRow, LoadedDataset, LossScale, PackingStrategy, QwenTokenizer,
+    RowFormat, SelfCognitionSubset, SkippedRow, TruncationOutcome, IGNORE_INDEX,
+};
+use qtrain_model::train::TrainBatch;
+use qtrain_model::Batch;
 
-use crate::args::TruncationStrategy;
+use crate::args::{TrainArgs, TruncationStrategy};
 use crate::error::{Result, TrainError};
-
-/// One conversation as read from a file.
-#[derive(Clone, Debug)]
-pub struct Record {
-    pub messages: Value,
-    pub tools: Option<Value>,
-    /// Where it came from (for error messages): file and 1-based line (JSONL) or 0-based index
-    /// (JSON array, reported as "record N").
-    pub path: PathBuf,
-    pub location: Location,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Location {
-    Line(usize),
-    Index(usize),
-}
-
-impl Record {
-    fn error(&self, message: impl std::fmt::Display) -> TrainError {
-        match self.location {
-            Location::Line(line) => TrainError::Record { path: self.path.clone(), line, message: message.to_string() },
-            Location::Index(i) => {
-                TrainError::Dataset { path: self.path.clone(), message: format!("record {i} of the JSON array: {message}") }
-            }
-        }
-    }
-}
-
-/// Read every conversation of a dataset file.
-pub fn read_records(path: &Path) -> Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    if text.trim_start().starts_with('[') {
-        let value: Value = serde_json::from_str(&text).map_err(|e| TrainError::Record {
-            path: path.to_path_buf(),
-            line: e.line(),
-            message: format!("invalid JSON at column {}: {e}", e.column()),
-        })?;
-        let Value::Array(items) = value else { unreachable!("text starts with '['") };
-        items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let mut rec = Record { messages: Value::Null, tools: None, path: path.to_path_buf(), location: Location::Index(i) };
-                let Value::Object(mut obj) = item else {
-                    return Err(rec.error("expected a JSON object with a `messages` array"));
-                };
-                match obj.remove("messages") {
-                    Some(m @ Value::Array(_)) => rec.messages = m,
-                    Some(_) => return Err(rec.error("`messages` must be an array of messages")),
-                    None => return Err(rec.error("missing `messages` (only the messages format is supported)")),
-                }
-                match obj.remove("tools") {
-                    None | Some(Value::Null) => {}
-                    Some(t @ Value::Array(_)) => rec.tools = Some(t),
-                    Some(_) => return Err(rec.error("`tools` must be an array of tool definitions")),
-                }
-                Ok(rec)
-            })
-            .collect()
-    } else {
-        let records = qtrain_data::parse_conversations_jsonl(&text, path)?;
-        Ok(records
-            .into_iter()
-            .map(|r| Record { messages: r.messages, tools: r.tools, path: path.to_path_buf(), location: Location::Line(r.line) })
-            .collect())
-    }
-}
 
 /// A tokenized training sample.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,111 +44,298 @@ pub fn count_targets(labels: &[i32]) -> usize {
     labels.iter().skip(1).filter(|&&l| l != IGNORE_INDEX).count()
 }
 
-/// How conversations become samples.
+/// How dataset specs become samples.
 #[derive(Clone, Debug)]
 pub struct PrepareOptions {
     pub max_length: usize,
     pub truncation: TruncationStrategy,
     /// Inserted as the first message of conversations that have no system message.
     pub system: Option<String>,
+    pub loss_scale: LossScale,
+    /// Fail on a malformed row (else skip and count it).
+    pub strict: bool,
+    /// Seed of `FILE#N` draws and of the train/validation split.
+    pub seed: u64,
+    /// `FILE#N` draws a random subset (ms-swift's `dataset_shuffle`).
+    pub shuffle_sample: bool,
+    pub model_name: Option<Bilingual>,
+    pub model_author: Option<Bilingual>,
 }
 
-/// What preparation kept and dropped.
+impl PrepareOptions {
+    /// The options of a resolved run.
+    pub fn from_args(args: &TrainArgs) -> Result<Self> {
+        let (model_name, model_author) = args.self_cognition_names()?;
+        Ok(PrepareOptions {
+            max_length: args.max_length.expect("resolved"),
+            truncation: args.truncation_strategy,
+            system: args.system.clone(),
+            loss_scale: args.loss_scale_kind()?,
+            strict: args.strict,
+            seed: args.seed,
+            shuffle_sample: args.dataset_shuffle,
+            model_name,
+            model_author,
+        })
+    }
+
+    /// Evaluation defaults: whole files in order, every assistant turn, strict rows.
+    pub fn for_eval(max_length: usize, truncation: TruncationStrategy, system: Option<String>) -> Self {
+        PrepareOptions {
+            max_length,
+            truncation,
+            system,
+            loss_scale: LossScale::All,
+            strict: true,
+            seed: 42,
+            shuffle_sample: true,
+            model_name: None,
+            model_author: None,
+        }
+    }
+}
+
+/// What preparation kept and dropped (of one split).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DatasetStats {
+    /// Well-formed rows that reached tokenization.
     pub records: usize,
     pub samples: usize,
     /// Longer than `max_length` and dropped (`truncation_strategy delete`).
     pub dropped_too_long: usize,
     /// Longer than `max_length` and cut (`left` / `right`).
     pub truncated: usize,
-    /// Dropped because no token is supervised (no assistant turn, or truncated away).
+    /// Tokens removed by cuts.
+    pub truncated_tokens: usize,
+    /// Dropped because no token is supervised (truncated away, or every turn has `loss: false`).
     pub dropped_no_targets: usize,
     pub tokens: usize,
     pub targets: usize,
     pub longest: usize,
 }
 
-/// Tokenized samples and the preparation statistics.
+/// Tokenized training and validation samples and what preparation did.
 #[derive(Clone, Debug)]
-pub struct PreparedDataset {
-    pub samples: Vec<Sample>,
-    pub stats: DatasetStats,
+pub struct PreparedData {
+    pub train: Vec<Sample>,
+    pub train_stats: DatasetStats,
+    pub val: Vec<Sample>,
+    pub val_stats: DatasetStats,
+    /// The validation rows as loaded (written to `val_dataset.jsonl`).
+    pub val_rows: Vec<DatasetRow>,
+    /// Malformed rows skipped (`--strict false`), over every dataset.
+    pub num_skipped: usize,
+    /// The first of them, with reasons.
+    pub skipped: Vec<SkippedRow>,
+    /// Training rows per recognised format.
+    pub formats: BTreeMap<RowFormat, usize>,
 }
 
-/// Read, tokenize and length-filter every file in `paths` (in order).
-pub fn prepare(paths: &[PathBuf], template: &ChatTemplate, tokenizer: &QwenTokenizer, opts: &PrepareOptions) -> Result<PreparedDataset> {
-    let conv_opts = ConversationOptions::default();
-    let conv = ConversationTokenizer::new(template, tokenizer, &conv_opts);
-    let mut samples = Vec::new();
-    let mut stats = DatasetStats::default();
-    for path in paths {
-        let records = read_records(path)?;
-        if records.is_empty() {
-            return Err(TrainError::Dataset { path: path.clone(), message: "holds no records".into() });
+fn dataset_options(opts: &PrepareOptions, template: &ChatTemplate, seed: u64) -> DatasetOptions {
+    DatasetOptions {
+        seed,
+        skip_malformed: !opts.strict,
+        shuffle_sample: opts.shuffle_sample,
+        model_name: opts.model_name.clone(),
+        model_author: opts.model_author.clone(),
+        self_cognition_subset: SelfCognitionSubset::for_template(template),
+    }
+}
+
+/// Load `train_specs` (spec `i` draws `#N` with seed `seed + i`, as `qtrain_data::load_datasets`)
+/// and split each by `split_ratio` (ms-swift splits every dataset on its own), load
+/// `val_specs`, apply `--system`, tokenize and length-filter both sides.
+pub fn prepare(
+    train_specs: &[String],
+    val_specs: &[String],
+    split_ratio: f64,
+    template: &ChatTemplate,
+    tokenizer: &QwenTokenizer,
+    opts: &PrepareOptions,
+) -> Result<PreparedData> {
+    let mut train_rows = LoadedDataset::default();
+    let mut val_rows: Vec<DatasetRow> = Vec::new();
+    for (i, spec) in train_specs.iter().enumerate() {
+        let loaded = load_dataset(spec, &dataset_options(opts, template, opts.seed.wrapping_add(i as u64)))?;
+        if split_ratio > 0.0 {
+            let LoadedDataset { rows, num_skipped, skipped } = loaded;
+            let (train, val) = split_dataset(rows, split_ratio, opts.seed)?;
+            train_rows.extend(LoadedDataset { rows: train, num_skipped, skipped });
+            val_rows.extend(val);
+        } else {
+            train_rows.extend(loaded);
         }
-        for rec in records {
-            stats.records += 1;
-            let messages = with_default_system(&rec.messages, opts.system.as_deref());
-            let t = conv.tokenize(&messages, rec.tools.as_ref()).map_err(|e| rec.error(e))?;
-            let (mut ids, mut labels) = (t.input_ids, t.labels);
-            if ids.len() > opts.max_length {
-                match opts.truncation {
-                    TruncationStrategy::Delete => {
-                        stats.dropped_too_long += 1;
-                        continue;
-                    }
-                    TruncationStrategy::Right => {
-                        ids.truncate(opts.max_length);
-                        labels.truncate(opts.max_length);
-                    }
-                    TruncationStrategy::Left => {
-                        let cut = ids.len() - opts.max_length;
-                        ids.drain(..cut);
-                        labels.drain(..cut);
-                    }
-                }
-                stats.truncated += 1;
-            }
-            let sample = Sample { input_ids: ids, labels };
-            let targets = sample.num_targets();
-            if targets == 0 {
-                stats.dropped_no_targets += 1;
+    }
+    let mut num_skipped = train_rows.num_skipped;
+    let mut skipped = train_rows.skipped.clone();
+    for (i, spec) in val_specs.iter().enumerate() {
+        let loaded = load_dataset(spec, &dataset_options(opts, template, opts.seed.wrapping_add(i as u64)))?;
+        num_skipped += loaded.num_skipped;
+        skipped.extend(loaded.skipped);
+        val_rows.extend(loaded.rows);
+    }
+    if let Some(system) = &opts.system {
+        apply_default_system(&mut train_rows.rows, system);
+        apply_default_system(&mut val_rows, system);
+    }
+    let formats = train_rows.format_counts();
+    let (train, train_stats) = tokenize_rows(&train_rows.rows, template, tokenizer, opts)?;
+    if train.is_empty() {
+        return Err(no_samples(train_specs, &train_stats, opts.max_length));
+    }
+    let (val, val_stats) = tokenize_rows(&val_rows, template, tokenizer, opts)?;
+    if !val_rows.is_empty() && val.is_empty() {
+        let names = if val_specs.is_empty() { train_specs } else { val_specs };
+        return Err(no_samples(names, &val_stats, opts.max_length));
+    }
+    skipped.truncate(qtrain_data::MAX_REPORTED_SKIPS);
+    Ok(PreparedData { train, train_stats, val, val_stats, val_rows, num_skipped, skipped, formats })
+}
+
+fn no_samples(specs: &[String], st: &DatasetStats, max_length: usize) -> TrainError {
+    TrainError::Dataset {
+        path: PathBuf::from(specs.join(" ")),
+        message: format!(
+            "no usable samples: {} rows, {} longer than max_length {max_length} (dropped), {} without supervised tokens",
+            st.records, st.dropped_too_long, st.dropped_no_targets
+        ),
+    }
+}
+
+/// Tokenize rows through the chat template and apply `max_length`.
+pub fn tokenize_rows(
+    rows: &[DatasetRow],
+    template: &ChatTemplate,
+    tokenizer: &QwenTokenizer,
+    opts: &PrepareOptions,
+) -> Result<(Vec<Sample>, DatasetStats)> {
+    let conv_opts = ConversationOptions { loss_scale: opts.loss_scale, ..ConversationOptions::default() };
+    let conv = ConversationTokenizer::new(template, tokenizer, &conv_opts);
+    let strategy = match opts.truncation {
+        TruncationStrategy::Delete => qtrain_data::TruncationStrategy::Delete,
+        TruncationStrategy::Left => qtrain_data::TruncationStrategy::Left,
+        TruncationStrategy::Right => qtrain_data::TruncationStrategy::Right,
+    };
+    let mut samples = Vec::with_capacity(rows.len());
+    let mut stats = DatasetStats::default();
+    for row in rows {
+        stats.records += 1;
+        let t = conv.tokenize(&row.messages, row.tools.as_ref()).map_err(|e| row.error(e))?;
+        let (mut ids, mut labels) = (t.input_ids, t.labels);
+        match truncate_tokens(&mut ids, &mut labels, opts.max_length, strategy) {
+            TruncationOutcome::Fits => {}
+            TruncationOutcome::Delete { .. } => {
+                stats.dropped_too_long += 1;
                 continue;
             }
-            stats.tokens += sample.input_ids.len();
-            stats.targets += targets;
-            stats.longest = stats.longest.max(sample.input_ids.len());
-            samples.push(sample);
+            TruncationOutcome::Truncated { removed_tokens, .. } => {
+                stats.truncated += 1;
+                stats.truncated_tokens += removed_tokens;
+            }
         }
+        let sample = Sample { input_ids: ids, labels };
+        let targets = sample.num_targets();
+        if targets == 0 {
+            stats.dropped_no_targets += 1;
+            continue;
+        }
+        stats.tokens += sample.input_ids.len();
+        stats.targets += targets;
+        stats.longest = stats.longest.max(sample.input_ids.len());
+        samples.push(sample);
     }
     stats.samples = samples.len();
-    if samples.is_empty() {
-        let path = paths.first().cloned().unwrap_or_default();
-        return Err(TrainError::Dataset {
-            path,
-            message: format!(
-                "no usable samples: {} records, {} longer than max_length {} (dropped), {} without supervised tokens",
-                stats.records, stats.dropped_too_long, opts.max_length, stats.dropped_no_targets
-            ),
-        });
-    }
-    Ok(PreparedDataset { samples, stats })
+    Ok((samples, stats))
 }
 
-/// `messages` with a system message first: the conversation's own, else `system` if given.
-fn with_default_system(messages: &Value, system: Option<&str>) -> Value {
-    let (Some(system), Some(list)) = (system, messages.as_array()) else {
-        return messages.clone();
-    };
-    let has_system = list.first().and_then(|m| m.get("role")).and_then(Value::as_str) == Some("system");
-    if has_system {
-        return messages.clone();
+/// One row of a training batch: a sample, or several packed ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrainRow {
+    /// `[T]`
+    pub input_ids: Vec<u32>,
+    /// `[T]`, unshifted
+    pub labels: Vec<i32>,
+    /// `[T]` sample index within the row (packed rows only).
+    pub segment_ids: Option<Vec<u32>>,
+    /// `[T]` positions restarting at 0 for each sample (packed rows only).
+    pub position_ids: Option<Vec<u32>>,
+    /// Samples in the row.
+    pub num_samples: usize,
+}
+
+impl TrainRow {
+    pub fn len(&self) -> usize {
+        self.input_ids.len()
     }
-    let mut out = Vec::with_capacity(list.len() + 1);
-    out.push(serde_json::json!({"role": "system", "content": system}));
-    out.extend(list.iter().cloned());
-    Value::Array(out)
+
+    pub fn is_empty(&self) -> bool {
+        self.input_ids.is_empty()
+    }
+}
+
+/// One sample per row.
+pub fn unpacked_rows(samples: Vec<Sample>) -> Vec<TrainRow> {
+    samples
+        .into_iter()
+        .map(|s| TrainRow { input_ids: s.input_ids, labels: s.labels, segment_ids: None, position_ids: None, num_samples: 1 })
+        .collect()
+}
+
+/// Pack samples into rows of at most `max_length` tokens (best-fit decreasing, ms-swift's
+/// `binpack`). Within a row the samples keep their input order.
+pub fn packed_rows(samples: &[Sample], max_length: usize) -> Result<Vec<TrainRow>> {
+    let pairs: Vec<(Vec<u32>, Vec<i32>)> = samples.iter().map(|s| (s.input_ids.clone(), s.labels.clone())).collect();
+    Ok(pack_samples(&pairs, max_length, PackingStrategy::BestFitDecreasing)?
+        .into_iter()
+        .map(|r| TrainRow {
+            num_samples: r.samples.len(),
+            input_ids: r.input_ids,
+            labels: r.labels,
+            segment_ids: Some(r.segment_ids),
+            position_ids: Some(r.position_ids),
+        })
+        .collect())
+}
+
+/// A right-padded micro-batch of rows. Unpacked rows go through [`TrainBatch::from_samples`];
+/// a batch with packed rows carries their segment ids (attention stays within a sample), their
+/// restarting positions, and targets that never cross a sample boundary.
+pub fn make_batch(rows: &[&TrainRow], pad_id: u32) -> Result<TrainBatch> {
+    if rows.iter().all(|r| r.segment_ids.is_none()) {
+        let pairs: Vec<(Vec<u32>, Vec<i32>)> = rows.iter().map(|r| (r.input_ids.clone(), r.labels.clone())).collect();
+        return Ok(TrainBatch::from_samples(&pairs, pad_id)?);
+    }
+    let t = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    if t == 0 {
+        return Err(TrainError::Invalid("empty batch".into()));
+    }
+    let n = rows.len() * t;
+    let (mut ids, mut positions, mut valid, mut segments, mut targets) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for r in rows {
+        let len = r.len();
+        let seg: Vec<u32> = r.segment_ids.clone().unwrap_or_else(|| vec![0; len]);
+        let pos: Vec<u32> = r.position_ids.clone().unwrap_or_else(|| (0..len as u32).collect());
+        let tgt = next_token_targets(&r.labels, &seg);
+        for j in 0..t {
+            if j < len {
+                ids.push(r.input_ids[j]);
+                positions.push(pos[j]);
+                valid.push(true);
+                segments.push(seg[j]);
+                targets.push(tgt[j]);
+            } else {
+                ids.push(pad_id);
+                positions.push(0);
+                valid.push(false);
+                // Padding is its own segment (and masked as a key anyway).
+                segments.push(u32::MAX);
+                targets.push(IGNORE_INDEX);
+            }
+        }
+    }
+    let batch = Batch { ids, batch: rows.len(), seq_len: t, positions, valid, segments: Some(segments) };
+    Ok(TrainBatch { batch, targets })
 }
 
 /// The dataset order after loading: shuffled once with `seed` (`dataset_shuffle`), else file
@@ -226,18 +348,47 @@ pub fn dataset_order(n: usize, shuffle: bool, seed: u64) -> Vec<usize> {
     order
 }
 
-/// The sample order of one epoch: `base` reshuffled with a seed derived from (seed, epoch) when
+/// The seed of epoch `epoch`'s shuffle: a function of the run seed and the epoch only, so a
+/// resumed run recomputes the very order it was in.
+pub fn epoch_seed(seed: u64, epoch: u64) -> u64 {
+    seed ^ 0x5EED_0000_0000_0000 ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The row order of one epoch: `0..n` reshuffled with [`epoch_seed`] when
 /// `train_dataloader_shuffle` is on (a new permutation every epoch, as a seeded
-/// `RandomSampler`), else `base` as is.
-pub fn epoch_order(base: &[usize], epoch: u64, shuffle: bool, seed: u64) -> Vec<usize> {
-    let mut order = base.to_vec();
+/// `RandomSampler`), else `0..n`; with `group_by_length`, regrouped by
+/// [`length_grouped_order`].
+pub fn epoch_order(lengths: &[usize], epoch: u64, seed: u64, shuffle: bool, group_by_length: bool, batch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
     if shuffle {
-        Rng::new(seed ^ 0x5EED_0000_0000_0000 ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)).shuffle(&mut order);
+        Rng::new(epoch_seed(seed, epoch)).shuffle(&mut order);
+    }
+    if group_by_length {
+        order = length_grouped_order(&order, lengths, batch);
     }
     order
 }
 
-/// Split an order into micro-batches of `batch` samples (the last one may be smaller, as a
+/// transformers' `get_length_grouped_indices` on an already (randomly) permuted `order`:
+/// mega-batches of `min(n / (4·batch), 50)·batch` rows (at least one batch), each sorted by
+/// decreasing length (stable), and the longest row moved to the very front so an
+/// out-of-memory shows up on the first step.
+pub fn length_grouped_order(order: &[usize], lengths: &[usize], batch: usize) -> Vec<usize> {
+    let batch = batch.max(1);
+    let mult = (order.len() / (batch * 4)).clamp(1, 50);
+    let mut megabatches: Vec<Vec<usize>> = order.chunks(mult * batch).map(<[usize]>::to_vec).collect();
+    for m in &mut megabatches {
+        m.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    }
+    if let Some(longest) = (0..megabatches.len()).max_by_key(|&k| (lengths[megabatches[k][0]], std::cmp::Reverse(k))) {
+        let first = megabatches[0][0];
+        megabatches[0][0] = megabatches[longest][0];
+        megabatches[longest][0] = first;
+    }
+    megabatches.concat()
+}
+
+/// Split an order into micro-batches of `batch` rows (the last one may be smaller, as a
 /// DataLoader with `drop_last=False`).
 pub fn micro_batches(order: &[usize], batch: usize) -> Vec<Vec<usize>> {
     order.chunks(batch.max(1)).map(<[usize]>::to_vec).collect()
@@ -251,55 +402,36 @@ pub fn loss_scale(step_targets: usize) -> Option<f32> {
     (step_targets > 0).then(|| (1.0 / step_targets as f64) as f32)
 }
 
+/// FNV-1a over every row's ids and labels: a checkpoint records it so a resumed run can tell
+/// that its dataset is not the one the checkpoint was trained on.
+pub fn fingerprint(rows: &[TrainRow]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for r in rows {
+        eat(r.len() as u64);
+        r.input_ids.iter().for_each(|&i| eat(u64::from(i)));
+        r.labels.iter().for_each(|&l| eat(l as u64));
+        if let Some(s) = &r.segment_ids {
+            s.iter().for_each(|&x| eat(u64::from(x)));
+        }
+    }
+    format!("{h:016x}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    fn write(dir: &Path, name: &str, text: &str) -> String {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    #[test]
-    fn reads_jsonl_and_json_arrays() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = r#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}"#;
-        let jsonl = write(dir.path(), "d.jsonl", &format!("{m}\n\n{m}\n"));
-        let recs = read_records(&jsonl).unwrap();
-        assert_eq!(recs.len(), 2);
-        assert_eq!(recs[1].location, Location::Line(3));
-        let arr = write(dir.path(), "d.json", &format!("  [{m}, {m}, {m}]"));
-        let recs = read_records(&arr).unwrap();
-        assert_eq!(recs.len(), 3);
-        assert_eq!(recs[2].location, Location::Index(2));
-    }
-
-    #[test]
-    fn malformed_input_names_file_and_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "bad.jsonl", "{\"messages\": []}\n{\"messages\": [\n");
-        let err = read_records(&p).unwrap_err().to_string();
-        assert!(err.contains("bad.jsonl:2"), "{err}");
-        let p = write(dir.path(), "bad.json", "[{\"messages\": []}, {\"query\": \"x\"}]");
-        let err = read_records(&p).unwrap_err().to_string();
-        assert!(err.contains("bad.json") && err.contains("record 1") && err.contains("messages"), "{err}");
-        let p = write(dir.path(), "broken.json", "[\n{\"messages\": []},\n{oops}\n]");
-        let err = read_records(&p).unwrap_err().to_string();
-        assert!(err.contains("broken.json:3"), "{err}");
-        let err = read_records(&dir.path().join("missing.jsonl")).unwrap_err().to_string();
-        assert!(err.contains("missing.jsonl"), "{err}");
-    }
-
-    #[test]
-    fn default_system_is_inserted_only_when_absent() {
-        let m = serde_json::json!([{"role": "user", "content": "q"}]);
-        let with = with_default_system(&m, Some("S"));
-        assert_eq!(with[0]["role"], "system");
-        assert_eq!(with[1]["content"], "q");
-        let own = serde_json::json!([{"role": "system", "content": "mine"}, {"role": "user", "content": "q"}]);
-        assert_eq!(with_default_system(&own, Some("S")), own);
-        assert_eq!(with_default_system(&m, None), m);
+        p.to_string_lossy().into_owned()
     }
 
     #[test]
@@ -314,61 +446,106 @@ mod tests {
         let a = dataset_order(50, true, 42);
         assert_eq!(a, dataset_order(50, true, 42));
         assert_ne!(a, dataset_order(50, true, 43));
-        let e0 = epoch_order(&a, 0, true, 42);
-        let e1 = epoch_order(&a, 1, true, 42);
+        let lengths = vec![1; 50];
+        let e0 = epoch_order(&lengths, 0, 42, true, false, 1);
+        let e1 = epoch_order(&lengths, 1, 42, true, false, 1);
         assert_ne!(e0, e1);
-        assert_eq!(epoch_order(&a, 1, false, 42), a);
+        assert_eq!(e1, epoch_order(&lengths, 1, 42, true, false, 1));
+        assert_eq!(epoch_order(&lengths, 1, 42, false, false, 1), (0..50).collect::<Vec<_>>());
         assert_eq!(micro_batches(&[0, 1, 2, 3, 4], 2), vec![vec![0, 1], vec![2, 3], vec![4]]);
     }
 
     #[test]
-    fn prepare_applies_max_length_policies_and_the_default_system() {
+    fn length_grouping_sorts_mega_batches_and_leads_with_the_longest() {
+        // 16 rows, batch 2: mega-batches of min(16 / 8, 50) · 2 = 4 rows.
+        let lengths: Vec<usize> = vec![5, 1, 9, 3, 2, 8, 7, 4, 30, 6, 10, 11, 12, 13, 14, 15];
+        let order: Vec<usize> = (0..16).collect();
+        let g = length_grouped_order(&order, &lengths, 2);
+        let mut sorted = g.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, order, "a permutation");
+        assert_eq!(g[0], 8, "the longest row comes first");
+        // Mega-batch 0 was [0..4] sorted as [2, 0, 3, 1]; its head (2) swapped with row 8's place.
+        assert_eq!(&g[..4], &[8, 0, 3, 1]);
+        assert_eq!(&g[8..12], &[2, 11, 10, 9]);
+        // With shuffling each epoch's grouping differs but stays a permutation.
+        let a = epoch_order(&lengths, 0, 1, true, true, 2);
+        let b = epoch_order(&lengths, 1, 1, true, true, 2);
+        assert_ne!(a, b);
+        assert_eq!(a[0], 8);
+    }
+
+    #[test]
+    fn packed_batches_keep_samples_apart() {
+        let s = |ids: Vec<u32>, labels: Vec<i32>| Sample { input_ids: ids, labels };
+        let samples = vec![s(vec![1, 2, 3], vec![-100, 2, 3]), s(vec![4, 5], vec![-100, 5]), s(vec![6, 7, 8, 9], vec![-100, -100, 8, 9])];
+        let rows = packed_rows(&samples, 6).unwrap();
+        // Best fit decreasing: the 4-token sample opens a row (room 2), the 3-token one opens
+        // another (room 3), the 2-token one fits the first row exactly.
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.iter().map(|r| r.num_samples).sum::<usize>(), 3);
+        let packed = rows.iter().find(|r| r.num_samples == 2).unwrap();
+        assert_eq!(packed.input_ids, vec![4, 5, 6, 7, 8, 9]);
+        let tb = make_batch(&[packed, rows.iter().find(|r| r.num_samples == 1).unwrap()], 0).unwrap();
+        assert_eq!(tb.batch.seq_len, 6);
+        assert_eq!(tb.batch.positions[..6], [0, 1, 0, 1, 2, 3]);
+        // Token 5 (last of its sample) predicts nothing; padding neither.
+        assert_eq!(tb.targets[..6], [5, -100, -100, 8, 9, -100]);
+        assert_eq!(tb.targets[6..], [2, 3, -100, -100, -100, -100]);
+        assert_eq!(tb.batch.valid[6..], [true, true, true, false, false, false]);
+        // Unpacked rows give exactly the plain batch.
+        let plain = unpacked_rows(samples.clone());
+        let a = make_batch(&[&plain[0], &plain[1]], 0).unwrap();
+        let pairs: Vec<(Vec<u32>, Vec<i32>)> = samples[..2].iter().map(|s| (s.input_ids.clone(), s.labels.clone())).collect();
+        let b = TrainBatch::from_samples(&pairs, 0).unwrap();
+        assert_eq!((a.targets, a.batch.ids, a.batch.positions), (b.targets, b.batch.ids, b.batch.positions));
+        assert_ne!(fingerprint(&plain), fingerprint(&rows));
+    }
+
+    #[test]
+    fn prepare_loads_formats_splits_and_applies_max_length() {
         let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-qwen2");
         let assets = qtrain_data::ModelTextAssets::load(&model).unwrap();
         let template = assets.chat_template.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let short = r#"{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}"#;
-        let long = r#"{"messages": [{"role": "user", "content": "hey"}, {"role": "assistant", "content": "and a long answer to match it, word after word"}]}"#;
-        let none = r#"{"messages": [{"role": "user", "content": "no answer"}]}"#;
-        let path = write(dir.path(), "d.jsonl", &format!("{short}\n{long}\n{none}\n"));
-        let prep = |max_length, truncation, system: Option<&str>| {
-            let opts = PrepareOptions { max_length, truncation, system: system.map(str::to_string) };
-            prepare(std::slice::from_ref(&path), &template, &assets.tokenizer, &opts).unwrap()
+        let long = r#"{"query": "hey", "response": "and a long answer to match it, word after word"}"#;
+        let alpaca = r#"{"instruction": "say", "input": "", "output": "ok"}"#;
+        let path = write(dir.path(), "d.jsonl", &format!("{short}\n{long}\n{alpaca}\n"));
+        let prep = |max_length, truncation, system: Option<&str>, ratio: f64| {
+            let opts = PrepareOptions::for_eval(max_length, truncation, system.map(str::to_string));
+            prepare(std::slice::from_ref(&path), &[], ratio, &template, &assets.tokenizer, &opts).unwrap()
         };
-        let all = prep(512, TruncationStrategy::Delete, None);
-        assert_eq!((all.stats.records, all.stats.samples, all.stats.dropped_no_targets), (3, 2, 1));
-        let (short_len, long_len) = (all.samples[0].input_ids.len(), all.samples[1].input_ids.len());
+        let all = prep(512, TruncationStrategy::Delete, None, 0.0);
+        assert_eq!((all.train_stats.records, all.train_stats.samples), (3, 3));
+        assert_eq!(all.formats.values().sum::<usize>(), 3);
+        let (short_len, long_len) = (all.train[0].input_ids.len(), all.train[1].input_ids.len());
         assert!(short_len < long_len);
-        assert_eq!(all.stats.tokens, short_len + long_len);
-        assert_eq!(all.stats.longest, long_len);
-        // Supervised: the assistant body and <|im_end|>, never the prompt.
+        assert_eq!(all.train_stats.longest, long_len);
         let im_end = assets.tokenizer.token_to_id("<|im_end|>").unwrap() as i32;
-        assert!(all.samples[0].labels.contains(&im_end));
-        assert_eq!(all.samples[0].labels[0], IGNORE_INDEX);
+        assert!(all.train[0].labels.contains(&im_end));
+        assert_eq!(all.train[0].labels[0], IGNORE_INDEX);
 
         let max = short_len + 2;
-        let deleted = prep(max, TruncationStrategy::Delete, None);
-        assert_eq!((deleted.stats.samples, deleted.stats.dropped_too_long), (1, 1));
-        let right = prep(max, TruncationStrategy::Right, None);
-        assert_eq!((right.stats.samples, right.stats.truncated), (2, 1));
-        assert_eq!(right.samples[1].input_ids[..], all.samples[1].input_ids[..max]);
-        assert!(right.samples[1].num_targets() < all.samples[1].num_targets());
-        let left = prep(max, TruncationStrategy::Left, None);
-        assert_eq!(left.samples[1].input_ids[..], all.samples[1].input_ids[long_len - max..]);
-        assert_eq!(left.samples[1].labels.len(), max);
+        let deleted = prep(max, TruncationStrategy::Delete, None, 0.0);
+        assert_eq!(deleted.train_stats.dropped_too_long, 1);
+        let right = prep(max, TruncationStrategy::Right, None, 0.0);
+        assert_eq!(right.train_stats.truncated, 1);
+        assert_eq!(right.train[1].input_ids[..], all.train[1].input_ids[..max]);
+        assert_eq!(right.train_stats.truncated_tokens, long_len - max);
 
-        let with_system = prep(512, TruncationStrategy::Delete, Some("Be brief."));
-        let text = assets.tokenizer.decode(&with_system.samples[0].input_ids, false).unwrap();
+        let with_system = prep(512, TruncationStrategy::Delete, Some("Be brief."), 0.0);
+        let text = assets.tokenizer.decode(&with_system.train[0].input_ids, false).unwrap();
         assert!(text.starts_with("<|im_start|>system\nBe brief.<|im_end|>"), "{text}");
-        assert_eq!(with_system.stats.targets, all.stats.targets);
+
+        let split = prep(512, TruncationStrategy::Delete, None, 0.34);
+        assert_eq!((split.train.len(), split.val.len(), split.val_rows.len()), (2, 1, 1));
+        assert_eq!(split.val_stats.samples, 1);
     }
 
     #[test]
     fn loss_scale_is_one_over_all_step_targets() {
         assert_eq!(loss_scale(0), None);
         assert_eq!(loss_scale(4), Some(0.25));
-        // Four micro-batches of 3 targets each and one of 12 get the same scale.
-        let per_micro: Vec<usize> = vec![3, 3, 3, 3];
-        assert_eq!(loss_scale(per_micro.iter().sum()), loss_scale(12));
     }
 }

@@ -26,6 +26,19 @@ pub enum TrainError {
     /// A dataset as a whole cannot be used (empty, unknown format, nothing left after filtering).
     #[error("{}: {message}", path.display())]
     Dataset { path: PathBuf, message: String },
+    /// A `--config` TOML file is malformed or holds an unknown key.
+    #[error("config {}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    /// A checkpoint to resume from is missing, incomplete or does not fit this run.
+    #[error("cannot resume from {}: {message}", path.display())]
+    Resume { path: PathBuf, message: String },
+    /// The loss or the gradient norm stopped being finite: the step's update was not applied
+    /// and nothing of it was saved.
+    #[error("training diverged at step {step}: the {what} is {value}; the update was not applied and nothing of it was saved. {hint}")]
+    Diverged { step: u64, what: &'static str, value: f64, hint: String },
+    /// Ctrl-C / SIGTERM arrived before the first optimizer step of the run: nothing to save.
+    #[error("interrupted before the first optimizer step; nothing was saved")]
+    Interrupted,
     /// The merged model disagrees with base + adapter beyond the tolerance (export self-check).
     #[error("export self-check failed: the merged model's logits differ from base + adapter by a relative error of {error:.3e} (tolerance {tolerance:.1e} for {dtype}); the output was deleted")]
     MergeCheck { error: f64, tolerance: f64, dtype: &'static str },

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use qtrain_core::Backend;
+use qtrain_data::{Bilingual, LossScale};
 use qtrain_model::train::{LossStats, TrainBatch};
 use qtrain_model::{LoraAdapter, QwenModel};
 
@@ -49,12 +50,18 @@ pub fn evaluate_dataset<B: Backend>(
 pub struct EvalArgs {
     pub model: PathBuf,
     pub adapters: Option<PathBuf>,
-    pub dataset: Vec<PathBuf>,
+    /// Dataset specs, as `qtrain train --dataset` takes them.
+    pub dataset: Vec<String>,
     /// Default: the model's `max_position_embeddings`.
     pub max_length: Option<usize>,
     pub truncation_strategy: TruncationStrategy,
     pub batch_size: usize,
     pub system: Option<String>,
+    /// `default` or `last_round`.
+    pub loss_scale: LossScale,
+    /// For `self-cognition`: one value or two (zh, en).
+    pub model_name: Vec<String>,
+    pub model_author: Vec<String>,
 }
 
 /// Load the model folder (and adapter), prepare the dataset and evaluate it.
@@ -63,9 +70,19 @@ pub fn run_eval<B: Backend>(be: &B, args: &EvalArgs) -> Result<(EvalResult, Data
     if let Some(dir) = &args.adapters {
         LoraAdapter::load(dir, &folder.model.config)?.attach(be, &mut folder.model)?;
     }
-    let max_length = args.max_length.unwrap_or(folder.model.config.max_position_embeddings);
-    let opts = PrepareOptions { max_length, truncation: args.truncation_strategy, system: args.system.clone() };
-    let data = dataset::prepare(&args.dataset, &folder.template, &folder.tokenizer, &opts)?;
-    let result = evaluate_dataset(be, &folder.model, &data.samples, args.batch_size, folder.pad_id)?;
-    Ok((result, data.stats))
+    let model_max = folder.model.config.max_position_embeddings;
+    let max_length = args.max_length.unwrap_or(model_max).min(model_max);
+    let mut opts = PrepareOptions::for_eval(max_length, args.truncation_strategy, args.system.clone());
+    opts.loss_scale = args.loss_scale;
+    let names = |option: &str, values: &[String]| -> Result<Option<Bilingual>> {
+        if values.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Bilingual::from_values(option, values)?))
+    };
+    opts.model_name = names("model_name", &args.model_name)?;
+    opts.model_author = names("model_author", &args.model_author)?;
+    let data = dataset::prepare(&args.dataset, &[], 0.0, &folder.template, &folder.tokenizer, &opts)?;
+    let result = evaluate_dataset(be, &folder.model, &data.train, args.batch_size, folder.pad_id)?;
+    Ok((result, data.train_stats))
 }

@@ -2,26 +2,34 @@
 //! preparation, the training loop, checkpoints and logs, evaluation, and LoRA merging.
 //!
 //! Modules and what each owns:
-//! - [`args`]: [`TrainArgs`], the run configuration with ms-swift's names and defaults, its
-//!   resolution against a model (defaults that depend on other values) and validation, and the
-//!   step arithmetic of transformers' Trainer (steps per epoch, total steps).
-//! - [`dataset`]: reading conversation datasets (JSONL or a JSON array of `{"messages": …}`),
-//!   tokenizing them with `qtrain-data`'s conversation tokenizer, the `max_length` policy, and
-//!   forming micro-batches and accumulation groups. It never touches a model.
-//! - [`trainer`]: the recipe, as one explicit loop in one file (setup, train loop, logging,
-//!   checkpointing, summary) in the manner of torchtune's single-device recipes: there are no
-//!   callbacks or hooks to find steps behind.
+//! - [`args`]: [`TrainArgs`], the run configuration with ms-swift's names and defaults (also
+//!   read from a `--config` TOML file with the same keys), its resolution against a model
+//!   (defaults that depend on other values), validation, the log notes for flags accepted for
+//!   compatibility, and the step arithmetic of transformers' Trainer.
+//! - [`dataset`]: dataset specs → rows (`qtrain-data`'s loader: formats, `FILE#N`,
+//!   `self-cognition`, malformed rows) → train/validation split → tokens and labels (chat
+//!   template, `--loss_scale`) → `max_length` (`qtrain-data`'s truncation) → rows for batching,
+//!   packed (`qtrain-data`'s packing plan) or not; epoch orders, length grouping, micro-batches.
+//!   It never runs a model.
+//! - [`trainer`]: the recipe, as one explicit loop in one file (setup, resume, train loop,
+//!   logging, evaluation, early stopping, checkpointing, summary) in the manner of torchtune's
+//!   single-device recipes: there are no callbacks or hooks to find steps behind.
 //! - [`checkpoint`]: the run folder (`vN-YYYYMMDD-HHMMSS`), `checkpoint-N/` contents (PEFT
-//!   adapter or full HF model), `trainer_state.json`, copying tokenizer files; every file is
-//!   written through a temporary name and a rename (except the append-only `logging.jsonl`),
-//!   every checkpoint folder through `checkpoint-N.tmp`.
+//!   adapter or full HF model, optimizer / scheduler / RNG / data-position state,
+//!   `trainer_state.json`), `save_total_limit` rotation; every file is written through a
+//!   temporary name and a rename (except the append-only `logging.jsonl`), every checkpoint
+//!   folder through `checkpoint-N.tmp`.
 //! - [`folder`]: loading a model folder for training or evaluation (weights, tokenizer, chat
 //!   template, padding id, stored dtype).
-//! - [`metrics`]: `logging.jsonl` records, ms-swift's time format, process peak memory.
+//! - [`metrics`]: `logging.jsonl` records (train and eval), ms-swift's time format, process
+//!   peak memory.
+//! - [`progress`]: the progress bar on a terminal, plain lines otherwise.
+//! - [`report`]: TensorBoard scalars (`runs/`) and PNG plots (`images/`) through `qtrain-report`.
 //! - [`eval`]: loss and token accuracy of a model over a dataset.
 //! - [`export`]: merging a LoRA adapter into the base weights and the self-check of the result.
 //!
-//! Invariants: nothing here parses command-line flags (the binary maps flags to [`TrainArgs`]),
+//! Invariants: nothing here parses command-line flags or installs signal handlers (the binary
+//! maps flags to [`TrainArgs`] and turns Ctrl-C into [`RunControl::request_stop`]),
 //! does arithmetic on tensors outside a [`qtrain_core::Backend`] op (except the f32 merge of
 //! host weights in [`export`]), or reads model internals that `qtrain-model` does not expose.
 
@@ -36,10 +44,12 @@ pub mod eval;
 pub mod export;
 pub mod folder;
 pub mod metrics;
+pub mod progress;
+pub mod report;
 pub mod trainer;
 
-pub use args::{InitLoraWeights, TrainArgs, TruncationStrategy, TunerType};
+pub use args::{InitLoraWeights, SchedulerKwargs, TrainArgs, TruncationStrategy, TunerType};
 pub use error::{Result, TrainError};
 pub use eval::{evaluate_dataset, run_eval, EvalArgs, EvalResult};
 pub use export::{merge_lora, MergeOptions, MergeReport};
-pub use trainer::{train, TrainSummary};
+pub use trainer::{train, train_with, RunControl, StopReason, TrainSummary};

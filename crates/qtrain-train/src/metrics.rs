@@ -76,8 +76,21 @@ pub struct TrainLog {
     pub epoch: f64,
     pub global_step: u64,
     pub max_steps: u64,
-    /// Seconds since the training loop started.
+    /// Seconds since the training loop of this process started.
     pub elapsed: f64,
+    /// The step this process started from (0, or the resumed checkpoint's step): speed and
+    /// remaining time count only the steps run here.
+    pub start_step: u64,
+}
+
+/// Seconds per optimizer step over the steps this process ran.
+fn seconds_per_step(elapsed: f64, global_step: u64, start_step: u64) -> f64 {
+    let done = global_step.saturating_sub(start_step);
+    if done > 0 {
+        elapsed / done as f64
+    } else {
+        0.0
+    }
 }
 
 impl TrainLog {
@@ -95,7 +108,7 @@ impl TrainLog {
         let fraction = if self.max_steps > 0 { self.global_step as f64 / self.max_steps as f64 } else { 0.0 };
         m.insert("percentage".into(), json!(format!("{:.2}%", fraction * 100.0)));
         m.insert("elapsed_time".into(), json!(format_time(self.elapsed)));
-        let speed = if self.global_step > 0 { self.elapsed / self.global_step as f64 } else { 0.0 };
+        let speed = seconds_per_step(self.elapsed, self.global_step, self.start_step);
         m.insert("remaining_time".into(), json!(format_time(self.max_steps.saturating_sub(self.global_step) as f64 * speed)));
         m.insert("memory(GiB)".into(), json!(round2(peak_memory_gib().unwrap_or(0.0))));
         m.insert("train_speed(s/it)".into(), json!((speed * 1e6).round() / 1e6));
@@ -105,7 +118,7 @@ impl TrainLog {
     /// One human-readable progress line.
     pub fn progress_line(&self) -> String {
         let f = |x: Option<f64>, p: usize| x.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "n/a".into());
-        let speed = if self.global_step > 0 { self.elapsed / self.global_step as f64 } else { 0.0 };
+        let speed = seconds_per_step(self.elapsed, self.global_step, self.start_step);
         format!(
             "step {}/{} | loss {} | grad_norm {} | lr {:.3e} | token_acc {} | epoch {:.2} | {:.3} s/it | elapsed {} | remaining {}",
             self.global_step,
@@ -118,6 +131,52 @@ impl TrainLog {
             speed,
             format_time(self.elapsed),
             format_time(self.max_steps.saturating_sub(self.global_step) as f64 * speed)
+        )
+    }
+}
+
+/// One evaluation, as ms-swift's `logging.jsonl` eval lines.
+#[derive(Clone, Debug)]
+pub struct EvalLog {
+    pub loss: f64,
+    pub token_acc: f64,
+    /// Seconds the evaluation took.
+    pub runtime: f64,
+    pub samples: usize,
+    /// Evaluation batches.
+    pub batches: usize,
+    pub epoch: f64,
+    pub global_step: u64,
+    pub max_steps: u64,
+    /// Seconds since the training loop of this process started, and the step it started from.
+    pub elapsed: f64,
+    pub start_step: u64,
+}
+
+impl EvalLog {
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("eval_loss".into(), json!(round8(self.loss)));
+        m.insert("eval_token_acc".into(), json!(round8(self.token_acc)));
+        m.insert("eval_runtime".into(), json!((self.runtime * 1e4).round() / 1e4));
+        let rt = self.runtime.max(1e-9);
+        m.insert("eval_samples_per_second".into(), json!((self.samples as f64 / rt * 1e3).round() / 1e3));
+        m.insert("eval_steps_per_second".into(), json!((self.batches as f64 / rt * 1e3).round() / 1e3));
+        m.insert("epoch".into(), json!(round8(self.epoch)));
+        m.insert("global_step/max_steps".into(), json!(format!("{}/{}", self.global_step, self.max_steps)));
+        let fraction = if self.max_steps > 0 { self.global_step as f64 / self.max_steps as f64 } else { 0.0 };
+        m.insert("percentage".into(), json!(format!("{:.2}%", fraction * 100.0)));
+        m.insert("elapsed_time".into(), json!(format_time(self.elapsed)));
+        let speed = seconds_per_step(self.elapsed, self.global_step, self.start_step);
+        m.insert("remaining_time".into(), json!(format_time(self.max_steps.saturating_sub(self.global_step) as f64 * speed)));
+        m.insert("memory(GiB)".into(), json!(round2(peak_memory_gib().unwrap_or(0.0))));
+        Value::Object(m)
+    }
+
+    pub fn progress_line(&self) -> String {
+        format!(
+            "eval at step {}/{} | eval_loss {:.4} | eval_token_acc {:.4} | {} samples in {:.2}s",
+            self.global_step, self.max_steps, self.loss, self.token_acc, self.samples, self.runtime
         )
     }
 }
@@ -145,6 +204,7 @@ mod tests {
             global_step: 5,
             max_steps: 94,
             elapsed: 10.0,
+            start_step: 0,
         };
         let v = log.to_json();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -169,9 +229,34 @@ mod tests {
         assert_eq!(v["global_step/max_steps"], "5/94");
         assert_eq!(v["train_speed(s/it)"], 2.0);
         assert_eq!(v["remaining_time"], "2m 58s");
-        let empty = TrainLog { window: Window::default(), grad_norm: None, ..log };
+        let empty = TrainLog { window: Window::default(), grad_norm: None, ..log.clone() };
         assert!(empty.to_json()["loss"].is_null());
         assert!(empty.to_json()["grad_norm"].is_null());
         assert!(peak_memory_gib().unwrap_or(1.0) > 0.0);
+        // Resumed at step 3: 2 steps in 10 s → 5 s/it.
+        let resumed = TrainLog { start_step: 3, ..log.clone() };
+        assert_eq!(resumed.to_json()["train_speed(s/it)"], 5.0);
+    }
+
+    #[test]
+    fn eval_log_has_ms_swift_keys() {
+        let e = EvalLog {
+            loss: 1.234567891,
+            token_acc: 0.5,
+            runtime: 2.0,
+            samples: 8,
+            batches: 4,
+            epoch: 1.5,
+            global_step: 10,
+            max_steps: 20,
+            elapsed: 20.0,
+            start_step: 0,
+        };
+        let v = e.to_json();
+        assert_eq!(v["eval_loss"], 1.23456789);
+        assert_eq!(v["eval_token_acc"], 0.5);
+        assert_eq!(v["eval_samples_per_second"], 4.0);
+        assert_eq!(v["global_step/max_steps"], "10/20");
+        assert_eq!(v["remaining_time"], "20s");
     }
 }

@@ -1,74 +1,141 @@
 //! The training recipe: one explicit loop, top to bottom (torchtune's single-device recipe
 //! style). Reading this file tells everything a run does, in order:
 //!
-//! 1. setup — load the model folder, resolve the arguments, attach fresh or existing LoRA
-//!    adapters (or train everything), tokenize the dataset, create the run folder and
-//!    `args.json`, work out the step count and the lr schedule, allocate gradients and AdamW
-//!    moments (f32 backend tensors, one pair per trainable tensor);
-//! 2. the loop — per epoch an order (shuffled or not), micro-batches of
-//!    `per_device_train_batch_size`, groups of `gradient_accumulation_steps` micro-batches per
-//!    optimizer step. A step first counts the supervised targets of all its micro-batches and
+//! 1. setup — load the model folder, resolve the arguments (and explain the compatibility
+//!    flags), attach fresh or existing LoRA adapters (or train everything), restore a
+//!    checkpoint's weights when resuming, load and tokenize the datasets (train/validation
+//!    split, packing), create the run folder with `args.json` and `val_dataset.jsonl`, work
+//!    out the step count and the lr schedule, allocate gradients and AdamW moments (restored
+//!    when resuming), the dropout RNG and the data position;
+//! 2. the loop — per epoch a row order (seeded by run seed and epoch, so a resumed run finds
+//!    its place again; optionally length-grouped), micro-batches of
+//!    `per_device_train_batch_size` rows, groups of `gradient_accumulation_steps` micro-batches
+//!    per optimizer step. A step counts the supervised targets of all its micro-batches and
 //!    scales each micro-batch's summed loss by `1 / that count` (transformers'
-//!    `num_items_in_batch`, so 1×4 equals 4×1), runs forward + backward on each, takes the
-//!    global gradient norm (before clipping), clips through the AdamW step's gradient scale,
-//!    steps AdamW with the scheduled lr of the 0-based step (weight decay only where `decay`),
+//!    `num_items_in_batch`), runs forward + backward on each (LoRA dropout seeded from the
+//!    trainer's Rng, one draw per micro-batch), stops the run if the loss or the gradient norm
+//!    is not finite (before the update, so nothing poisoned is applied or saved), clips through
+//!    the AdamW step's gradient scale, steps AdamW with the scheduled lr of the 0-based step,
 //!    and zeroes the gradients;
-//! 3. logging (first step, every `logging_steps`, last step) to `logging.jsonl` and stderr;
-//!    checkpoints every `save_steps` and at the last step;
-//! 4. a summary line.
+//! 3. after each step, in this order: log (first step, every `logging_steps`, last step) to
+//!    `logging.jsonl`, TensorBoard and stderr; evaluate (every `eval_steps` and at the end)
+//!    and track the best eval loss and early stopping (transformers' `EarlyStoppingCallback`:
+//!    an evaluation that does not beat the best by more than the threshold counts towards the
+//!    patience); save a checkpoint (every `save_steps`, at the last step, and when the run is
+//!    stopped early or interrupted), then apply `save_total_limit`;
+//! 4. the summary line, plots of the logged curves.
 //!
-//! Nothing is hidden behind callbacks: eval steps, `save_total_limit`, resume and packing are
-//! meant to be added as visible lines of this loop.
+//! Nothing is hidden behind callbacks: every feature is a visible block of this loop.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use qtrain_core::{Backend, TensorInfo};
+use qtrain_core::rng::Rng;
+use qtrain_core::{Backend, DType, TensorInfo};
+use qtrain_model::safetensors_io::SafetensorsStore;
 use qtrain_model::train::{BackwardOptions, LossStats, TrainBatch, TrainMode};
 use qtrain_model::{AdapterConfig, LoraAdapter, TargetModules};
 use qtrain_optim::clip::norm_from_sum_of_squares;
 use qtrain_optim::clip_coefficient;
 
 use crate::args::{total_steps, update_steps_per_epoch, TrainArgs, TunerType};
-use crate::checkpoint::{self, CheckpointContent};
-use crate::dataset::{self, loss_scale, DatasetStats, PrepareOptions};
+use crate::checkpoint::{self, CheckpointContent, CheckpointState, ParamState};
+use crate::dataset::{self, loss_scale, DatasetStats, PrepareOptions, TrainRow};
 use crate::error::{Result, TrainError};
+use crate::eval::evaluate_dataset;
 use crate::folder::LoadedFolder;
-use crate::metrics::{self, TrainLog, Window};
+use crate::metrics::{self, EvalLog, TrainLog, Window};
+use crate::progress::Progress;
+use crate::report::RunReport;
+
+/// Why the loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// All `max_steps` steps ran.
+    Completed,
+    /// `early_stopping_patience` evaluations without improvement.
+    EarlyStopping,
+    /// Ctrl-C / SIGTERM ([`RunControl::request_stop`]): the step in flight finished and was saved.
+    Interrupted,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Completed => "completed",
+            StopReason::EarlyStopping => "early_stopping",
+            StopReason::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Lets another thread (the binary's Ctrl-C handler) ask the loop to stop after the current
+/// optimizer step, with a checkpoint.
+#[derive(Clone, Debug, Default)]
+pub struct RunControl {
+    stop: Arc<AtomicBool>,
+}
+
+impl RunControl {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask the run to save and stop after the step in flight. Returns whether it had been
+    /// asked before (a second Ctrl-C).
+    pub fn request_stop(&self) -> bool {
+        self.stop.swap(true, Ordering::SeqCst)
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
 
 /// What a finished run reports.
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
     pub run_dir: PathBuf,
     pub last_checkpoint: PathBuf,
+    /// The checkpoint with the lowest eval loss (runs with a validation set).
+    pub best_checkpoint: Option<PathBuf>,
+    pub best_metric: Option<f64>,
     pub global_step: u64,
     pub max_steps: u64,
-    /// Seconds spent in the training loop (checkpoint writes included).
+    pub stop: StopReason,
+    /// Seconds spent in the training loop of this process (checkpoint writes included).
     pub train_runtime: f64,
-    /// Mean loss over every supervised token of the run.
+    /// Mean loss over every supervised token of the run (resumed runs include the steps
+    /// before the checkpoint).
     pub train_loss: f64,
     pub train_samples_per_second: f64,
     pub train_tokens_per_second: f64,
     pub dataset: DatasetStats,
 }
 
-/// The LoRA dropout seed of micro-batch `micro` of optimizer step `step`: a different mask
-/// stream for every (step, micro-batch), reproducible from the run seed.
-pub fn dropout_seed(seed: u64, step: u64, micro: usize) -> u64 {
-    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (micro as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// The first state words of the trainer's Rng, which draws one LoRA-dropout seed per
+/// micro-batch: a stream of its own, derived from the run seed.
+pub fn dropout_rng(seed: u64) -> Rng {
+    const DROPOUT_STREAM: u64 = 0xD809_D12A_0F7E_0001;
+    Rng::new(seed ^ DROPOUT_STREAM)
 }
 
-/// Run a training job as `args` describe it.
-pub fn train<B: Backend>(be: &B, mut args: TrainArgs) -> Result<TrainSummary> {
-    // ---- setup: model ---------------------------------------------------------------------
+/// Run a training job as `args` describe it (no external stop requests).
+pub fn train<B: Backend>(be: &B, args: TrainArgs) -> Result<TrainSummary> {
+    train_with(be, args, &RunControl::new())
+}
+
+/// Run a training job; `control` lets another thread stop it cleanly.
+pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl) -> Result<TrainSummary> {
+    // ---- setup: model and arguments ---------------------------------------------------------
     let t_load = Instant::now();
     let LoadedFolder { dir: model_dir, mut model, tokenizer, template, pad_id, dtype } = LoadedFolder::load(be, &args.model)?;
-    args.resolve(model.config.max_position_embeddings)?;
+    let mut notes = args.resolve(model.config.max_position_embeddings)?;
+    notes.extend(args.compatibility_notes(dtype, model.config.architecture)?);
     // Record where the model is in a form that still works from another directory (export
     // reads it back from the checkpoint's args.json).
     if let Ok(abs) = std::fs::canonicalize(&args.model) {
@@ -85,16 +152,30 @@ pub fn train<B: Backend>(be: &B, mut args: TrainArgs) -> Result<TrainSummary> {
         dtype.hf_name(),
         t_load.elapsed().as_secs_f64()
     );
+    for note in &notes {
+        eprintln!("[qtrain] note: {note}");
+    }
 
-    // ---- setup: what is trained -----------------------------------------------------------
+    // ---- setup: the checkpoint to resume from -----------------------------------------------
+    let resume = match &args.resume_from_checkpoint {
+        Some(dir) => Some(Resumed::open(dir, args.tuner_type == TunerType::Lora)?),
+        None => None,
+    };
+    if resume.is_some() && args.adapters.is_some() {
+        eprintln!("[qtrain] note: --adapters is not loaded when resuming: the checkpoint holds the adapter being trained");
+        args.adapters = None;
+    }
+
+    // ---- setup: what is trained -------------------------------------------------------------
     let model_name = args.model.to_string_lossy().into_owned();
     let (mode, adapter_config) = match args.tuner_type {
         TunerType::Full => (TrainMode::Full, None),
         TunerType::Lora => {
-            let config = match &args.adapters {
+            let existing = resume.as_ref().map(|r| r.dir.clone()).or_else(|| args.adapters.clone());
+            let config = match existing {
                 Some(dir) => {
                     // An existing adapter's own r / alpha / targets win over the flags.
-                    let adapter = LoraAdapter::load(dir, &cfg)?;
+                    let adapter = LoraAdapter::load(&dir, &cfg)?;
                     adapter.attach(be, &mut model)?;
                     let mut c = adapter.config.clone();
                     c.lora_dropout = args.lora_dropout;
@@ -107,13 +188,8 @@ pub fn train<B: Backend>(be: &B, mut args: TrainArgs) -> Result<TrainSummary> {
                         TargetModules::Names(n) => (args.target_modules, args.target_regex) = (n.clone(), None),
                         TargetModules::Regex(r) => args.target_regex = Some(r.clone()),
                     }
-                    eprintln!(
-                        "[qtrain] continuing adapter {} (r={}, alpha={}, {} modules)",
-                        dir.display(),
-                        c.r,
-                        c.lora_alpha,
-                        adapter.weights.len()
-                    );
+                    let what = if resume.is_some() { "resuming adapter" } else { "continuing adapter" };
+                    eprintln!("[qtrain] {what} {} (r={}, alpha={}, {} modules)", dir.display(), c.r, c.lora_alpha, adapter.weights.len());
                     c
                 }
                 None => {
@@ -129,10 +205,11 @@ pub fn train<B: Backend>(be: &B, mut args: TrainArgs) -> Result<TrainSummary> {
                     c.target_modules = targets;
                     c.init_lora_weights = args.init_lora_weights.to_json();
                     let n = model.init_lora(be, &c, args.init_lora_weights.lora_init(), args.seed)?;
-                    eprintln!(
-                        "[qtrain] LoRA r={} alpha={} dropout={} on {n} modules ({:?})",
-                        c.r, c.lora_alpha, c.lora_dropout, c.target_modules
-                    );
+                    let targets = match &c.target_modules {
+                        TargetModules::Names(names) => names.join(", "),
+                        TargetModules::Regex(re) => format!("regex {re:?}"),
+                    };
+                    eprintln!("[qtrain] LoRA r={} alpha={} dropout={} on {n} modules ({targets})", c.r, c.lora_alpha, c.lora_dropout);
                     c
                 }
             };
@@ -140,52 +217,140 @@ pub fn train<B: Backend>(be: &B, mut args: TrainArgs) -> Result<TrainSummary> {
         }
     };
 
-    // ---- setup: data ----------------------------------------------------------------------
-    let max_length = args.max_length.expect("resolved");
-    let prep = PrepareOptions { max_length, truncation: args.truncation_strategy, system: args.system.clone() };
-    let data = dataset::prepare(&args.dataset, &template, &tokenizer, &prep)?;
-    let st = &data.stats;
+    // ---- setup: data --------------------------------------------------------------------------
+    let prep = PrepareOptions::from_args(&args)?;
+    let max_length = prep.max_length;
+    let data = dataset::prepare(&args.dataset, &args.val_dataset, args.split_dataset_ratio, &template, &tokenizer, &prep)?;
+    let formats: Vec<String> = data.formats.iter().map(|(f, n)| format!("{} {n}", f.name())).collect();
+    let st = &data.train_stats;
     eprintln!(
-        "[qtrain] dataset: {} records → {} samples ({} tokens, {} supervised, longest {}); {} longer than max_length {} {}, {} without supervised tokens dropped",
+        "[qtrain] dataset: {} rows ({}) → {} samples ({} tokens, {} supervised, longest {})",
         st.records,
+        formats.join(", "),
         st.samples,
         st.tokens,
         st.targets,
-        st.longest,
-        st.dropped_too_long + st.truncated,
-        max_length,
-        if st.truncated > 0 { "truncated" } else { "dropped" },
-        st.dropped_no_targets
+        st.longest
     );
-    let samples = &data.samples;
+    report_dropped("training", st, max_length, args.truncation_strategy);
+    if data.num_skipped > 0 {
+        eprintln!(
+            "[qtrain] WARNING: {} malformed dataset rows were skipped (--strict false); the first: {}",
+            data.num_skipped,
+            data.skipped.iter().take(3).map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        );
+    }
+    if !data.val.is_empty() {
+        let vs = &data.val_stats;
+        let source = if args.val_dataset.is_empty() {
+            format!("--split_dataset_ratio {} of the training rows", args.split_dataset_ratio)
+        } else {
+            args.val_dataset.join(" ")
+        };
+        eprintln!("[qtrain] validation: {} samples ({} supervised tokens) from {source}", vs.samples, vs.targets);
+        report_dropped("validation", vs, max_length, args.truncation_strategy);
+    }
+    // Shuffle once after loading (`dataset_shuffle`), then pack (or not) into rows.
+    let order = dataset::dataset_order(data.train.len(), args.dataset_shuffle, args.seed);
+    let samples: Vec<_> = order.iter().map(|&i| data.train[i].clone()).collect();
+    let rows: Vec<TrainRow> = if args.packing {
+        let rows = dataset::packed_rows(&samples, max_length)?;
+        let tokens: usize = rows.iter().map(TrainRow::len).sum();
+        eprintln!(
+            "[qtrain] packing: {} samples into {} rows of up to {max_length} tokens ({:.1}% filled)",
+            samples.len(),
+            rows.len(),
+            100.0 * tokens as f64 / (rows.len() * max_length).max(1) as f64
+        );
+        rows
+    } else {
+        dataset::unpacked_rows(samples)
+    };
+    let row_lengths: Vec<usize> = rows.iter().map(TrainRow::len).collect();
+    let fingerprint = dataset::fingerprint(&rows);
 
-    // ---- setup: run folder, step count, schedule ------------------------------------------
+    // ---- setup: step count, schedule, run folder ------------------------------------------
     let batch_size = args.per_device_train_batch_size;
     let accumulation = args.accumulation();
-    let num_micro = samples.len().div_ceil(batch_size);
+    let num_micro = rows.len().div_ceil(batch_size);
     let steps_per_epoch = update_steps_per_epoch(num_micro as u64, accumulation as u64);
     let max_steps = total_steps(args.max_steps, args.num_train_epochs, steps_per_epoch);
     let schedule = args.schedule(max_steps)?;
+    let eval_steps = args.eval_steps.filter(|_| !data.val.is_empty());
     let run_dir = checkpoint::create_run_dir(&args.output_dir)?;
     let args_json = serde_json::to_value(&args).map_err(|e| TrainError::Invalid(e.to_string()))?;
     checkpoint::write_json(&run_dir.join("args.json"), &args_json)?;
+    if !data.val_rows.is_empty() {
+        let text: String = data.val_rows.iter().map(|r| format!("{}\n", r.to_json())).collect();
+        qtrain_model::safetensors_io::write_atomic(&run_dir.join("val_dataset.jsonl"), text.as_bytes())?;
+    }
     eprintln!(
-        "[qtrain] run folder {}: {max_steps} steps ({steps_per_epoch} per epoch; batch {batch_size} × accumulation {accumulation}), lr {:e} {} with {} warmup steps",
+        "[qtrain] run folder {}: {max_steps} steps ({steps_per_epoch} per epoch; batch {batch_size} × accumulation {accumulation}), lr {:e} {} with {} warmup steps{}",
         run_dir.display(),
         args.lr(),
         args.lr_scheduler_type,
-        schedule.warmup_steps()
+        schedule.warmup_steps(),
+        eval_steps.map(|n| format!(", eval every {n} steps")).unwrap_or_default()
     );
 
-    // ---- setup: gradients and optimizer state ---------------------------------------------
+    // ---- setup: gradients, optimizer state, RNG, data position ---------------------------------
     let mut grads = model.new_grads(be, mode)?;
     let mut moments = Vec::new();
+    let mut param_names = Vec::new();
     let mut trainable = 0usize;
     for p in model.trainable_params(&grads) {
         trainable += p.param.numel();
+        param_names.push((p.name.clone(), p.param.shape().to_vec()));
         moments.push((be.zeros(p.param.shape())?, be.zeros(p.param.shape())?));
     }
     eprintln!("[qtrain] {trainable} trainable parameters in {} tensors", moments.len());
+    let mut rng = dropout_rng(args.seed);
+    let mut adam_steps = 0u64;
+    let mut state = LoopState::default();
+    let (mut epoch, mut micro_start) = (0u64, 0usize);
+    let mut resumed_from = None;
+    if let Some(r) = &resume {
+        // Weights (full fine-tuning; LoRA adapters were attached above), moments, RNG, position.
+        let opt = checkpoint::read_optimizer_state(&r.dir.join("optimizer.safetensors"))?;
+        if mode == TrainMode::Full {
+            let store = SafetensorsStore::open_model_folder(&r.dir)?;
+            for p in model.trainable_params(&grads) {
+                let values = match opt.get(&p.name).and_then(|s| s.master.clone()) {
+                    Some(master) => master,
+                    None => store.read(&p.name)?.to_f32(),
+                };
+                if values.len() != p.param.numel() {
+                    return Err(r.error(format!("{} has {} values, the model needs {}", p.name, values.len(), p.param.numel())));
+                }
+                *p.param = be.upload(qtrain_core::HostData::F32(&values), p.param.shape())?;
+            }
+        }
+        for ((name, shape), (m, v)) in param_names.iter().zip(moments.iter_mut()) {
+            let s = opt.get(name).ok_or_else(|| r.error(format!("optimizer.safetensors has no state for {name}")))?;
+            if &s.shape != shape {
+                return Err(r.error(format!("optimizer state of {name} is {:?}, the parameter is {shape:?}", s.shape)));
+            }
+            *m = be.upload(qtrain_core::HostData::F32(&s.exp_avg), shape)?;
+            *v = be.upload(qtrain_core::HostData::F32(&s.exp_avg_sq), shape)?;
+            adam_steps = adam_steps.max(s.step);
+        }
+        if opt.len() != param_names.len() {
+            return Err(r.error(format!("optimizer.safetensors holds {} tensors, this run trains {}", opt.len(), param_names.len())));
+        }
+        rng = Rng::from_state(r.rng_state()?);
+        (epoch, micro_start) = r.data_position(num_micro)?;
+        state = LoopState::from_trainer_state(&r.trainer_state);
+        for w in r.differences(&args_json, &fingerprint, &schedule) {
+            eprintln!("[qtrain] WARNING: {w}");
+        }
+        eprintln!(
+            "[qtrain] resuming from {} at step {} (epoch {epoch}, micro-batch {micro_start} of {num_micro}){}",
+            r.dir.display(),
+            state.global_step,
+            state.best_metric.map(|b| format!("; best eval_loss so far {b:.6}")).unwrap_or_default()
+        );
+        resumed_from = Some(r.dir.clone());
+    }
     let hyper = args.adamw_hyper();
     let hyper_no_decay = hyper.with_weight_decay(0.0);
     let lora_dropout = (mode == TrainMode::Lora && args.lora_dropout > 0.0).then_some(args.lora_dropout as f32);
@@ -193,162 +358,548 @@ pub fn train<B: Backend>(be: &B, mut args: TrainArgs) -> Result<TrainSummary> {
         Some(config) => CheckpointContent::Lora { config },
         None => CheckpointContent::Full { source: &model_dir, dtype },
     };
+    let save_master = mode == TrainMode::Full && dtype != DType::F32;
 
-    // ---- the loop -------------------------------------------------------------------------
-    let base_order = dataset::dataset_order(samples.len(), args.dataset_shuffle, args.seed);
+    // ---- the loop ---------------------------------------------------------------------------
+    let start_step = state.global_step;
+    let progress = Progress::new(max_steps, start_step);
+    let mut report = RunReport::create(&run_dir, args.tensorboard())?;
+    let mut logging = LogFile::create(&run_dir.join("logging.jsonl"))?;
     let t_train = Instant::now();
-    let mut global_step = 0u64;
-    let mut epoch = 0u64;
-    let mut window = Window::default();
-    let mut total = LossStats::default();
-    let mut samples_seen = 0usize;
-    let mut tokens_seen = 0usize;
-    let logging_path = run_dir.join("logging.jsonl");
-    let mut logging = LogFile::create(&logging_path)?;
-    let mut log_history: Vec<Value> = Vec::new();
-    let mut last_checkpoint = None;
-    'train: while global_step < max_steps {
-        let order = dataset::epoch_order(&base_order, epoch, args.train_dataloader_shuffle, args.seed);
+    let mut tokens_this_run = 0usize;
+    let mut last_checkpoint: Option<PathBuf> = resumed_from.clone();
+    let mut stop = StopReason::Completed;
+    'train: while state.global_step < max_steps {
+        let order = dataset::epoch_order(&row_lengths, epoch, args.seed, args.train_dataloader_shuffle, args.group_by_length, batch_size);
         let micro = dataset::micro_batches(&order, batch_size);
-        for (group_index, group) in micro.chunks(accumulation).enumerate() {
+        let mut m = std::mem::take(&mut micro_start);
+        while m < micro.len() {
+            if control.stop_requested() && state.global_step == start_step {
+                progress.finish();
+                return Err(TrainError::Interrupted);
+            }
+            let group = &micro[m..(m + accumulation).min(micro.len())];
             // Build the step's micro-batches and count its targets before any backward pass.
             let batches: Vec<TrainBatch> = group
                 .iter()
-                .map(|ids| {
-                    let pairs: Vec<(Vec<u32>, Vec<i32>)> =
-                        ids.iter().map(|&i| (samples[i].input_ids.clone(), samples[i].labels.clone())).collect();
-                    TrainBatch::from_samples(&pairs, pad_id)
-                })
-                .collect::<std::result::Result<_, _>>()?;
+                .map(|ids| dataset::make_batch(&ids.iter().map(|&i| &rows[i]).collect::<Vec<_>>(), pad_id))
+                .collect::<Result<_>>()?;
             let step_targets: usize = batches.iter().map(TrainBatch::num_targets).sum();
-            let lr = schedule.lr_at(global_step);
+            let step = state.global_step + 1;
+            let lr = schedule.lr_at(state.global_step);
             let mut step_stats = LossStats::default();
             let grad_norm = match loss_scale(step_targets) {
                 None => {
-                    eprintln!("[qtrain] ERROR: optimizer step {} has no supervised tokens; its update is skipped", global_step + 1);
+                    progress.println(&format!("WARNING: optimizer step {step} has no supervised token; its update is skipped"));
+                    for _ in &batches {
+                        rng.next_u64();
+                    }
                     None
                 }
                 Some(scale) => {
-                    for (m, tb) in batches.iter().enumerate() {
+                    for tb in &batches {
+                        let dropout_seed = rng.next_u64();
                         let opts = BackwardOptions {
                             loss_scale: scale,
                             gradient_checkpointing: args.gradient_checkpointing,
-                            lora_dropout: lora_dropout.map(|p| (p, dropout_seed(args.seed, global_step, m))),
+                            lora_dropout: lora_dropout.map(|p| (p, dropout_seed)),
                         };
                         step_stats.add(model.forward_backward(be, tb, &mut grads, &opts)?);
                     }
+                    // A non-finite loss or gradient stops the run before the update: the last
+                    // checkpoint stays the last good state.
+                    let loss = step_stats.loss_sum / step_stats.num_targets.max(1) as f64;
                     let mut sum_sq = 0.0;
                     for (_, g) in grads.named(&model) {
                         sum_sq += be.sum_squares(g)?;
                     }
                     let norm = norm_from_sum_of_squares(sum_sq);
-                    if !norm.is_finite() {
-                        return Err(TrainError::Invalid(format!(
-                            "the gradient norm is {norm} at step {}: training diverged (lower --learning_rate, or check the data)",
-                            global_step + 1
-                        )));
+                    for (what, value) in [("loss", loss), ("gradient norm", norm)] {
+                        if !value.is_finite() {
+                            progress.finish();
+                            let hint = match &last_checkpoint {
+                                Some(c) => format!(
+                                    "The last good checkpoint is {}: resume from it with --resume_from_checkpoint and a lower --learning_rate, or check the data.",
+                                    c.display()
+                                ),
+                                None => "No checkpoint was saved before it: lower --learning_rate (or check the data) and start again.".into(),
+                            };
+                            let err = TrainError::Diverged { step, what, value, hint };
+                            logging.append(&json!({"error": err.to_string(), "global_step": step}))?;
+                            return Err(err);
+                        }
                     }
                     let clip = if args.max_grad_norm > 0.0 { clip_coefficient(norm, args.max_grad_norm) } else { 1.0 };
-                    for (p, (m, v)) in model.trainable_params(&grads).into_iter().zip(moments.iter_mut()) {
+                    adam_steps += 1;
+                    for (p, (m1, v1)) in model.trainable_params(&grads).into_iter().zip(moments.iter_mut()) {
                         let h = if p.decay { &hyper } else { &hyper_no_decay };
-                        be.adamw_step(p.param, p.grad, m, v, h, global_step + 1, lr, clip)?;
+                        be.adamw_step(p.param, p.grad, m1, v1, h, adam_steps, lr, clip)?;
                     }
                     grads.zero(be)?;
                     Some(norm)
                 }
             };
-            global_step += 1;
-            window.loss_sum += step_stats.loss_sum;
-            window.targets += step_stats.num_targets;
-            window.correct += step_stats.num_correct;
-            window.steps += 1;
-            total.add(step_stats);
-            samples_seen += group.iter().map(Vec::len).sum::<usize>();
-            tokens_seen += batches.iter().map(|b| b.batch.valid.iter().filter(|&&v| v).count()).sum::<usize>();
-            let micro_done = ((group_index + 1) * accumulation).min(micro.len());
-            let epoch_f = epoch as f64 + micro_done as f64 / micro.len() as f64;
-            let last = global_step >= max_steps;
+            state.global_step = step;
+            state.window.loss_sum += step_stats.loss_sum;
+            state.window.targets += step_stats.num_targets;
+            state.window.correct += step_stats.num_correct;
+            state.window.steps += 1;
+            state.total.add(step_stats);
+            state.samples_seen += group.iter().flatten().map(|&i| rows[i].num_samples).sum::<usize>();
+            let step_tokens: usize = batches.iter().map(|b| b.batch.valid.iter().filter(|&&v| v).count()).sum();
+            state.tokens_seen += step_tokens;
+            tokens_this_run += step_tokens;
+            m += group.len();
+            let epoch_f = epoch as f64 + m as f64 / micro.len() as f64;
+            // Where the next step starts: the data position a checkpoint of this step records.
+            let next_position = if m == micro.len() { (epoch + 1, 0) } else { (epoch, m) };
+            let last = step >= max_steps;
+            let elapsed = t_train.elapsed().as_secs_f64();
+            let step_loss = (step_stats.num_targets > 0).then(|| step_stats.loss_sum / step_stats.num_targets as f64);
+            progress.step(step, step_loss, lr, tokens_this_run as f64 / elapsed.max(1e-9));
 
-            if global_step == 1 || global_step % args.logging_steps == 0 || last {
+            // ---- log ------------------------------------------------------------------------
+            if step == 1 || step % args.logging_steps == 0 || last {
                 let log = TrainLog {
-                    window,
+                    window: state.window,
                     grad_norm,
                     learning_rate: lr,
                     epoch: epoch_f,
-                    global_step,
+                    global_step: step,
                     max_steps,
-                    elapsed: t_train.elapsed().as_secs_f64(),
+                    elapsed,
+                    start_step,
                 };
                 let record = log.to_json();
                 logging.append(&record)?;
-                let mut entry = record.clone();
-                entry["step"] = json!(global_step);
-                log_history.push(entry);
-                eprintln!("[qtrain] {}", log.progress_line());
-                window = Window::default();
+                report.train_log(step, &log)?;
+                state.push_history(&record, step);
+                if !progress.is_bar() || step % args.logging_steps == 0 || last {
+                    progress.println(&log.progress_line());
+                }
+                state.window = Window::default();
             }
-            if global_step % args.save_steps == 0 || last {
-                let state = json!({
-                    "best_metric": null,
-                    "best_model_checkpoint": null,
-                    "epoch": metrics::round8(epoch_f),
-                    "global_step": global_step,
-                    "max_steps": max_steps,
-                    "num_train_epochs": args.num_train_epochs,
-                    "logging_steps": args.logging_steps,
-                    "save_steps": args.save_steps,
-                    "train_batch_size": batch_size,
-                    "num_input_tokens_seen": tokens_seen,
-                    "log_history": log_history,
+
+            // ---- evaluate, best checkpoint, early stopping ----------------------------------
+            if let Some(every) = eval_steps {
+                if step % every == 0 || last {
+                    let t_eval = Instant::now();
+                    let r = evaluate_dataset(be, &model, &data.val, args.per_device_eval_batch_size, pad_id)?;
+                    let log = EvalLog {
+                        loss: r.loss,
+                        token_acc: r.token_acc,
+                        runtime: t_eval.elapsed().as_secs_f64(),
+                        samples: r.samples,
+                        batches: r.samples.div_ceil(args.per_device_eval_batch_size),
+                        epoch: epoch_f,
+                        global_step: step,
+                        max_steps,
+                        elapsed: t_train.elapsed().as_secs_f64(),
+                        start_step,
+                    };
+                    let record = log.to_json();
+                    logging.append(&record)?;
+                    report.eval_log(step, &log)?;
+                    state.push_history(&record, step);
+                    progress.println(&log.progress_line());
+                    // EarlyStoppingCallback.on_evaluate runs before the best metric is updated.
+                    if let Some(patience) = args.early_stopping_patience {
+                        let improved =
+                            state.best_metric.is_none_or(|best| r.loss < best && (r.loss - best).abs() > args.early_stopping_threshold);
+                        state.patience_counter = if improved { 0 } else { state.patience_counter + 1 };
+                        if state.patience_counter >= patience {
+                            stop = StopReason::EarlyStopping;
+                            progress.println(&format!(
+                                "early stopping at step {step}: eval_loss {:.6} has not improved on the best {:.6} by more than {} for {} evaluations",
+                                r.loss,
+                                state.best_metric.unwrap_or(f64::NAN),
+                                args.early_stopping_threshold,
+                                state.patience_counter
+                            ));
+                        }
+                    }
+                    if state.best_metric.is_none_or(|best| r.loss < best) {
+                        state.best_metric = Some(r.loss);
+                        state.best_global_step = Some(step);
+                    }
+                }
+            }
+            if control.stop_requested() && stop == StopReason::Completed {
+                stop = StopReason::Interrupted;
+                progress.println(&format!("interrupted: saving a checkpoint at step {step} and stopping"));
+            }
+            let stopping = stop != StopReason::Completed;
+
+            // ---- checkpoint ------------------------------------------------------------------
+            if step % args.save_steps == 0 || last || stopping {
+                let this_dir = run_dir.join(format!("checkpoint-{step}"));
+                if state.best_global_step == Some(step) {
+                    state.best_model_checkpoint = Some(this_dir.clone());
+                } else if let Some(b) = state.best_global_step {
+                    let candidate = run_dir.join(format!("checkpoint-{b}"));
+                    if candidate.is_dir() {
+                        state.best_model_checkpoint = Some(candidate);
+                    }
+                }
+                let mut optimizer = Vec::with_capacity(param_names.len());
+                let masters: Vec<Option<Vec<f32>>> = if save_master {
+                    model.trainable_params(&grads).iter().map(|p| be.download(p.param).map(Some)).collect::<std::result::Result<_, _>>()?
+                } else {
+                    vec![None; param_names.len()]
+                };
+                for (((name, shape), (m1, v1)), master) in param_names.iter().zip(&moments).zip(masters) {
+                    optimizer.push(ParamState {
+                        name: name.clone(),
+                        shape: shape.clone(),
+                        exp_avg: be.download(m1)?,
+                        exp_avg_sq: be.download(v1)?,
+                        step: adam_steps,
+                        master,
+                    });
+                }
+                let trainer_state = state.trainer_state(&args, max_steps, epoch_f, batch_size);
+                let scheduler = json!({
+                    "lr_scheduler_type": args.lr_scheduler_type,
+                    "config": schedule,
+                    "warmup_steps": schedule.warmup_steps(),
+                    "last_step": step,
+                    "next_lr": schedule.lr_at(step),
                 });
-                let dir = checkpoint::save_checkpoint(be, &model, &run_dir, global_step, &checkpoint_content, &args_json, &state)?;
-                eprintln!("[qtrain] saved {}", dir.display());
+                let rng_state = json!({
+                    "seed": args.seed,
+                    "dropout_rng_state": rng.state(),
+                    "lora_dropout": args.lora_dropout,
+                });
+                let data_state = json!({
+                    "epoch": next_position.0,
+                    "micro_batch": next_position.1,
+                    "sample_index": next_position.1 * batch_size,
+                    "num_micro_batches": micro.len(),
+                    "num_rows": rows.len(),
+                    "shuffle_seed": args.seed,
+                    "dataset_shuffle": args.dataset_shuffle,
+                    "train_dataloader_shuffle": args.train_dataloader_shuffle,
+                    "group_by_length": args.group_by_length,
+                    "packing": args.packing,
+                    "fingerprint": fingerprint,
+                });
+                let ckpt = CheckpointState {
+                    args_json: &args_json,
+                    trainer_state: &trainer_state,
+                    scheduler: &scheduler,
+                    rng_state: &rng_state,
+                    data_state: &data_state,
+                    optimizer: &optimizer,
+                };
+                let dir = checkpoint::save_checkpoint(be, &model, &run_dir, step, &checkpoint_content, &ckpt)?;
+                progress.println(&format!("saved {}", dir.display()));
                 last_checkpoint = Some(dir);
+                if let Some(limit) = args.save_total_limit {
+                    let best_here =
+                        state.best_model_checkpoint.as_ref().filter(|b| b.parent() == Some(run_dir.as_path())).and(state.best_global_step);
+                    for gone in checkpoint::rotate_checkpoints(&run_dir, limit, best_here)? {
+                        progress.println(&format!("deleted {} (save_total_limit {limit})", gone.display()));
+                    }
+                }
             }
-            if last {
+            if last || stopping {
                 break 'train;
             }
         }
         epoch += 1;
     }
+    progress.finish();
 
-    // ---- summary --------------------------------------------------------------------------
+    // ---- summary ------------------------------------------------------------------------------
     let train_runtime = t_train.elapsed().as_secs_f64();
-    let last_checkpoint = last_checkpoint.expect("the last step always saves");
+    let last_checkpoint = last_checkpoint.ok_or_else(|| TrainError::Invalid("no optimizer step ran: nothing to save".into()))?;
+    let session_samples = state.samples_seen; // includes the steps before a resume
     let summary = TrainSummary {
         run_dir: run_dir.clone(),
         last_checkpoint: last_checkpoint.clone(),
-        global_step,
+        best_checkpoint: state.best_model_checkpoint.clone(),
+        best_metric: state.best_metric,
+        global_step: state.global_step,
         max_steps,
+        stop,
         train_runtime,
-        train_loss: total.mean_loss(),
-        train_samples_per_second: samples_seen as f64 / train_runtime.max(1e-9),
-        train_tokens_per_second: tokens_seen as f64 / train_runtime.max(1e-9),
-        dataset: data.stats.clone(),
+        train_loss: state.total.mean_loss(),
+        train_samples_per_second: session_samples as f64 / train_runtime.max(1e-9),
+        train_tokens_per_second: tokens_this_run as f64 / train_runtime.max(1e-9),
+        dataset: data.train_stats.clone(),
     };
-    let line = json!({
+    let mut line = json!({
         "last_model_checkpoint": last_checkpoint.to_string_lossy(),
-        "best_model_checkpoint": null,
-        "best_metric": null,
-        "global_step": global_step,
+        "best_model_checkpoint": state.best_model_checkpoint.as_ref().map(|p| p.to_string_lossy()),
+        "best_metric": state.best_metric.map(metrics::round8),
+        "global_step": state.global_step,
         "max_steps": max_steps,
         "train_loss": metrics::round8(summary.train_loss),
         "train_runtime": metrics::round8(train_runtime),
         "train_samples_per_second": metrics::round8(summary.train_samples_per_second),
-        "train_steps_per_second": metrics::round8(global_step as f64 / train_runtime.max(1e-9)),
+        "train_steps_per_second": metrics::round8((state.global_step - start_step) as f64 / train_runtime.max(1e-9)),
         "train_tokens_per_second": metrics::round8(summary.train_tokens_per_second),
         "memory(GiB)": metrics::peak_memory_gib().map(|m| (m * 100.0).round() / 100.0),
     });
+    if stop != StopReason::Completed {
+        line["stop_reason"] = json!(stop.as_str());
+    }
     logging.append(&line)?;
+    for note in report.finish(&state.log_history)? {
+        eprintln!("[qtrain] {note}");
+    }
+    let how = match stop {
+        StopReason::Completed => "done".to_string(),
+        StopReason::EarlyStopping => "stopped early (early_stopping_patience)".to_string(),
+        StopReason::Interrupted => format!("interrupted; continue with --resume_from_checkpoint {}", last_checkpoint.display()),
+    };
     eprintln!(
-        "[qtrain] done: {global_step} steps in {} ({:.2} samples/s, {:.0} tokens/s), mean train loss {:.4}; last checkpoint {}",
+        "[qtrain] {how}: {} of {max_steps} steps in {} ({:.0} tokens/s), mean train loss {:.4}; last checkpoint {}{}",
+        state.global_step,
         metrics::format_time(train_runtime),
-        summary.train_samples_per_second,
         summary.train_tokens_per_second,
         summary.train_loss,
-        last_checkpoint.display()
+        last_checkpoint.display(),
+        match (&state.best_model_checkpoint, state.best_metric) {
+            (Some(b), Some(m)) => format!("; best checkpoint {} (eval_loss {m:.6})", b.display()),
+            _ => String::new(),
+        }
     );
     Ok(summary)
+}
+
+/// Warn about samples that `max_length` cut or dropped and samples without supervised tokens.
+fn report_dropped(which: &str, st: &DatasetStats, max_length: usize, strategy: crate::args::TruncationStrategy) {
+    let strategy = match strategy {
+        crate::args::TruncationStrategy::Delete => "delete",
+        crate::args::TruncationStrategy::Left => "left",
+        crate::args::TruncationStrategy::Right => "right",
+    };
+    if st.dropped_too_long > 0 {
+        eprintln!(
+            "[qtrain] WARNING: {} {which} samples longer than max_length {max_length} were dropped (--truncation_strategy {strategy}; left/right cut them instead)",
+            st.dropped_too_long
+        );
+    }
+    if st.truncated > 0 {
+        eprintln!(
+            "[qtrain] WARNING: {} {which} samples longer than max_length {max_length} were truncated ({} tokens cut, --truncation_strategy {strategy})",
+            st.truncated, st.truncated_tokens
+        );
+    }
+    if st.dropped_no_targets > 0 {
+        eprintln!(
+            "[qtrain] WARNING: {} {which} samples have no supervised token (after truncation) and were dropped",
+            st.dropped_no_targets
+        );
+    }
+}
+
+/// The loop's counters that a checkpoint carries in `trainer_state.json`.
+#[derive(Clone, Debug, Default)]
+struct LoopState {
+    global_step: u64,
+    /// Loss sums since the last log (kept across a resume so the next log is the same).
+    window: Window,
+    /// Loss sums of the whole run.
+    total: LossStats,
+    samples_seen: usize,
+    tokens_seen: usize,
+    log_history: Vec<Value>,
+    best_metric: Option<f64>,
+    best_global_step: Option<u64>,
+    best_model_checkpoint: Option<PathBuf>,
+    /// Evaluations since the last improvement (EarlyStoppingCallback's counter).
+    patience_counter: u64,
+}
+
+impl LoopState {
+    fn push_history(&mut self, record: &Value, step: u64) {
+        let mut entry = record.clone();
+        entry["step"] = json!(step);
+        self.log_history.push(entry);
+    }
+
+    /// `trainer_state.json`: transformers' keys plus a `qtrain` section with the sums the
+    /// loop needs to continue exactly.
+    fn trainer_state(&self, args: &TrainArgs, max_steps: u64, epoch: f64, batch_size: usize) -> Value {
+        json!({
+            "best_global_step": self.best_global_step,
+            "best_metric": self.best_metric,
+            "best_model_checkpoint": self.best_model_checkpoint.as_ref().map(|p| p.to_string_lossy()),
+            "epoch": metrics::round8(epoch),
+            "eval_steps": args.eval_steps,
+            "global_step": self.global_step,
+            "is_local_process_zero": true,
+            "is_world_process_zero": true,
+            "log_history": self.log_history,
+            "logging_steps": args.logging_steps,
+            "max_steps": max_steps,
+            "num_input_tokens_seen": self.tokens_seen,
+            "num_train_epochs": args.num_train_epochs,
+            "save_steps": args.save_steps,
+            "stateful_callbacks": {
+                "EarlyStoppingCallback": {
+                    "args": {
+                        "early_stopping_patience": args.early_stopping_patience,
+                        "early_stopping_threshold": args.early_stopping_threshold,
+                    },
+                    "attributes": {"early_stopping_patience_counter": self.patience_counter},
+                },
+            },
+            "train_batch_size": batch_size,
+            "qtrain": {
+                "window": {"loss_sum": self.window.loss_sum, "targets": self.window.targets, "correct": self.window.correct, "steps": self.window.steps},
+                "total": {"loss_sum": self.total.loss_sum, "targets": self.total.num_targets, "correct": self.total.num_correct},
+                "samples_seen": self.samples_seen,
+            },
+        })
+    }
+
+    fn from_trainer_state(v: &Value) -> Self {
+        let u = |x: &Value| x.as_u64().unwrap_or(0);
+        let q = &v["qtrain"];
+        LoopState {
+            global_step: u(&v["global_step"]),
+            window: Window {
+                loss_sum: q["window"]["loss_sum"].as_f64().unwrap_or(0.0),
+                targets: u(&q["window"]["targets"]) as usize,
+                correct: u(&q["window"]["correct"]) as usize,
+                steps: u(&q["window"]["steps"]),
+            },
+            total: LossStats {
+                loss_sum: q["total"]["loss_sum"].as_f64().unwrap_or(0.0),
+                num_targets: u(&q["total"]["targets"]) as usize,
+                num_correct: u(&q["total"]["correct"]) as usize,
+            },
+            samples_seen: u(&q["samples_seen"]) as usize,
+            tokens_seen: u(&v["num_input_tokens_seen"]) as usize,
+            log_history: v["log_history"].as_array().cloned().unwrap_or_default(),
+            best_metric: v["best_metric"].as_f64(),
+            best_global_step: v["best_global_step"].as_u64(),
+            best_model_checkpoint: v["best_model_checkpoint"].as_str().map(PathBuf::from),
+            patience_counter: u(&v["stateful_callbacks"]["EarlyStoppingCallback"]["attributes"]["early_stopping_patience_counter"]),
+        }
+    }
+}
+
+/// A checkpoint opened for `--resume_from_checkpoint`, its JSON state files read.
+struct Resumed {
+    dir: PathBuf,
+    trainer_state: Value,
+    rng_state: Value,
+    data_state: Value,
+    scheduler: Value,
+    args: Value,
+}
+
+impl Resumed {
+    fn open(dir: &Path, lora: bool) -> Result<Self> {
+        let err = |m: String| TrainError::Resume { path: dir.to_path_buf(), message: m };
+        if !dir.is_dir() {
+            return Err(err("no such checkpoint folder".into()));
+        }
+        let missing = checkpoint::missing_files(dir, lora);
+        if !missing.is_empty() {
+            let other = checkpoint::missing_files(dir, !lora);
+            let hint = if other.is_empty() {
+                if lora {
+                    " (it is a full fine-tuning checkpoint: add --tuner_type full)"
+                } else {
+                    " (it is a LoRA checkpoint: use --tuner_type lora)"
+                }
+            } else {
+                " (an interrupted save leaves checkpoint-N.tmp, never checkpoint-N: pick an earlier checkpoint)"
+            };
+            return Err(err(format!("incomplete checkpoint, missing {}{hint}", missing.join(", "))));
+        }
+        Ok(Resumed {
+            dir: dir.to_path_buf(),
+            trainer_state: checkpoint::read_json(&dir.join("trainer_state.json"))?,
+            rng_state: checkpoint::read_json(&dir.join("rng_state.json"))?,
+            data_state: checkpoint::read_json(&dir.join("data_state.json"))?,
+            scheduler: checkpoint::read_json(&dir.join("scheduler.json"))?,
+            args: checkpoint::read_json(&dir.join("args.json"))?,
+        })
+    }
+
+    fn error(&self, message: String) -> TrainError {
+        TrainError::Resume { path: self.dir.clone(), message }
+    }
+
+    fn rng_state(&self) -> Result<[u64; 4]> {
+        let words: Vec<u64> = self.rng_state["dropout_rng_state"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+        words.try_into().map_err(|_| self.error("rng_state.json: dropout_rng_state must be 4 unsigned integers".into()))
+    }
+
+    /// (epoch, first micro-batch) of the next step.
+    fn data_position(&self, num_micro: usize) -> Result<(u64, usize)> {
+        let (Some(epoch), Some(micro)) = (self.data_state["epoch"].as_u64(), self.data_state["micro_batch"].as_u64()) else {
+            return Err(self.error("data_state.json lacks epoch / micro_batch".into()));
+        };
+        if micro as usize >= num_micro.max(1) {
+            return Err(self.error(format!(
+                "data_state.json points at micro-batch {micro} but an epoch of this dataset has only {num_micro}: the dataset or batch size changed"
+            )));
+        }
+        Ok((epoch, micro as usize))
+    }
+
+    /// What differs between the checkpoint's run and this one in ways that change the
+    /// trajectory (the run goes on, but not bit-exactly).
+    fn differences(&self, args: &Value, fingerprint: &str, schedule: &qtrain_optim::LrSchedule) -> Vec<String> {
+        // LoRA r / alpha / targets are read from the checkpoint's adapter, so they cannot differ.
+        const KEYS: [&str; 28] = [
+            "model",
+            "tuner_type",
+            "dataset",
+            "val_dataset",
+            "split_dataset_ratio",
+            "max_length",
+            "truncation_strategy",
+            "system",
+            "loss_scale",
+            "packing",
+            "group_by_length",
+            "seed",
+            "dataset_shuffle",
+            "train_dataloader_shuffle",
+            "lora_dropout",
+            "learning_rate",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "lr_scheduler_type",
+            "lr_scheduler_kwargs",
+            "warmup_ratio",
+            "warmup_steps",
+            "weight_decay",
+            "adam_beta1",
+            "adam_beta2",
+            "max_grad_norm",
+            "model_name",
+            "model_author",
+        ];
+        let mut out = Vec::new();
+        let changed: Vec<String> = KEYS
+            .iter()
+            .filter(|k| self.args.get(**k) != args.get(**k))
+            .map(|k| format!("{k}: {} → {}", self.args.get(*k).unwrap_or(&Value::Null), args.get(*k).unwrap_or(&Value::Null)))
+            .collect();
+        if !changed.is_empty() {
+            out.push(format!("arguments differ from the checkpoint's, so the run will not continue bit-exactly: {}", changed.join("; ")));
+        }
+        if self.data_state["fingerprint"].as_str() != Some(fingerprint) {
+            out.push("the tokenized dataset differs from the one the checkpoint was trained on".into());
+        }
+        if let Ok(saved) = serde_json::from_value::<qtrain_optim::LrSchedule>(self.scheduler["config"].clone()) {
+            if &saved != schedule {
+                out.push(
+                    "the learning-rate schedule differs from the checkpoint's (max_steps, warmup or schedule arguments changed)".into(),
+                );
+            }
+        }
+        out
+    }
 }
 
 /// `logging.jsonl`, append-only: each record is one `write` of a whole line to a file opened
@@ -361,7 +912,7 @@ struct LogFile {
 }
 
 impl LogFile {
-    fn create(path: &std::path::Path) -> Result<Self> {
+    fn create(path: &Path) -> Result<Self> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| TrainError::io(path, e))?;
         Ok(LogFile { path: path.to_path_buf(), file })
     }
@@ -379,14 +930,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dropout_seeds_differ_per_step_and_micro_batch() {
-        let mut seen = std::collections::HashSet::new();
-        for step in 0..50 {
-            for micro in 0..8 {
-                assert!(seen.insert(dropout_seed(42, step, micro)));
-            }
-        }
-        assert_eq!(dropout_seed(42, 3, 1), dropout_seed(42, 3, 1));
-        assert_ne!(dropout_seed(42, 3, 1), dropout_seed(43, 3, 1));
+    fn dropout_rng_is_a_stream_of_its_own() {
+        let mut a = dropout_rng(42);
+        let mut b = dropout_rng(42);
+        let xs: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
+        assert_eq!(xs, (0..8).map(|_| b.next_u64()).collect::<Vec<_>>());
+        assert_ne!(dropout_rng(43).next_u64(), dropout_rng(42).next_u64());
+        // Not the LoRA-init stream of the same seed.
+        assert_ne!(dropout_rng(42).next_u64(), Rng::new(42).next_u64());
+    }
+
+    #[test]
+    fn loop_state_round_trips_through_trainer_state() {
+        let mut s = LoopState {
+            global_step: 7,
+            window: Window { loss_sum: 1.0 / 3.0, targets: 5, correct: 2, steps: 1 },
+            total: LossStats { loss_sum: std::f64::consts::PI, num_targets: 40, num_correct: 9 },
+            samples_seen: 14,
+            tokens_seen: 321,
+            best_metric: Some(0.123456789012345),
+            best_global_step: Some(6),
+            best_model_checkpoint: Some(PathBuf::from("/x/checkpoint-6")),
+            patience_counter: 1,
+            ..Default::default()
+        };
+        s.push_history(&json!({"loss": 1.5}), 7);
+        let args = TrainArgs::default();
+        let v = s.trainer_state(&args, 10, 1.5, 2);
+        let text = serde_json::to_string(&v).unwrap();
+        let back = LoopState::from_trainer_state(&serde_json::from_str(&text).unwrap());
+        assert_eq!(back.window, s.window);
+        assert_eq!(back.total, s.total);
+        assert_eq!(back.best_metric.unwrap().to_bits(), s.best_metric.unwrap().to_bits());
+        assert_eq!(
+            (back.global_step, back.samples_seen, back.tokens_seen, back.best_global_step, back.patience_counter),
+            (7, 14, 321, Some(6), 1)
+        );
+        assert_eq!(back.best_model_checkpoint, s.best_model_checkpoint);
+        assert_eq!(back.log_history, vec![json!({"loss": 1.5, "step": 7})]);
     }
 }
