@@ -30,6 +30,7 @@ pub struct TrainFlags {
 
     // ---- model and output ----------------------------------------------------------------
     /// Hugging Face model folder (config.json, safetensors, tokenizer.json, tokenizer_config.json).
+    /// Without --model and --config: the embedded tiny model and presets/embedded-self-cognition.toml.
     #[arg(long, help_heading = "Model and output")]
     pub model: Option<PathBuf>,
     /// Runs go to OUTPUT_DIR/vN-YYYYMMDD-HHMMSS/ [default: output].
@@ -211,13 +212,28 @@ pub struct TrainFlags {
     pub attn_impl: Option<String>,
 }
 
+/// The preset used without --model and --config (its first line is the command that runs it).
+pub const EMBEDDED_PRESET: &str = include_str!("../../presets/embedded-self-cognition.toml");
+pub const EMBEDDED_PRESET_NAME: &str = "presets/embedded-self-cognition.toml";
+
 impl TrainFlags {
     /// The config file (if any) under the command-line flags, over ms-swift's defaults.
     pub fn into_train_args(self) -> Result<TrainArgs> {
+        // Neither --model nor --config: the embedded tiny model with the self-cognition preset.
+        let embedded = self.config.is_none() && self.model.is_none();
         let mut a = match &self.config {
             Some(path) => TrainArgs::from_toml_file(path)?,
+            None if embedded => TrainArgs::from_toml_str(EMBEDDED_PRESET, std::path::Path::new(EMBEDDED_PRESET_NAME))?,
             None => TrainArgs::default(),
         };
+        if embedded {
+            let dir = qtrain_chat::embedded::ensure_embedded_model(&qtrain_chat::embedded::default_location())?;
+            eprintln!(
+                "[qtrain] no --model: fine-tuning the embedded tiny model at {} with the preset {EMBEDDED_PRESET_NAME} (command-line flags override it)",
+                dir.display()
+            );
+            a.model = dir;
+        }
         macro_rules! set {
             ($($field:ident),* $(,)?) => { $( if let Some(v) = self.$field { a.$field = v; } )* };
         }
