@@ -28,6 +28,7 @@ enum Command {
     /// Loss and token accuracy of a model (optionally with an adapter) on a dataset.
     Eval(commands::eval::EvalCliArgs),
     /// Merge a LoRA adapter into its base model (--merge_lora true).
+    #[command(alias = "merge")]
     Export(commands::export::ExportCliArgs),
 }
 
