@@ -7,7 +7,7 @@ mod commands;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "qtrain", version, about = "Fine-tune and run Qwen2 / Qwen2.5 / Qwen3 models (LoRA, full fine-tuning, PEFT adapters).")]
+#[command(name = "qtrain", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("QTRAIN_GIT_HASH"), ")"), about = "Fine-tune and run Qwen2 / Qwen2.5 / Qwen3 models (LoRA, full fine-tuning, PEFT adapters).")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -31,18 +31,32 @@ fn copy_model(name: &str, dst: &Path) -> PathBuf {
 fn greedy_reply_on_stdout_equals_transformers_generation() {
     for name in ["tiny-qwen2", "tiny-qwen3"] {
         let r = Reference::open(name);
-        let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{name}/reference.json"))).unwrap()).unwrap();
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("{name}/reference.json"))).unwrap()).unwrap();
         let messages = reference["prompt_messages"].as_array().unwrap();
         let system = messages.iter().find(|m| m["role"] == "system").map(|m| m["content"].as_str().unwrap());
         let user = messages.iter().find(|m| m["role"] == "user").unwrap()["content"].as_str().unwrap();
         let want_ids = r.u32s("greedy.output_ids");
         let tokenizer = QwenTokenizer::from_file(fixture(&format!("{name}/tokenizer.json"))).unwrap();
         let im_end = tokenizer.token_to_id("<|im_end|>").unwrap();
-        let content: Vec<u32> = want_ids.iter().copied().filter(|&t| t != im_end && t != tokenizer.token_to_id("<|endoftext|>").unwrap()).collect();
+        let content: Vec<u32> =
+            want_ids.iter().copied().filter(|&t| t != im_end && t != tokenizer.token_to_id("<|endoftext|>").unwrap()).collect();
         let want_text = tokenizer.decode(&content, false).unwrap();
         let max_new = want_ids.len().to_string();
         let model = fixture(name);
-        let mut args = vec!["infer", "--model", model.to_str().unwrap(), "--prompt", user, "--temperature", "0", "--repetition_penalty", "1", "--max_new_tokens", &max_new];
+        let mut args = vec![
+            "infer",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            user,
+            "--temperature",
+            "0",
+            "--repetition_penalty",
+            "1",
+            "--max_new_tokens",
+            &max_new,
+        ];
         if let Some(s) = system {
             args.extend(["--system", s]);
         }
@@ -62,7 +76,19 @@ fn adapter_changes_the_reply_and_info_describes_the_model() {
     let model = fixture("tiny-qwen2");
     let base = qtrain(&["infer", "--model", model.to_str().unwrap(), "--prompt", "Hi", "--temperature", "0", "--max_new_tokens", "12"]);
     let lora = fixture("tiny-qwen2-lora");
-    let with = qtrain(&["infer", "--model", model.to_str().unwrap(), "--adapters", lora.to_str().unwrap(), "--prompt", "Hi", "--temperature", "0", "--max_new_tokens", "12"]);
+    let with = qtrain(&[
+        "infer",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapters",
+        lora.to_str().unwrap(),
+        "--prompt",
+        "Hi",
+        "--temperature",
+        "0",
+        "--max_new_tokens",
+        "12",
+    ]);
     assert_eq!((base.0, with.0), (0, 0), "{}{}", base.2, with.2);
     assert_ne!(base.1, with.1, "the adapter must change the greedy reply");
     let (code, stdout, stderr) = qtrain(&["info", "--model", fixture("tiny-qwen3").to_str().unwrap()]);
@@ -97,7 +123,8 @@ fn bad_model_folders_fail_with_clear_errors() {
     assert_clean_failure(&dir, "malformed JSON");
     // Unknown architecture.
     let cfg = std::fs::read_to_string(fixture("tiny-qwen2/config.json")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.replace("Qwen2ForCausalLM", "MistralForCausalLM").replace("\"qwen2\"", "\"mistral\"")).unwrap();
+    std::fs::write(dir.join("config.json"), cfg.replace("Qwen2ForCausalLM", "MistralForCausalLM").replace("\"qwen2\"", "\"mistral\""))
+        .unwrap();
     assert_clean_failure(&dir, "MistralForCausalLM");
     // Sliding window on.
     std::fs::write(dir.join("config.json"), cfg.replace("\"use_sliding_window\": false", "\"use_sliding_window\": true")).unwrap();
@@ -108,7 +135,10 @@ fn bad_model_folders_fail_with_clear_errors() {
     let mut tensors: Vec<(String, HostTensor)> = store.names().map(|n| (n.to_string(), store.read(n).unwrap())).collect();
     for (name, t) in tensors.iter_mut() {
         if name == "model.layers.1.mlp.up_proj.weight" {
-            *t = HostTensor { shape: vec![t.shape[0] - 1, t.shape[1]], data: HostTensorData::F32(t.to_f32()[..(t.shape[0] - 1) * t.shape[1]].to_vec()) };
+            *t = HostTensor {
+                shape: vec![t.shape[0] - 1, t.shape[1]],
+                data: HostTensorData::F32(t.to_f32()[..(t.shape[0] - 1) * t.shape[1]].to_vec()),
+            };
         }
     }
     write_safetensors(&dir.join("model.safetensors"), &tensors, None).unwrap();
@@ -135,7 +165,15 @@ fn bad_model_folders_fail_with_clear_errors() {
     let (code, _, stderr) = qtrain(&["infer", "--model", dir.to_str().unwrap(), "--prompt", "hi"]);
     assert!(code == 1 && stderr.contains("tokenizer.json") && !stderr.contains("panicked"), "{stderr}");
     // Bad adapter folder.
-    let (code, _, stderr) = qtrain(&["infer", "--model", fixture("tiny-qwen3").to_str().unwrap(), "--adapters", fixture("tiny-qwen2-lora").to_str().unwrap(), "--prompt", "hi"]);
+    let (code, _, stderr) = qtrain(&[
+        "infer",
+        "--model",
+        fixture("tiny-qwen3").to_str().unwrap(),
+        "--adapters",
+        fixture("tiny-qwen2-lora").to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
     assert!(code == 1 && stderr.contains("do not fit") && !stderr.contains("panicked"), "{stderr}");
     // Bad sampling values.
     let (code, _, stderr) = qtrain(&["infer", "--model", fixture("tiny-qwen3").to_str().unwrap(), "--prompt", "hi", "--top_p", "1.5"]);

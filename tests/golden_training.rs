@@ -83,7 +83,17 @@ fn gradients(model: &QwenModel<CpuBackend>, be: &CpuBackend, tb: &TrainBatch, mo
 }
 
 /// `steps` optimizer steps as transformers' Trainer takes them: clip_grad_norm_ then AdamW.
-fn adamw_steps(model: &mut QwenModel<CpuBackend>, be: &CpuBackend, tb: &TrainBatch, mode: TrainMode, lr: f64, wd: f64, max_norm: f64, steps: usize) -> (Vec<f64>, Vec<f64>) {
+#[allow(clippy::too_many_arguments)]
+fn adamw_steps(
+    model: &mut QwenModel<CpuBackend>,
+    be: &CpuBackend,
+    tb: &TrainBatch,
+    mode: TrainMode,
+    lr: f64,
+    wd: f64,
+    max_norm: f64,
+    steps: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let mut grads = model.new_grads(be, mode).unwrap();
     let opts = BackwardOptions { loss_scale: 1.0 / tb.num_targets() as f32, gradient_checkpointing: true, lora_dropout: None };
     let mut moments: Vec<(qtrain_core::CpuTensor, qtrain_core::CpuTensor)> =
@@ -133,7 +143,11 @@ fn run_golden(prefix: &'static str, model_dir: &'static str) {
     check_losses(&format!("{prefix} LoRA step losses"), &losses, &fx.f32("lora.step_losses"), 1e-4);
     check_losses(&format!("{prefix} LoRA grad norms"), &norms, &fx.f32("lora.step_grad_norms"), 1e-4);
     assert!(norms.iter().any(|&n| n > max_norm), "{prefix}: the fixture must exercise clipping");
-    let finals: HashMap<String, Vec<f32>> = model.trainable_params(&model.new_grads(&be, TrainMode::Lora).unwrap()).iter().map(|p| (p.name.clone(), be.download(p.param).unwrap())).collect();
+    let finals: HashMap<String, Vec<f32>> = model
+        .trainable_params(&model.new_grads(&be, TrainMode::Lora).unwrap())
+        .iter()
+        .map(|p| (p.name.clone(), be.download(p.param).unwrap()))
+        .collect();
     for name in fx.names_with("lora.final.") {
         let key = name.trim_start_matches("lora.final.");
         check(&format!("{prefix} after 3 steps {key}"), &finals[key], &fx.f32(&name), GRAD_TOL);
@@ -154,7 +168,8 @@ fn run_golden(prefix: &'static str, model_dir: &'static str) {
     check_losses(&format!("{prefix} full step losses"), &losses, &fx.f32("full.step_losses"), 1e-4);
     check_losses(&format!("{prefix} full grad norms"), &norms, &fx.f32("full.step_grad_norms"), 1e-4);
     let grads = model.new_grads(&be, TrainMode::Full).unwrap();
-    let finals: HashMap<String, Vec<f32>> = model.trainable_params(&grads).iter().map(|p| (p.name.clone(), be.download(p.param).unwrap())).collect();
+    let finals: HashMap<String, Vec<f32>> =
+        model.trainable_params(&grads).iter().map(|p| (p.name.clone(), be.download(p.param).unwrap())).collect();
     for name in fx.names_with("full.final.") {
         let key = name.trim_start_matches("full.final.");
         check(&format!("{prefix} full after 3 steps {key}"), &finals[key], &fx.f32(&name), GRAD_TOL);
@@ -183,7 +198,8 @@ fn dataset_tokenisation_and_evaluation_match_transformers() {
         let template = TokenizerConfig::from_dir(&dir).unwrap().chat_template().unwrap();
         let options = ConversationOptions::default();
         let conv = ConversationTokenizer::new(&template, &tokenizer, &options);
-        let reference: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(fixture(&format!("training/{prefix}-tokenized.json"))).unwrap()).unwrap();
+        let reference: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("training/{prefix}-tokenized.json"))).unwrap()).unwrap();
         let mut samples = vec![];
         for (i, (line, want)) in dataset.lines().zip(&reference).enumerate() {
             let row: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -194,9 +210,14 @@ fn dataset_tokenisation_and_evaluation_match_transformers() {
             assert_eq!(got.labels, want_labels, "{prefix} sample {i}: supervised positions; {REGENERATE}");
             samples.push((got.input_ids, got.labels));
         }
-        let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(&format!("training/{prefix}-eval.json"))).unwrap()).unwrap();
+        let eval: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("training/{prefix}-eval.json"))).unwrap()).unwrap();
         let mut model = QwenModel::load(&be, &dir).unwrap();
-        for (key, adapter) in [("eval", None), ("eval_lora", Some(format!("training/{prefix}-lora-init"))), ("eval_lora_trained", Some(format!("training/{prefix}-lora-trained")))] {
+        for (key, adapter) in [
+            ("eval", None),
+            ("eval_lora", Some(format!("training/{prefix}-lora-init"))),
+            ("eval_lora_trained", Some(format!("training/{prefix}-lora-trained"))),
+        ] {
             model.clear_lora();
             if let Some(a) = adapter {
                 LoraAdapter::load(&fixture(&a), &model.config).unwrap().attach(&be, &mut model).unwrap();

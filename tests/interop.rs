@@ -16,9 +16,11 @@ fn qtrain_written_adapters_evaluate_exactly_as_peft_loaded_them() {
     let be = CpuBackend::new();
     let dataset = std::fs::read_to_string(fixture("training/dataset.jsonl")).unwrap();
     for (short, name) in [("qwen2", "tiny-qwen2"), ("qwen3", "tiny-qwen3")] {
-        let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(&format!("interop/{short}.json"))).unwrap()).unwrap();
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("interop/{short}.json"))).unwrap()).unwrap();
         let adapter_dir = fixture(&format!("interop/{short}-qtrain-adapter"));
-        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(adapter_dir.join("adapter_config.json")).unwrap()).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(adapter_dir.join("adapter_config.json")).unwrap()).unwrap();
         for key in ["peft_type", "task_type", "r", "lora_alpha", "target_modules", "bias", "use_rslora", "use_dora", "fan_in_fan_out"] {
             assert!(config.get(key).is_some(), "{short}: adapter_config.json lacks {key}");
         }
@@ -38,7 +40,11 @@ fn qtrain_written_adapters_evaluate_exactly_as_peft_loaded_them() {
         }
         let peft_loss = record["peft"]["loss"].as_f64().unwrap();
         let rel = (total.mean_loss() - peft_loss).abs() / peft_loss;
-        assert!(rel < 1e-5, "{short}: qtrain {} vs PEFT {peft_loss} (relative {rel:.2e}); regenerate with `python3 tools/verify_interop.py` ({REGENERATE})", total.mean_loss());
+        assert!(
+            rel < 1e-5,
+            "{short}: qtrain {} vs PEFT {peft_loss} (relative {rel:.2e}); regenerate with `python3 tools/verify_interop.py` ({REGENERATE})",
+            total.mean_loss()
+        );
         assert_eq!(total.num_targets as u64, record["peft"]["tokens"].as_u64().unwrap());
         assert!((total.token_accuracy() - record["peft"]["token_acc"].as_f64().unwrap()).abs() < 1e-9);
         // transformers loaded qtrain's merged export and matched PEFT's logits.

@@ -90,8 +90,13 @@ fn checkpointing_and_accumulation_do_not_change_full_gradients() {
     for name in ["tiny-qwen2", "tiny-qwen3"] {
         let model = QwenModel::load(&be, &fixture(name)).unwrap();
         let data = samples(2, 3);
-        let reference = run(&model, &be, TrainMode::Full, &[data.clone()], false);
-        assert_same(&reference, &run(&model, &be, TrainMode::Full, &[data.clone()], true), 1e-6, &format!("{name} full checkpointing"));
+        let reference = run(&model, &be, TrainMode::Full, std::slice::from_ref(&data), false);
+        assert_same(
+            &reference,
+            &run(&model, &be, TrainMode::Full, std::slice::from_ref(&data), true),
+            1e-6,
+            &format!("{name} full checkpointing"),
+        );
         let split: Vec<_> = data.iter().map(|s| vec![s.clone()]).collect();
         assert_same(&reference, &run(&model, &be, TrainMode::Full, &split, true), 1e-5, &format!("{name} full accumulation"));
     }

@@ -108,7 +108,7 @@ fn infer_on<B: Backend>(be: &B, args: InferArgs) -> Result<()> {
     let new_chat = || {
         Chat::new(
             &folder,
-            &be,
+            be,
             ChatOptions {
                 system: args.system.clone(),
                 enable_thinking: args.enable_thinking,

@@ -141,7 +141,13 @@ mod tests {
         assert_eq!(folder.model.config.num_layers, 4);
         assert_eq!(folder.tokenizer.token_to_id("<|im_end|>"), Some(4098));
         assert!(folder.stop_ids().contains(&4098));
-        let prompt = folder.template.render(&qtrain_data::RenderRequest { add_generation_prompt: true, ..qtrain_data::RenderRequest::new(&serde_json::json!([{"role": "user", "content": "hi"}])) }).unwrap();
+        let prompt = folder
+            .template
+            .render(&qtrain_data::RenderRequest {
+                add_generation_prompt: true,
+                ..qtrain_data::RenderRequest::new(&serde_json::json!([{"role": "user", "content": "hi"}]))
+            })
+            .unwrap();
         assert!(prompt.starts_with("<|im_start|>system\nYou are a helpful assistant.<|im_end|>"), "{prompt}");
         // Calling again re-uses the folder.
         assert_eq!(ensure_embedded_model(&a).unwrap(), a);

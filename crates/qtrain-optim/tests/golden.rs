@@ -5,21 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use qtrain_optim::{
-    clip_grad_norm_scale, AdamWHyper, AdamWState, LrSchedule, ParamGroup, ScheduleConfig,
-    ScheduleKind,
-};
+use qtrain_optim::{clip_grad_norm_scale, AdamWHyper, AdamWState, LrSchedule, ParamGroup, ScheduleConfig, ScheduleKind};
 use serde::Deserialize;
 
-const REGENERATE: &str =
-    "regenerate with `python3 tools/dump_schedules.py` (needs torch + transformers)";
+const REGENERATE: &str = "regenerate with `python3 tools/dump_schedules.py` (needs torch + transformers)";
 
 fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/schedules")
-        .join(name);
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}; {REGENERATE}", path.display()))
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/schedules").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}; {REGENERATE}", path.display()))
 }
 
 #[derive(Deserialize)]
@@ -38,19 +31,14 @@ struct ScheduleCase {
 
 #[test]
 fn schedules_match_transformers_get_scheduler() {
-    let fixture: ScheduleFixture = serde_json::from_str(&fixture("schedules.json"))
-        .unwrap_or_else(|e| panic!("schedules.json does not parse: {e}; {REGENERATE}"));
+    let fixture: ScheduleFixture =
+        serde_json::from_str(&fixture("schedules.json")).unwrap_or_else(|e| panic!("schedules.json does not parse: {e}; {REGENERATE}"));
     assert!(fixture.cases.len() >= 20, "too few cases; {REGENERATE}");
     let mut kinds_seen = std::collections::BTreeSet::new();
     let mut failures = Vec::new();
     for case in &fixture.cases {
-        let label = format!(
-            "{} ({})",
-            serde_json::to_string(&case.config).unwrap(),
-            case.reference
-        );
-        let schedule = LrSchedule::new(case.config.clone())
-            .unwrap_or_else(|e| panic!("{label}: rejected: {e}"));
+        let label = format!("{} ({})", serde_json::to_string(&case.config).unwrap(), case.reference);
+        let schedule = LrSchedule::new(case.config.clone()).unwrap_or_else(|e| panic!("{label}: rejected: {e}"));
         kinds_seen.insert(schedule.kind().as_str());
         // Our ratio -> steps conversion equals TrainingArguments.get_warmup_steps ...
         assert_eq!(
@@ -59,31 +47,19 @@ fn schedules_match_transformers_get_scheduler() {
             "{label}: warmup steps differ from transformers; {REGENERATE}"
         );
         // ... and `constant` ignores it, as get_scheduler does.
-        let expected_warmup = if schedule.kind() == ScheduleKind::Constant {
-            0
-        } else {
-            case.num_warmup_steps
-        };
+        let expected_warmup = if schedule.kind() == ScheduleKind::Constant { 0 } else { case.num_warmup_steps };
         assert_eq!(schedule.warmup_steps(), expected_warmup, "{label}");
-        assert!(
-            case.lrs.len() > case.config.total_steps as usize,
-            "{label}: short fixture"
-        );
+        assert!(case.lrs.len() > case.config.total_steps as usize, "{label}: short fixture");
         for (step, &want) in case.lrs.iter().enumerate() {
             let got = schedule.lr_at(step as u64);
             let err = (got - want).abs();
             if !(err <= 1e-15 || err <= 1e-9 * want.abs()) {
-                failures.push(format!(
-                    "{label}: step {step}: qtrain {got:e}, transformers {want:e}"
-                ));
+                failures.push(format!("{label}: step {step}: qtrain {got:e}, transformers {want:e}"));
             }
         }
     }
     for kind in ScheduleKind::ALL {
-        assert!(
-            kinds_seen.contains(kind.as_str()),
-            "no fixture case for {kind}; {REGENERATE}"
-        );
+        assert!(kinds_seen.contains(kind.as_str()), "no fixture case for {kind}; {REGENERATE}");
     }
     assert!(
         failures.is_empty(),
@@ -159,51 +135,32 @@ fn check_close(what: &str, got: &[f32], want: &[f64], failures: &mut Vec<String>
 
 #[test]
 fn adamw_with_clipping_matches_torch() {
-    let fixture: AdamWFixture = serde_json::from_str(&fixture("adamw.json"))
-        .unwrap_or_else(|e| panic!("adamw.json does not parse: {e}; {REGENERATE}"));
+    let fixture: AdamWFixture =
+        serde_json::from_str(&fixture("adamw.json")).unwrap_or_else(|e| panic!("adamw.json does not parse: {e}; {REGENERATE}"));
     assert!(!fixture.cases.is_empty(), "no cases; {REGENERATE}");
     let mut failures = Vec::new();
     let (mut clipped_steps, mut unclipped_steps) = (0, 0);
     for case in &fixture.cases {
-        let hyper = AdamWHyper {
-            beta1: case.hyper.beta1,
-            beta2: case.hyper.beta2,
-            eps: case.hyper.eps,
-            weight_decay: 0.0,
-        };
+        let hyper = AdamWHyper { beta1: case.hyper.beta1, beta2: case.hyper.beta2, eps: case.hyper.eps, weight_decay: 0.0 };
         let mut state = AdamWState::new(hyper).unwrap();
-        let mut params: BTreeMap<&str, Vec<f32>> = case
-            .initial
-            .iter()
-            .map(|(n, v)| (n.as_str(), to_f32(v)))
-            .collect();
+        let mut params: BTreeMap<&str, Vec<f32>> = case.initial.iter().map(|(n, v)| (n.as_str(), to_f32(v))).collect();
         for g in &case.groups {
             let lens: Vec<usize> = g.params.iter().map(|n| params[n.as_str()].len()).collect();
-            state
-                .add_group(ParamGroup::new(g.weight_decay), &lens)
-                .unwrap();
+            state.add_group(ParamGroup::new(g.weight_decay), &lens).unwrap();
         }
         assert!(
-            case.groups.iter().any(|g| g.weight_decay == 0.0)
-                && case.groups.iter().any(|g| g.weight_decay > 0.0),
+            case.groups.iter().any(|g| g.weight_decay == 0.0) && case.groups.iter().any(|g| g.weight_decay > 0.0),
             "{}: expected a decay and a no-decay group",
             case.name
         );
 
         for (si, rec) in case.steps.iter().enumerate() {
             let label = format!("{} step {}", case.name, si + 1);
-            let grads: BTreeMap<&str, Vec<f32>> = rec
-                .grads
-                .iter()
-                .map(|(n, v)| (n.as_str(), to_f32(v)))
-                .collect();
+            let grads: BTreeMap<&str, Vec<f32>> = rec.grads.iter().map(|(n, v)| (n.as_str(), to_f32(v))).collect();
             let all: Vec<&[f32]> = grads.values().map(|g| g.as_slice()).collect();
             let (norm, scale) = clip_grad_norm_scale(&all, case.max_norm);
             if (norm - rec.total_norm).abs() > 1e-6 * rec.total_norm {
-                failures.push(format!(
-                    "{label}: total norm qtrain {norm}, torch {}",
-                    rec.total_norm
-                ));
+                failures.push(format!("{label}: total norm qtrain {norm}, torch {}", rec.total_norm));
             }
             if scale < 1.0 {
                 clipped_steps += 1;
@@ -212,61 +169,28 @@ fn adamw_with_clipping_matches_torch() {
             }
             for (n, g) in &grads {
                 let clipped: Vec<f32> = g.iter().map(|x| x * scale).collect();
-                check_close(
-                    &format!("{label} clipped grad {n}"),
-                    &clipped,
-                    &rec.clipped_grads[*n],
-                    &mut failures,
-                );
+                check_close(&format!("{label} clipped grad {n}"), &clipped, &rec.clipped_grads[*n], &mut failures);
             }
 
             for (gi, group) in case.groups.iter().enumerate() {
-                let mut taken: Vec<(String, Vec<f32>)> = group
-                    .params
-                    .iter()
-                    .map(|n| (n.clone(), params.remove(n.as_str()).unwrap()))
-                    .collect();
-                let mut p_refs: Vec<&mut [f32]> =
-                    taken.iter_mut().map(|(_, p)| p.as_mut_slice()).collect();
-                let g_refs: Vec<&[f32]> = group
-                    .params
-                    .iter()
-                    .map(|n| grads[n.as_str()].as_slice())
-                    .collect();
-                let step = state
-                    .step_group(gi, &mut p_refs, &g_refs, rec.lr, scale)
-                    .unwrap();
+                let mut taken: Vec<(String, Vec<f32>)> =
+                    group.params.iter().map(|n| (n.clone(), params.remove(n.as_str()).unwrap())).collect();
+                let mut p_refs: Vec<&mut [f32]> = taken.iter_mut().map(|(_, p)| p.as_mut_slice()).collect();
+                let g_refs: Vec<&[f32]> = group.params.iter().map(|n| grads[n.as_str()].as_slice()).collect();
+                let step = state.step_group(gi, &mut p_refs, &g_refs, rec.lr, scale).unwrap();
                 assert_eq!(step as f64, rec.step, "{label}: step counter");
                 for (pi, (n, p)) in taken.into_iter().enumerate() {
-                    check_close(
-                        &format!("{label} param {n}"),
-                        &p,
-                        &rec.params[&n],
-                        &mut failures,
-                    );
+                    check_close(&format!("{label} param {n}"), &p, &rec.params[&n], &mut failures);
                     let gs = &state.groups[gi];
-                    check_close(
-                        &format!("{label} exp_avg {n}"),
-                        &gs.exp_avg[pi],
-                        &rec.exp_avg[&n],
-                        &mut failures,
-                    );
-                    check_close(
-                        &format!("{label} exp_avg_sq {n}"),
-                        &gs.exp_avg_sq[pi],
-                        &rec.exp_avg_sq[&n],
-                        &mut failures,
-                    );
+                    check_close(&format!("{label} exp_avg {n}"), &gs.exp_avg[pi], &rec.exp_avg[&n], &mut failures);
+                    check_close(&format!("{label} exp_avg_sq {n}"), &gs.exp_avg_sq[pi], &rec.exp_avg_sq[&n], &mut failures);
                     let name = case.groups[gi].params[pi].as_str();
                     params.insert(name, p);
                 }
             }
         }
     }
-    assert!(
-        clipped_steps > 0 && unclipped_steps > 0,
-        "fixture must exercise both clipped and unclipped steps; {REGENERATE}"
-    );
+    assert!(clipped_steps > 0 && unclipped_steps > 0, "fixture must exercise both clipped and unclipped steps; {REGENERATE}");
     assert!(
         failures.is_empty(),
         "{} values differ from torch {} (rel 1e-6); {REGENERATE}\n{}",
