@@ -118,6 +118,76 @@ impl AttentionMask {
     }
 }
 
+/// Sizes of an attention call, after [`check_attention_shapes`] accepted its operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionDims {
+    pub batch: usize,
+    /// query length T
+    pub q_len: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// rows of k/v allocated (the KV-cache capacity); the first `mask.kv_len` are used
+    pub kv_capacity: usize,
+}
+
+/// The shape rules every backend's [`Backend::attention`] enforces, in one place:
+/// q `[B, T, H, D]`, k = v `[B, S_cap, KV, D]` with H a multiple of KV, and a mask that fits.
+pub fn check_attention_shapes(op: &'static str, q: &[usize], k: &[usize], v: &[usize], mask: &AttentionMask) -> Result<AttentionDims> {
+    crate::ensure_shape!(q.len() == 4 && k.len() == 4 && k == v, op, "q {q:?}, k {k:?}, v {v:?}");
+    let dims = AttentionDims { batch: q[0], q_len: q[1], heads: q[2], kv_heads: k[2], head_dim: q[3], kv_capacity: k[1] };
+    let (b, t) = (dims.batch, dims.q_len);
+    crate::ensure_shape!(
+        k[0] == b && k[3] == dims.head_dim && dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0,
+        op,
+        "q {q:?} against k/v {k:?}"
+    );
+    crate::ensure_shape!(
+        mask.batch == b && mask.q_len == t && mask.kv_len <= dims.kv_capacity,
+        op,
+        "mask (batch {}, q_len {}, kv_len {}) for q {q:?}, cache {}",
+        mask.batch,
+        mask.q_len,
+        mask.kv_len,
+        dims.kv_capacity
+    );
+    crate::ensure_shape!(mask.q_offset + t <= mask.kv_len, op, "queries end at {} past kv_len {}", mask.q_offset + t, mask.kv_len);
+    for (name, len) in [("key_valid", mask.key_valid.as_ref().map(Vec::len)), ("segments", mask.segments.as_ref().map(Vec::len))] {
+        if let Some(len) = len {
+            crate::ensure_shape!(len == b * mask.kv_len, op, "{name} has {len} entries, expected {}", b * mask.kv_len);
+        }
+    }
+    Ok(dims)
+}
+
+/// [`check_attention_shapes`] for [`Backend::attention_backward`]: no cache (k/v hold exactly
+/// `mask.kv_len` rows), and `out`/`dout` shaped like q, `lse` `[B, T, H]`.
+pub fn check_attention_backward_shapes(
+    q: &[usize],
+    k: &[usize],
+    v: &[usize],
+    out: &[usize],
+    lse: &[usize],
+    dout: &[usize],
+    mask: &AttentionMask,
+) -> Result<AttentionDims> {
+    let op = "attention_backward";
+    let dims = check_attention_shapes(op, q, k, v, mask)?;
+    crate::ensure_shape!(
+        mask.kv_len == dims.kv_capacity,
+        op,
+        "k/v hold {} rows but kv_len is {} (backward takes no cache)",
+        dims.kv_capacity,
+        mask.kv_len
+    );
+    crate::ensure_shape!(
+        out == q && dout == q && lse == [dims.batch, dims.q_len, dims.heads],
+        op,
+        "out {out:?}, dout {dout:?}, lse {lse:?} for q {q:?}"
+    );
+    Ok(dims)
+}
+
 /// The op set. Every op validates its shapes and returns [`crate::CoreError`] on misuse; none
 /// panics on bad input.
 pub trait Backend: Send + Sync {

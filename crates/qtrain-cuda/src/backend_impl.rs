@@ -287,34 +287,8 @@ impl Backend for CudaBackend {
         mask: &AttentionMask,
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor)> {
-        ensure_shape!(
-            q.shape.len() == 4 && k.shape.len() == 4 && k.shape == v.shape,
-            "attention",
-            "q {:?}, k {:?}, v {:?}",
-            q.shape,
-            k.shape,
-            v.shape
-        );
-        let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
-        let (cap, kvh) = (k.shape[1], k.shape[2]);
-        ensure_shape!(
-            k.shape[0] == b && k.shape[3] == d && kvh > 0 && h % kvh == 0,
-            "attention",
-            "q {:?} against k/v {:?}",
-            q.shape,
-            k.shape
-        );
-        ensure_shape!(
-            mask.batch == b && mask.q_len == t && mask.kv_len <= cap,
-            "attention",
-            "mask (batch {}, q_len {}, kv_len {}) for q {:?}, cache {cap}",
-            mask.batch,
-            mask.q_len,
-            mask.kv_len,
-            q.shape
-        );
-        ensure_shape!(mask.q_offset + t <= mask.kv_len, "attention", "queries end at {} past kv_len {}", mask.q_offset + t, mask.kv_len);
-        check_mask_arrays("attention", mask, b)?;
+        let ad = qtrain_core::check_attention_shapes("attention", &q.shape, &k.shape, &v.shape, mask)?;
+        let (b, t, h, d, cap, kvh) = (ad.batch, ad.q_len, ad.heads, ad.head_dim, ad.kv_capacity, ad.kv_heads);
         let (q32, k32, v32) = (self.as_f32(q)?, self.as_f32(k)?, self.as_f32(v)?);
         let dims = Dims { batch: b, t, heads: h, kv_heads: kvh, d, s: mask.kv_len, cap };
         Ok(ops::attention::forward(self, &q32, &k32, &v32, mask, scale, dims)?)
@@ -435,43 +409,8 @@ impl Backend for CudaBackend {
         mask: &AttentionMask,
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
-        ensure_shape!(
-            q.shape.len() == 4 && k.shape.len() == 4 && k.shape == v.shape,
-            "attention_backward",
-            "q {:?}, k {:?}, v {:?}",
-            q.shape,
-            k.shape,
-            v.shape
-        );
-        let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
-        let (s_len, kvh) = (k.shape[1], k.shape[2]);
-        ensure_shape!(
-            k.shape[0] == b
-                && k.shape[3] == d
-                && kvh > 0
-                && h % kvh == 0
-                && mask.batch == b
-                && mask.q_len == t
-                && mask.kv_len == s_len
-                && mask.q_offset + t <= s_len,
-            "attention_backward",
-            "q {:?}, k {:?}, mask (batch {}, q_len {}, kv_len {}, q_offset {})",
-            q.shape,
-            k.shape,
-            mask.batch,
-            mask.q_len,
-            mask.kv_len,
-            mask.q_offset
-        );
-        ensure_shape!(
-            out.shape == q.shape && dout.shape == q.shape && lse.shape == [b, t, h],
-            "attention_backward",
-            "out {:?}, dout {:?}, lse {:?}",
-            out.shape,
-            dout.shape,
-            lse.shape
-        );
-        check_mask_arrays("attention_backward", mask, b)?;
+        let ad = qtrain_core::check_attention_backward_shapes(&q.shape, &k.shape, &v.shape, &out.shape, &lse.shape, &dout.shape, mask)?;
+        let (b, t, h, d, s_len, kvh) = (ad.batch, ad.q_len, ad.heads, ad.head_dim, ad.kv_capacity, ad.kv_heads);
         let dims = Dims { batch: b, t, heads: h, kv_heads: kvh, d, s: s_len, cap: s_len };
         if b * t * h * d == 0 {
             return Ok((self.zeros(&q.shape)?, self.zeros(&k.shape)?, self.zeros(&v.shape)?));
@@ -571,15 +510,6 @@ impl Backend for CudaBackend {
         self.memset_zero(&x.buf, x.size_in_bytes())?;
         Ok(())
     }
-}
-
-fn check_mask_arrays(op: &'static str, mask: &AttentionMask, b: usize) -> Result<()> {
-    for (name, m) in [("key_valid", mask.key_valid.as_ref().map(Vec::len)), ("segments", mask.segments.as_ref().map(Vec::len))] {
-        if let Some(len) = m {
-            ensure_shape!(len == b * mask.kv_len, op, "{name} has {len} entries, expected {}", b * mask.kv_len);
-        }
-    }
-    Ok(())
 }
 
 impl CudaBackend {

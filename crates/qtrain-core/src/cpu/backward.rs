@@ -205,41 +205,9 @@ pub fn attention_backward(
     mask: &AttentionMask,
     scale: f32,
 ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-    ensure_shape!(
-        q.shape().len() == 4 && k.shape().len() == 4 && k.shape() == v.shape(),
-        "attention_backward",
-        "q {:?}, k {:?}, v {:?}",
-        q.shape(),
-        k.shape(),
-        v.shape()
-    );
-    let (b, t, h, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (s_len, kvh) = (k.shape()[1], k.shape()[2]);
-    ensure_shape!(
-        k.shape()[0] == b
-            && k.shape()[3] == d
-            && h % kvh == 0
-            && mask.batch == b
-            && mask.q_len == t
-            && mask.kv_len == s_len
-            && mask.q_offset + t <= s_len,
-        "attention_backward",
-        "q {:?}, k {:?}, mask (batch {}, q_len {}, kv_len {}, q_offset {})",
-        q.shape(),
-        k.shape(),
-        mask.batch,
-        mask.q_len,
-        mask.kv_len,
-        mask.q_offset
-    );
-    ensure_shape!(
-        out.shape() == q.shape() && dout.shape() == q.shape() && lse.shape() == [b, t, h],
-        "attention_backward",
-        "out {:?}, dout {:?}, lse {:?}",
-        out.shape(),
-        dout.shape(),
-        lse.shape()
-    );
+    let dims =
+        crate::backend::check_attention_backward_shapes(q.shape(), k.shape(), v.shape(), out.shape(), lse.shape(), dout.shape(), mask)?;
+    let (b, t, h, d, s_len, kvh) = (dims.batch, dims.q_len, dims.heads, dims.head_dim, dims.kv_capacity, dims.kv_heads);
     let group = h / kvh;
     let idx_q = |bi: usize, i: usize, hh: usize| ((bi * t + i) * h + hh) * d;
     let idx_k = |bi: usize, j: usize, g: usize| ((bi * s_len + j) * kvh + g) * d;

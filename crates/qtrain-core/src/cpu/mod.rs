@@ -10,7 +10,9 @@ pub mod gemm;
 
 use rayon::prelude::*;
 
-use crate::backend::{AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
+use crate::backend::{
+    check_attention_shapes, AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo,
+};
 use crate::error::{CoreError, Result};
 use crate::{ensure_shape, HostData};
 
@@ -258,38 +260,8 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, mask: &AttentionMask, scale: f32) -> Result<(CpuTensor, CpuTensor)> {
-        ensure_shape!(
-            q.shape.len() == 4 && k.shape.len() == 4 && k.shape == v.shape,
-            "attention",
-            "q {:?}, k {:?}, v {:?}",
-            q.shape,
-            k.shape,
-            v.shape
-        );
-        let (b, t, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
-        let (cap, kvh) = (k.shape[1], k.shape[2]);
-        ensure_shape!(
-            k.shape[0] == b && k.shape[3] == d && kvh > 0 && h % kvh == 0,
-            "attention",
-            "q {:?} against k/v {:?}",
-            q.shape,
-            k.shape
-        );
-        ensure_shape!(
-            mask.batch == b && mask.q_len == t && mask.kv_len <= cap,
-            "attention",
-            "mask (batch {}, q_len {}, kv_len {}) for q {:?}, cache {cap}",
-            mask.batch,
-            mask.q_len,
-            mask.kv_len,
-            q.shape
-        );
-        ensure_shape!(mask.q_offset + t <= mask.kv_len, "attention", "queries end at {} past kv_len {}", mask.q_offset + t, mask.kv_len);
-        for (name, m) in [("key_valid", mask.key_valid.as_ref().map(Vec::len)), ("segments", mask.segments.as_ref().map(Vec::len))] {
-            if let Some(len) = m {
-                ensure_shape!(len == b * mask.kv_len, "attention", "{name} has {len} entries, expected {}", b * mask.kv_len);
-            }
-        }
+        let dims = check_attention_shapes("attention", &q.shape, &k.shape, &v.shape, mask)?;
+        let (b, t, h, d, cap, kvh) = (dims.batch, dims.q_len, dims.heads, dims.head_dim, dims.kv_capacity, dims.kv_heads);
         let group = h / kvh;
         let s_len = mask.kv_len;
         let mut out = vec![0.0f32; q.data.len()];
