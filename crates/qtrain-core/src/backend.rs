@@ -138,7 +138,7 @@ pub fn check_attention_shapes(op: &'static str, q: &[usize], k: &[usize], v: &[u
     let dims = AttentionDims { batch: q[0], q_len: q[1], heads: q[2], kv_heads: k[2], head_dim: q[3], kv_capacity: k[1] };
     let (b, t) = (dims.batch, dims.q_len);
     crate::ensure_shape!(
-        k[0] == b && k[3] == dims.head_dim && dims.kv_heads > 0 && dims.heads % dims.kv_heads == 0,
+        k[0] == b && k[3] == dims.head_dim && dims.kv_heads > 0 && dims.heads.is_multiple_of(dims.kv_heads),
         op,
         "q {q:?} against k/v {k:?}"
     );
