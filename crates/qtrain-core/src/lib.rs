@@ -19,7 +19,10 @@ pub mod dtype;
 pub mod error;
 pub mod rng;
 
-pub use backend::{check_attention_backward_shapes, check_attention_shapes, AttentionDims, AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
+pub use backend::{
+    check_attention_backward_shapes, check_attention_shapes, AttentionDims, AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput,
+    LinearGrads, LoraWeights, TensorInfo,
+};
 pub use cpu::{CpuBackend, CpuTensor};
 pub use dtype::{DType, HostData};
 pub use error::{CoreError, Result};
