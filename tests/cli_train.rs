@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::fixture;
+use common::{fails, fixture, read_json, read_jsonl, run_dirs, s, text};
 use serde_json::Value;
 
 const QA: [(&str, &str); 8] = [
@@ -47,43 +47,11 @@ fn qtrain(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_qtrain")).args(args).output().expect("run qtrain")
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// Run and require success; returns stdout.
 fn ok(args: &[&str]) -> String {
     let out = qtrain(args);
     assert!(out.status.success(), "qtrain {args:?} failed ({:?}):\n{}", out.status, text(&out.stderr));
     text(&out.stdout)
-}
-
-/// Run and require a clean failure (non-zero exit, no panic); returns stderr.
-fn fails(args: &[&str]) -> String {
-    let out = qtrain(args);
-    let err = text(&out.stderr);
-    assert!(!out.status.success(), "qtrain {args:?} should fail; stderr:\n{err}");
-    assert!(!err.contains("panicked"), "qtrain {args:?} panicked:\n{err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// The run folders `vN-…` of an output folder, sorted.
-fn run_dirs(output: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(output).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
-    dirs.sort();
-    dirs
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 /// `qtrain eval --json` → (loss, token_acc, tokens).

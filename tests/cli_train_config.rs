@@ -8,8 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::fixture;
-use serde_json::Value;
+use common::{fails, fixture, read_json, read_jsonl, run_dirs, s, text};
 
 const QA: [(&str, &str); 4] = [
     ("What is the capital of France?", "Paris is the capital of France."),
@@ -30,44 +29,14 @@ fn write_jsonl(dir: &Path) -> PathBuf {
     path
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn qtrain(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_qtrain")).args(args).output().expect("run qtrain")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn ok(args: &[&str]) -> (String, String) {
     let out = qtrain(args);
     assert!(out.status.success(), "qtrain {args:?} failed ({:?}):\n{}", out.status, text(&out.stderr));
     (text(&out.stdout), text(&out.stderr))
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = qtrain(args);
-    let err = text(&out.stderr);
-    assert!(!out.status.success(), "qtrain {args:?} should fail; stderr:\n{err}");
-    assert!(!err.contains("panicked"), "qtrain {args:?} panicked:\n{err}");
-    err
-}
-
-fn run_dirs(output: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(output).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
-    dirs.sort();
-    dirs
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 #[test]
@@ -153,7 +122,10 @@ fn unknown_keys_and_flags_and_bad_scheduler_arguments_are_errors() {
     assert!(err.contains("--torch_dtype") && err.contains("int4"), "{err}");
     let err = with(&["--model_type", "qwen3"]);
     assert!(err.contains("--model_type") && err.contains("Qwen2ForCausalLM"), "{err}");
-    let err = fails(&["train", "--dataset", s(&data)]);
+    // Without --model and --config the embedded preset applies; a config without a model is an error.
+    let no_model = tmp.path().join("no_model.toml");
+    std::fs::write(&no_model, "learning_rate = 1e-4\n").unwrap();
+    let err = fails(&["train", "--config", s(&no_model), "--dataset", s(&data), "--output_dir", s(&out)]);
     assert!(err.contains("--model is required"), "{err}");
     assert!(!out.exists() || run_dirs(&out).is_empty(), "nothing above may create a run folder");
 
@@ -262,7 +234,9 @@ fn the_seed_command_of_issue_4_runs_unchanged() {
         assert_eq!(args_json["torch_dtype"], "bfloat16");
         assert_eq!(args_json["max_length"], 512, "clamped to the model's max_position_embeddings");
         let logs = read_jsonl(&run.join("logging.jsonl"));
-        let steps: Vec<&str> = logs.iter().filter_map(|l| l["global_step/max_steps"].as_str()).collect();
+        // Training lines (eval lines carry global_step/max_steps too, as in ms-swift).
+        let steps: Vec<&str> =
+            logs.iter().filter(|l| l.get("loss").is_some()).filter_map(|l| l["global_step/max_steps"].as_str()).collect();
         assert_eq!(steps, ["1/10", "5/10", "10/10"]);
         assert_eq!(logs[0]["learning_rate"], 0.0, "warmup_ratio 0.05 of 10 steps = 1 warmup step");
         if dataset.starts_with("self-cognition") {

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::fixture;
+use common::{fixture, read_json, read_jsonl, run_dirs, s, text};
 use serde_json::Value;
 
 const QA: [(&str, &str); 8] = [
@@ -33,16 +33,8 @@ fn write_jsonl(path: &Path, pairs: &[(&str, &str)]) -> PathBuf {
     path.to_path_buf()
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn qtrain(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_qtrain")).args(args).output().expect("run qtrain")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Run and require success; returns (stdout, stderr).
@@ -50,20 +42,6 @@ fn ok(args: &[&str]) -> (String, String) {
     let out = qtrain(args);
     assert!(out.status.success(), "qtrain {args:?} failed ({:?}):\n{}", out.status, text(&out.stderr));
     (text(&out.stdout), text(&out.stderr))
-}
-
-fn run_dirs(output: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(output).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
-    dirs.sort();
-    dirs
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 fn step_of(log: &Value) -> u64 {

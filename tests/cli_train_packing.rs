@@ -7,8 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::fixture;
-use serde_json::Value;
+use common::{fixture, read_jsonl, run_dirs, s, text};
 
 const QA: [(&str, &str); 8] = [
     ("What is the capital of France?", "Paris is the capital of France."),
@@ -33,26 +32,8 @@ fn write_jsonl(dir: &Path) -> PathBuf {
     path
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn qtrain(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_qtrain")).args(args).output().expect("run qtrain")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn run_dirs(output: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(output).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
-    dirs.sort();
-    dirs
-}
-
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// Train one step over all 8 samples; returns (loss, token_acc, grad_norm) of the step and stderr.

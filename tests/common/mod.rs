@@ -48,3 +48,48 @@ pub fn max_relative_error(got: &[f32], want: &[f32]) -> f64 {
     let err = got.iter().zip(want).fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
     err / scale.max(1e-30)
 }
+
+// ---- helpers of the CLI integration tests ---------------------------------------------------
+
+/// A path as `&str` for argument lists.
+pub fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Run the qtrain binary with extra environment variables.
+pub fn qtrain_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_qtrain"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run qtrain")
+}
+
+/// Run and require a clean failure (non-zero exit, no panic); returns stderr.
+pub fn fails(args: &[&str]) -> String {
+    let out = qtrain_env(args, &[]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "qtrain {args:?} should fail; stderr:\n{err}");
+    assert!(!err.contains("panicked"), "qtrain {args:?} panicked:\n{err}");
+    err
+}
+
+/// The run folders `vN-…` of an output folder, sorted.
+pub fn run_dirs(output: &std::path::Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(output).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    dirs
+}
+
+pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+pub fn read_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
