@@ -27,6 +27,8 @@ enum Command {
     Train(commands::train::TrainCliArgs),
     /// Loss and token accuracy of a model (optionally with an adapter) on a dataset.
     Eval(commands::eval::EvalCliArgs),
+    /// Hyper-parameter search over `qtrain train` runs (grid/random/TPE, median/ASHA pruning); writes OUTPUT_DIR/trials.jsonl, best.toml, images/.
+    Sweep(commands::sweep::SweepCliArgs),
     /// Merge a LoRA adapter into its base model (--merge_lora true).
     #[command(alias = "merge")]
     Export(commands::export::ExportCliArgs),
@@ -41,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Info(args) => commands::info::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Sweep(args) => commands::sweep::run(args),
         Command::Export(args) => commands::export::run(args),
     };
     match result {

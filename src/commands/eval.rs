@@ -1,4 +1,6 @@
-//! `qtrain eval`: loss and token accuracy of a model (optionally with an adapter) on a dataset.
+//! `qtrain eval`: loss and token accuracy of a model (optionally with an adapter) on a dataset;
+//! with `--model_name` and `--model_author` (the `self-cognition` dataset needs them) also the
+//! held-out identity questions: `self_cognition_acc` and `repetition_rate`.
 
 use std::path::PathBuf;
 
@@ -41,7 +43,8 @@ pub struct EvalCliArgs {
     /// For self-cognition: {{AUTHOR}}, one value or two (zh, en).
     #[arg(long, num_args = 1..=2)]
     pub model_author: Vec<String>,
-    /// Print {"loss": …, "token_acc": …, "tokens": …} instead of text.
+    /// Print {"loss": …, "token_acc": …, "tokens": …, "samples": …} (plus "self_cognition_acc",
+    /// "repetition_rate" and "self_cognition_answers" with --model_name/--model_author) instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -60,7 +63,8 @@ pub fn run(args: EvalCliArgs) -> Result<()> {
         model_name: args.model_name,
         model_author: args.model_author,
     };
-    let (r, stats) = qtrain_train::run_eval(&be, &eval)?;
+    let report = qtrain_train::run_eval(&be, &eval)?;
+    let (r, stats) = (report.result, report.stats);
     if stats.dropped_too_long + stats.dropped_no_targets + stats.truncated > 0 {
         eprintln!(
             "[qtrain] {} of {} records evaluated ({} too long dropped, {} truncated, {} without supervised tokens)",
@@ -68,12 +72,27 @@ pub fn run(args: EvalCliArgs) -> Result<()> {
         );
     }
     if args.json {
-        println!("{}", serde_json::json!({"loss": r.loss, "token_acc": r.token_acc, "tokens": r.tokens}));
+        let mut out = serde_json::json!({"loss": r.loss, "token_acc": r.token_acc, "tokens": r.tokens, "samples": r.samples});
+        if let Some(c) = &report.self_cognition {
+            out["self_cognition_acc"] = serde_json::json!(c.accuracy);
+            out["repetition_rate"] = serde_json::json!(c.repetition_rate);
+            out["self_cognition_answers"] = serde_json::to_value(&c.answers)?;
+        }
+        println!("{out}");
     } else {
         println!("loss:      {:.6}", r.loss);
         println!("token_acc: {:.6}", r.token_acc);
         println!("tokens:    {}", r.tokens);
         println!("samples:   {}", r.samples);
+        if let Some(c) = &report.self_cognition {
+            println!("self_cognition_acc: {:.6}", c.accuracy);
+            println!("repetition_rate:    {:.6}", c.repetition_rate);
+            for a in &c.answers {
+                let mark = if a.correct { "ok " } else { "-- " };
+                let rep = if a.repetitive { " [repetitive]" } else { "" };
+                println!("  {mark}{:?} → {:?}{rep}", a.query, a.answer);
+            }
+        }
     }
     Ok(())
 }

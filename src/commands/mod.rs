@@ -7,6 +7,7 @@ pub mod export;
 pub mod infer;
 pub mod info;
 pub mod recommend;
+pub mod sweep;
 pub mod train;
 
 /// Format a byte count in GiB for logs.

@@ -53,6 +53,9 @@ pub enum TrainError {
     Optim(#[from] qtrain_optim::OptimError),
     #[error(transparent)]
     Backend(#[from] qtrain_core::CoreError),
+    /// A sweep's search space, settings or study files (`qtrain sweep`).
+    #[error(transparent)]
+    Sweep(#[from] qtrain_sweep::SweepError),
 }
 
 impl TrainError {

@@ -1,8 +1,11 @@
-//! Evaluation: mean loss over every supervised token of a dataset and token accuracy.
+//! Evaluation: mean loss over every supervised token of a dataset and token accuracy, and —
+//! for a model taught an identity (`--model_name` / `--model_author`) — the held-out
+//! self-cognition questions of [`crate::cognition`].
 //!
 //! The loss is `Σ token losses / Σ supervised tokens` over the whole dataset (not a mean of
-//! per-batch means), so it does not depend on the batch size. This module must not change the
-//! model or write files.
+//! per-batch means), so it does not depend on the batch size. [`EvalMetrics`] is what one
+//! evaluation during training measured, by its `logging.jsonl` names. This module must not
+//! change the model or write files.
 
 use std::path::PathBuf;
 
@@ -12,6 +15,7 @@ use qtrain_model::train::{LossStats, TrainBatch};
 use qtrain_model::{LoraAdapter, QwenModel};
 
 use crate::args::TruncationStrategy;
+use crate::cognition::{CognitionEval, CognitionProbe};
 use crate::dataset::{self, DatasetStats, PrepareOptions, Sample};
 use crate::error::Result;
 use crate::folder::LoadedFolder;
@@ -26,6 +30,43 @@ pub struct EvalResult {
     /// Number of supervised tokens.
     pub tokens: usize,
     pub samples: usize,
+}
+
+/// What one evaluation during a training run measured: handed to the trainer's `on_eval`
+/// observer (a sweep's pruner) and kept as [`crate::TrainSummary::last_eval`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct EvalMetrics {
+    pub global_step: u64,
+    /// Validation loss and token accuracy; `None` when the run has no validation set (then
+    /// only the identity questions are asked, at the last step).
+    pub eval_loss: Option<f64>,
+    pub eval_token_acc: Option<f64>,
+    /// [`crate::cognition`]'s rates; `None` unless the run teaches an identity.
+    pub eval_self_cognition_acc: Option<f64>,
+    pub eval_repetition_rate: Option<f64>,
+}
+
+impl EvalMetrics {
+    /// The names [`EvalMetrics::get`] knows (each also with an `eval_` prefix, or without it).
+    pub const NAMES: [&'static str; 4] = ["eval_loss", "eval_token_acc", "self_cognition_acc", "repetition_rate"];
+
+    /// A metric by its `logging.jsonl` name, with or without the `eval_` prefix
+    /// (`eval_loss`, `token_acc`, `self_cognition_acc`, `eval_repetition_rate` …); `None` when
+    /// the name is unknown or the value was not measured.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        match name.strip_prefix("eval_").unwrap_or(name) {
+            "loss" => self.eval_loss,
+            "token_acc" => self.eval_token_acc,
+            "self_cognition_acc" => self.eval_self_cognition_acc,
+            "repetition_rate" => self.eval_repetition_rate,
+            _ => None,
+        }
+    }
+
+    /// Whether `name` is one [`EvalMetrics::get`] knows.
+    pub fn knows(name: &str) -> bool {
+        matches!(name.strip_prefix("eval_").unwrap_or(name), "loss" | "token_acc" | "self_cognition_acc" | "repetition_rate")
+    }
 }
 
 /// Evaluate `samples` in batches of `batch_size` (right-padded with `pad_id`).
@@ -64,8 +105,19 @@ pub struct EvalArgs {
     pub model_author: Vec<String>,
 }
 
-/// Load the model folder (and adapter), prepare the dataset and evaluate it.
-pub fn run_eval<B: Backend>(be: &B, args: &EvalArgs) -> Result<(EvalResult, DatasetStats)> {
+/// What `qtrain eval` measured.
+#[derive(Clone, Debug)]
+pub struct EvalReport {
+    pub result: EvalResult,
+    pub stats: DatasetStats,
+    /// The held-out identity questions, when a name and an author were given (the
+    /// `self-cognition` dataset needs them).
+    pub self_cognition: Option<CognitionEval>,
+}
+
+/// Load the model folder (and adapter), prepare the dataset and evaluate it; with
+/// `model_name` and `model_author`, also ask the held-out self-cognition questions.
+pub fn run_eval<B: Backend>(be: &B, args: &EvalArgs) -> Result<EvalReport> {
     let mut folder = LoadedFolder::load(be, &args.model)?;
     if let Some(dir) = &args.adapters {
         LoraAdapter::load(dir, &folder.model.config)?.attach(be, &mut folder.model)?;
@@ -84,5 +136,38 @@ pub fn run_eval<B: Backend>(be: &B, args: &EvalArgs) -> Result<(EvalResult, Data
     opts.model_author = names("model_author", &args.model_author)?;
     let data = dataset::prepare(&args.dataset, &[], 0.0, &folder.template, &folder.tokenizer, &opts)?;
     let result = evaluate_dataset(be, &folder.model, &data.train, args.batch_size, folder.pad_id)?;
-    Ok((result, data.train_stats))
+    let probe = CognitionProbe::for_run(
+        &args.dataset,
+        opts.model_name.as_ref(),
+        opts.model_author.as_ref(),
+        args.system.as_deref(),
+        &folder.template,
+        &folder.tokenizer,
+    )?;
+    let self_cognition = match probe {
+        Some(p) => Some(p.evaluate(be, &folder.model, &folder.tokenizer)?),
+        None => None,
+    };
+    Ok(EvalReport { result, stats: data.train_stats, self_cognition })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_found_by_their_logging_names() {
+        let m = EvalMetrics {
+            global_step: 4,
+            eval_loss: Some(1.5),
+            eval_token_acc: Some(0.25),
+            eval_self_cognition_acc: None,
+            eval_repetition_rate: Some(0.1),
+        };
+        assert_eq!((m.get("eval_loss"), m.get("loss"), m.get("token_acc")), (Some(1.5), Some(1.5), Some(0.25)));
+        assert_eq!((m.get("self_cognition_acc"), m.get("eval_repetition_rate")), (None, Some(0.1)));
+        assert_eq!(m.get("bleu"), None);
+        assert!(EvalMetrics::NAMES.iter().all(|n| EvalMetrics::knows(n)));
+        assert!(EvalMetrics::knows("eval_self_cognition_acc") && !EvalMetrics::knows("eval_bleu"));
+    }
 }

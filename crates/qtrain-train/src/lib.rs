@@ -25,8 +25,14 @@
 //!   peak memory.
 //! - [`progress`]: the progress bar on a terminal, plain lines otherwise.
 //! - [`report`]: TensorBoard scalars (`runs/`) and PNG plots (`images/`) through `qtrain-report`.
-//! - [`eval`]: loss and token accuracy of a model over a dataset.
+//! - [`eval`]: loss and token accuracy of a model over a dataset; [`EvalMetrics`], what one
+//!   evaluation during training measured.
+//! - [`cognition`]: "did it learn?" — the held-out self-cognition questions answered by greedy
+//!   generation, scored for the configured name and author, and a repeated-phrase rate.
 //! - [`export`]: merging a LoRA adapter into the base weights and the self-check of the result.
+//! - [`sweep`]: `qtrain sweep` — a `qtrain-sweep` study whose trials are training runs on one
+//!   loaded model folder (parameters mapped onto [`TrainArgs`] by name, intermediate evaluations
+//!   reported to the pruner), with `best.toml` and the sweep plots.
 //!
 //! Invariants: nothing here parses command-line flags or installs signal handlers (the binary
 //! maps flags to [`TrainArgs`] and turns Ctrl-C into [`RunControl::request_stop`]),
@@ -38,6 +44,7 @@
 
 pub mod args;
 pub mod checkpoint;
+pub mod cognition;
 pub mod dataset;
 pub mod error;
 pub mod eval;
@@ -46,10 +53,13 @@ pub mod folder;
 pub mod metrics;
 pub mod progress;
 pub mod report;
+pub mod sweep;
 pub mod trainer;
 
 pub use args::{InitLoraWeights, SchedulerKwargs, TrainArgs, TruncationStrategy, TunerType};
+pub use cognition::{CognitionEval, CognitionProbe};
 pub use error::{Result, TrainError};
-pub use eval::{evaluate_dataset, run_eval, EvalArgs, EvalResult};
+pub use eval::{evaluate_dataset, run_eval, EvalArgs, EvalMetrics, EvalReport, EvalResult};
 pub use export::{merge_lora, MergeOptions, MergeReport};
-pub use trainer::{train, train_with, RunControl, StopReason, TrainSummary};
+pub use sweep::{run_sweep, SweepOutcome, SweepSettings};
+pub use trainer::{train, train_on, train_with, OnEval, RunControl, StopReason, TrainSummary};

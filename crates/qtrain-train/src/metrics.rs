@@ -135,11 +135,19 @@ impl TrainLog {
     }
 }
 
-/// One evaluation, as ms-swift's `logging.jsonl` eval lines.
+/// One evaluation, as ms-swift's `logging.jsonl` eval lines, plus qtrain's self-cognition
+/// keys (`eval_self_cognition_acc`, `eval_repetition_rate`; see [`crate::cognition`]). A key
+/// whose value was not measured is left out: a run without a validation set that teaches an
+/// identity logs only the self-cognition keys, at its last step.
 #[derive(Clone, Debug)]
 pub struct EvalLog {
-    pub loss: f64,
-    pub token_acc: f64,
+    /// Validation loss and token accuracy (`None` without a validation set).
+    pub loss: Option<f64>,
+    pub token_acc: Option<f64>,
+    /// Held-out identity questions answered with the configured name and author.
+    pub self_cognition_acc: Option<f64>,
+    /// Identity answers that repeat a 4-token run three or more times.
+    pub repetition_rate: Option<f64>,
     /// Seconds the evaluation took.
     pub runtime: f64,
     pub samples: usize,
@@ -156,8 +164,17 @@ pub struct EvalLog {
 impl EvalLog {
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
-        m.insert("eval_loss".into(), json!(round8(self.loss)));
-        m.insert("eval_token_acc".into(), json!(round8(self.token_acc)));
+        let keys = [
+            ("eval_loss", self.loss),
+            ("eval_token_acc", self.token_acc),
+            ("eval_self_cognition_acc", self.self_cognition_acc),
+            ("eval_repetition_rate", self.repetition_rate),
+        ];
+        for (key, value) in keys {
+            if let Some(v) = value {
+                m.insert(key.into(), json!(round8(v)));
+            }
+        }
         m.insert("eval_runtime".into(), json!((self.runtime * 1e4).round() / 1e4));
         let rt = self.runtime.max(1e-9);
         m.insert("eval_samples_per_second".into(), json!((self.samples as f64 / rt * 1e3).round() / 1e3));
@@ -174,10 +191,15 @@ impl EvalLog {
     }
 
     pub fn progress_line(&self) -> String {
-        format!(
-            "eval at step {}/{} | eval_loss {:.4} | eval_token_acc {:.4} | {} samples in {:.2}s",
-            self.global_step, self.max_steps, self.loss, self.token_acc, self.samples, self.runtime
-        )
+        let mut line = format!("eval at step {}/{}", self.global_step, self.max_steps);
+        if let (Some(loss), Some(acc)) = (self.loss, self.token_acc) {
+            line.push_str(&format!(" | eval_loss {loss:.4} | eval_token_acc {acc:.4} | {} samples", self.samples));
+        }
+        if let (Some(acc), Some(rep)) = (self.self_cognition_acc, self.repetition_rate) {
+            line.push_str(&format!(" | self_cognition_acc {acc:.4} | repetition_rate {rep:.4}"));
+        }
+        line.push_str(&format!(" | {:.2}s", self.runtime));
+        line
     }
 }
 
@@ -241,8 +263,10 @@ mod tests {
     #[test]
     fn eval_log_has_ms_swift_keys() {
         let e = EvalLog {
-            loss: 1.234567891,
-            token_acc: 0.5,
+            loss: Some(1.234567891),
+            token_acc: Some(0.5),
+            self_cognition_acc: None,
+            repetition_rate: None,
             runtime: 2.0,
             samples: 8,
             batches: 4,
@@ -258,5 +282,12 @@ mod tests {
         assert_eq!(v["eval_samples_per_second"], 4.0);
         assert_eq!(v["global_step/max_steps"], "10/20");
         assert_eq!(v["remaining_time"], "20s");
+        assert!(v.get("eval_self_cognition_acc").is_none());
+        // Self-cognition keys follow the token accuracy; a run without a validation set has only them.
+        let both = EvalLog { self_cognition_acc: Some(0.3), repetition_rate: Some(0.1), ..e.clone() }.to_json();
+        let keys: Vec<&str> = both.as_object().unwrap().keys().map(String::as_str).take(4).collect();
+        assert_eq!(keys, ["eval_loss", "eval_token_acc", "eval_self_cognition_acc", "eval_repetition_rate"]);
+        let only = EvalLog { loss: None, token_acc: None, self_cognition_acc: Some(0.3), repetition_rate: Some(0.1), ..e }.to_json();
+        assert!(only.get("eval_loss").is_none() && only["eval_self_cognition_acc"] == 0.3);
     }
 }

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::metrics::{EvalLog, TrainLog};
 
 /// TensorBoard tag ← `log_history` key, for the plots.
-const PLOTTED: [(&str, &str); 7] = [
+const PLOTTED: [(&str, &str); 9] = [
     ("train/loss", "loss"),
     ("train/learning_rate", "learning_rate"),
     ("train/grad_norm", "grad_norm"),
@@ -24,6 +24,8 @@ const PLOTTED: [(&str, &str); 7] = [
     ("train/epoch", "epoch"),
     ("eval/loss", "eval_loss"),
     ("eval/token_acc", "eval_token_acc"),
+    ("eval/self_cognition_acc", "eval_self_cognition_acc"),
+    ("eval/repetition_rate", "eval_repetition_rate"),
 ];
 
 /// `runs/` and `images/` of one run folder.
@@ -80,7 +82,15 @@ impl RunReport {
 
     /// The scalars of an evaluation.
     pub fn eval_log(&mut self, step: u64, log: &EvalLog) -> Result<()> {
-        self.scalars(step, &[("eval/loss", Some(log.loss)), ("eval/token_acc", Some(log.token_acc))]);
+        self.scalars(
+            step,
+            &[
+                ("eval/loss", log.loss),
+                ("eval/token_acc", log.token_acc),
+                ("eval/self_cognition_acc", log.self_cognition_acc),
+                ("eval/repetition_rate", log.repetition_rate),
+            ],
+        );
         Ok(())
     }
 

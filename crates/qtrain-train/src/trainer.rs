@@ -21,12 +21,23 @@
 //!    `logging.jsonl`, TensorBoard and stderr; evaluate (every `eval_steps` and at the end)
 //!    and track the best eval loss and early stopping (transformers' `EarlyStoppingCallback`:
 //!    an evaluation that does not beat the best by more than the threshold counts towards the
-//!    patience); save a checkpoint (every `save_steps`, at the last step, and when the run is
-//!    stopped early or interrupted), then apply `save_total_limit`;
+//!    patience); a run that teaches an identity (`--model_name` / `--model_author`) also asks
+//!    the held-out self-cognition questions at each evaluation ([`crate::cognition`]; without a
+//!    validation set, once at the last step); the caller's `on_eval` observer (a sweep's
+//!    pruner) sees each evaluation and may stop the run; save a checkpoint (every `save_steps`,
+//!    at the last step, and when the run is stopped early or interrupted), then apply
+//!    `save_total_limit`;
 //! 4. the summary line, plots of the logged curves.
 //!
-//! Nothing is hidden behind callbacks: every feature is a visible block of this loop.
+//! Nothing is hidden behind callbacks: every feature is a visible block of this loop. The one
+//! caller hook, `on_eval`, can only read an evaluation's numbers and answer stop or go on.
+//!
+//! [`train_on`] runs on a model folder the caller has loaded, so a sweep loads the base weights
+//! once: a LoRA run leaves the folder's model as it found it (its adapters are removed when it
+//! returns, whether it succeeded or not); a full fine-tuning run leaves the trained weights in
+//! it, so the caller reloads the folder before another run.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,9 +55,10 @@ use qtrain_optim::clip_coefficient;
 
 use crate::args::{total_steps, update_steps_per_epoch, TrainArgs, TunerType};
 use crate::checkpoint::{self, CheckpointContent, CheckpointState, ParamState};
+use crate::cognition::CognitionProbe;
 use crate::dataset::{self, loss_scale, DatasetStats, PrepareOptions, TrainRow};
 use crate::error::{Result, TrainError};
-use crate::eval::evaluate_dataset;
+use crate::eval::{evaluate_dataset, EvalMetrics};
 use crate::folder::LoadedFolder;
 use crate::metrics::{self, EvalLog, TrainLog, Window};
 use crate::progress::Progress;
@@ -61,6 +73,8 @@ pub enum StopReason {
     EarlyStopping,
     /// Ctrl-C / SIGTERM ([`RunControl::request_stop`]): the step in flight finished and was saved.
     Interrupted,
+    /// The `on_eval` observer asked to stop (a sweep's pruner): a final checkpoint was saved.
+    Pruned,
 }
 
 impl StopReason {
@@ -69,6 +83,7 @@ impl StopReason {
             StopReason::Completed => "completed",
             StopReason::EarlyStopping => "early_stopping",
             StopReason::Interrupted => "interrupted",
+            StopReason::Pruned => "pruned",
         }
     }
 }
@@ -115,7 +130,13 @@ pub struct TrainSummary {
     pub train_samples_per_second: f64,
     pub train_tokens_per_second: f64,
     pub dataset: DatasetStats,
+    /// The last evaluation of this process (validation loss and/or self-cognition).
+    pub last_eval: Option<EvalMetrics>,
 }
+
+/// The observer [`train_on`] calls after each evaluation: `Break` stops the run after a final
+/// checkpoint ([`StopReason::Pruned`]).
+pub type OnEval<'a> = &'a mut dyn FnMut(&EvalMetrics) -> ControlFlow<()>;
 
 /// The first state words of the trainer's Rng, which draws one LoRA-dropout seed per
 /// micro-batch: a stream of its own, derived from the run seed.
@@ -130,10 +151,45 @@ pub fn train<B: Backend>(be: &B, args: TrainArgs) -> Result<TrainSummary> {
 }
 
 /// Run a training job; `control` lets another thread stop it cleanly.
-pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl) -> Result<TrainSummary> {
-    // ---- setup: model and arguments ---------------------------------------------------------
+pub fn train_with<B: Backend>(be: &B, args: TrainArgs, control: &RunControl) -> Result<TrainSummary> {
     let t_load = Instant::now();
-    let LoadedFolder { dir: model_dir, mut model, tokenizer, template, pad_id, dtype } = LoadedFolder::load(be, &args.model)?;
+    let mut folder = LoadedFolder::load(be, &args.model)?;
+    eprintln!("[qtrain] loaded {} in {:.2}s", folder.dir.display(), t_load.elapsed().as_secs_f64());
+    train_on(be, &mut folder, args, control, None)
+}
+
+/// Run a training job on a model folder the caller has loaded (`args.model` is replaced by
+/// `folder.dir`; an adapter attached to the folder's model is removed first: `--adapters` and
+/// `--resume_from_checkpoint` attach their own). `on_eval` sees every evaluation and may stop
+/// the run. When it returns, the folder's model holds no LoRA adapter (those this run attached
+/// are removed, also on error); after full fine-tuning its weights are the trained ones
+/// (reload the folder for another run).
+pub fn train_on<B: Backend>(
+    be: &B,
+    folder: &mut LoadedFolder<B>,
+    args: TrainArgs,
+    control: &RunControl,
+    on_eval: Option<OnEval<'_>>,
+) -> Result<TrainSummary> {
+    let result = recipe(be, folder, args, control, on_eval);
+    folder.model.clear_lora();
+    result
+}
+
+/// The recipe itself, top to bottom (see the module docs).
+fn recipe<B: Backend>(
+    be: &B,
+    folder: &mut LoadedFolder<B>,
+    mut args: TrainArgs,
+    control: &RunControl,
+    mut on_eval: Option<OnEval<'_>>,
+) -> Result<TrainSummary> {
+    // ---- setup: model and arguments ---------------------------------------------------------
+    let model_dir = folder.dir.clone();
+    let (tokenizer, template, pad_id, dtype) = (&folder.tokenizer, &folder.template, folder.pad_id, folder.dtype);
+    let model = &mut folder.model;
+    model.clear_lora();
+    args.model = model_dir.clone();
     let mut notes = args.resolve(model.config.max_position_embeddings)?;
     notes.extend(args.compatibility_notes(dtype, model.config.architecture)?);
     // Record where the model is in a form that still works from another directory (export
@@ -143,14 +199,13 @@ pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl)
     }
     let cfg = model.config.clone();
     eprintln!(
-        "[qtrain] {} from {}: {} layers, hidden {}, {:.1} M parameters ({}), loaded in {:.2}s",
+        "[qtrain] {} from {}: {} layers, hidden {}, {:.1} M parameters ({})",
         cfg.architecture.hf_class(),
         model_dir.display(),
         cfg.num_layers,
         cfg.hidden_size,
         cfg.num_parameters() as f64 / 1e6,
         dtype.hf_name(),
-        t_load.elapsed().as_secs_f64()
     );
     for note in &notes {
         eprintln!("[qtrain] note: {note}");
@@ -176,7 +231,7 @@ pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl)
                 Some(dir) => {
                     // An existing adapter's own r / alpha / targets win over the flags.
                     let adapter = LoraAdapter::load(&dir, &cfg)?;
-                    adapter.attach(be, &mut model)?;
+                    adapter.attach(be, model)?;
                     let mut c = adapter.config.clone();
                     c.lora_dropout = args.lora_dropout;
                     c.inference_mode = true;
@@ -220,7 +275,7 @@ pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl)
     // ---- setup: data --------------------------------------------------------------------------
     let prep = PrepareOptions::from_args(&args)?;
     let max_length = prep.max_length;
-    let data = dataset::prepare(&args.dataset, &args.val_dataset, args.split_dataset_ratio, &template, &tokenizer, &prep)?;
+    let data = dataset::prepare(&args.dataset, &args.val_dataset, args.split_dataset_ratio, template, tokenizer, &prep)?;
     let formats: Vec<String> = data.formats.iter().map(|(f, n)| format!("{} {n}", f.name())).collect();
     let st = &data.train_stats;
     eprintln!(
@@ -249,6 +304,16 @@ pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl)
         };
         eprintln!("[qtrain] validation: {} samples ({} supervised tokens) from {source}", vs.samples, vs.targets);
         report_dropped("validation", vs, max_length, args.truncation_strategy);
+    }
+    // The held-out identity questions of a run that teaches an identity.
+    let (name, author) = args.self_cognition_names()?;
+    let probe = CognitionProbe::for_run(&args.dataset, name.as_ref(), author.as_ref(), args.system.as_deref(), template, tokenizer)?;
+    if let Some(p) = &probe {
+        let when = if data.val.is_empty() { "at the last step" } else { "at every evaluation" };
+        eprintln!(
+            "[qtrain] self-cognition: {} held-out identity questions answered greedily {when} (eval_self_cognition_acc, eval_repetition_rate)",
+            p.num_questions()
+        );
     }
     // Shuffle once after loading (`dataset_shuffle`), then pack (or not) into rows.
     let order = dataset::dataset_order(data.train.len(), args.dataset_shuffle, args.seed);
@@ -368,6 +433,7 @@ pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl)
     let t_train = Instant::now();
     let mut tokens_this_run = 0usize;
     let mut last_checkpoint: Option<PathBuf> = resumed_from.clone();
+    let mut last_eval: Option<EvalMetrics> = None;
     let mut stop = StopReason::Completed;
     'train: while state.global_step < max_steps {
         let order = dataset::epoch_order(&row_lengths, epoch, args.seed, args.train_dataloader_shuffle, args.group_by_length, batch_size);
@@ -410,7 +476,7 @@ pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl)
                     // checkpoint stays the last good state.
                     let loss = step_stats.loss_sum / step_stats.num_targets.max(1) as f64;
                     let mut sum_sq = 0.0;
-                    for (_, g) in grads.named(&model) {
+                    for (_, g) in grads.named(model) {
                         sum_sq += be.sum_squares(g)?;
                     }
                     let norm = norm_from_sum_of_squares(sum_sq);
@@ -480,28 +546,46 @@ pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl)
                 state.window = Window::default();
             }
 
-            // ---- evaluate, best checkpoint, early stopping ----------------------------------
-            if let Some(every) = eval_steps {
-                if step % every == 0 || last {
-                    let t_eval = Instant::now();
-                    let r = evaluate_dataset(be, &model, &data.val, args.per_device_eval_batch_size, pad_id)?;
-                    let log = EvalLog {
-                        loss: r.loss,
-                        token_acc: r.token_acc,
-                        runtime: t_eval.elapsed().as_secs_f64(),
-                        samples: r.samples,
-                        batches: r.samples.div_ceil(args.per_device_eval_batch_size),
-                        epoch: epoch_f,
-                        global_step: step,
-                        max_steps,
-                        elapsed: t_train.elapsed().as_secs_f64(),
-                        start_step,
-                    };
-                    let record = log.to_json();
-                    logging.append(&record)?;
-                    report.eval_log(step, &log)?;
-                    state.push_history(&record, step);
-                    progress.println(&log.progress_line());
+            // ---- evaluate, best checkpoint, early stopping, self-cognition, on_eval ----------
+            // With a validation set: every `eval_steps` and at the last step. Without one, a
+            // run that teaches an identity still asks its questions once, at the last step.
+            let evaluate_now = match eval_steps {
+                Some(every) => step % every == 0 || last,
+                None => last && probe.is_some(),
+            };
+            if evaluate_now {
+                let t_eval = Instant::now();
+                let r = match eval_steps {
+                    Some(_) => Some(evaluate_dataset(be, model, &data.val, args.per_device_eval_batch_size, pad_id)?),
+                    None => None,
+                };
+                let cognition = match &probe {
+                    Some(p) => Some(p.evaluate(be, model, tokenizer)?),
+                    None => None,
+                };
+                let log = EvalLog {
+                    loss: r.map(|r| r.loss),
+                    token_acc: r.map(|r| r.token_acc),
+                    self_cognition_acc: cognition.as_ref().map(|c| c.accuracy),
+                    repetition_rate: cognition.as_ref().map(|c| c.repetition_rate),
+                    runtime: t_eval.elapsed().as_secs_f64(),
+                    samples: r.map_or(0, |r| r.samples),
+                    batches: r.map_or(0, |r| r.samples.div_ceil(args.per_device_eval_batch_size)),
+                    epoch: epoch_f,
+                    global_step: step,
+                    max_steps,
+                    elapsed: t_train.elapsed().as_secs_f64(),
+                    start_step,
+                };
+                let record = log.to_json();
+                logging.append(&record)?;
+                report.eval_log(step, &log)?;
+                state.push_history(&record, step);
+                progress.println(&log.progress_line());
+                if let Some(c) = &cognition {
+                    progress.println(&c.progress_line());
+                }
+                if let Some(r) = r {
                     // EarlyStoppingCallback.on_evaluate runs before the best metric is updated.
                     if let Some(patience) = args.early_stopping_patience {
                         let improved =
@@ -523,6 +607,20 @@ pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl)
                         state.best_global_step = Some(step);
                     }
                 }
+                let metrics = EvalMetrics {
+                    global_step: step,
+                    eval_loss: log.loss,
+                    eval_token_acc: log.token_acc,
+                    eval_self_cognition_acc: log.self_cognition_acc,
+                    eval_repetition_rate: log.repetition_rate,
+                };
+                if let Some(observer) = on_eval.as_mut() {
+                    if observer(&metrics).is_break() && stop == StopReason::Completed && !last {
+                        stop = StopReason::Pruned;
+                        progress.println(&format!("stopped at step {step} by the caller (pruned)"));
+                    }
+                }
+                last_eval = Some(metrics);
             }
             if control.stop_requested() && stop == StopReason::Completed {
                 stop = StopReason::Interrupted;
@@ -591,7 +689,7 @@ pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl)
                     data_state: &data_state,
                     optimizer: &optimizer,
                 };
-                let dir = checkpoint::save_checkpoint(be, &model, &run_dir, step, &checkpoint_content, &ckpt)?;
+                let dir = checkpoint::save_checkpoint(be, model, &run_dir, step, &checkpoint_content, &ckpt)?;
                 progress.println(&format!("saved {}", dir.display()));
                 last_checkpoint = Some(dir);
                 if let Some(limit) = args.save_total_limit {
@@ -627,6 +725,7 @@ pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl)
         train_samples_per_second: session_samples as f64 / train_runtime.max(1e-9),
         train_tokens_per_second: tokens_this_run as f64 / train_runtime.max(1e-9),
         dataset: data.train_stats.clone(),
+        last_eval,
     };
     let mut line = json!({
         "last_model_checkpoint": last_checkpoint.to_string_lossy(),
@@ -652,6 +751,7 @@ pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl)
         StopReason::Completed => "done".to_string(),
         StopReason::EarlyStopping => "stopped early (early_stopping_patience)".to_string(),
         StopReason::Interrupted => format!("interrupted; continue with --resume_from_checkpoint {}", last_checkpoint.display()),
+        StopReason::Pruned => "stopped by the caller (pruned)".to_string(),
     };
     eprintln!(
         "[qtrain] {how}: {} of {max_steps} steps in {} ({:.0} tokens/s), mean train loss {:.4}; last checkpoint {}{}",
