@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use qtrain_core::CpuBackend;
+use super::device::{resolve, run_on, BackendTask};
 use qtrain_data::LossScale;
 use qtrain_train::{EvalArgs, TruncationStrategy};
 
@@ -47,10 +47,20 @@ pub struct EvalCliArgs {
     /// "repetition_rate" and "self_cognition_answers" with --model_name/--model_author) instead of text.
     #[arg(long)]
     pub json: bool,
+    /// cpu | cuda | cuda:N | auto (CUDA when usable, else CPU; said in the log).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl BackendTask for EvalArgs {
+    type Output = qtrain_train::EvalReport;
+    fn run<B: qtrain_core::Backend>(self, be: &B) -> Result<Self::Output> {
+        Ok(qtrain_train::run_eval(be, &self)?)
+    }
 }
 
 pub fn run(args: EvalCliArgs) -> Result<()> {
-    let be = CpuBackend::new();
+    let device = resolve(&args.device)?;
     let eval = EvalArgs {
         model: args.model,
         adapters: args.adapters,
@@ -63,7 +73,7 @@ pub fn run(args: EvalCliArgs) -> Result<()> {
         model_name: args.model_name,
         model_author: args.model_author,
     };
-    let report = qtrain_train::run_eval(&be, &eval)?;
+    let report = run_on(device, eval)?;
     let (r, stats) = (report.result, report.stats);
     if stats.dropped_too_long + stats.dropped_no_targets + stats.truncated > 0 {
         eprintln!(

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{ArgAction, Args};
 
-use qtrain_core::CpuBackend;
+use super::device::{resolve, run_on, BackendTask};
 use qtrain_train::{InitLoraWeights, RunControl, SchedulerKwargs, StopReason, TrainArgs, TruncationStrategy, TunerType};
 
 /// `qtrain train`'s flags, boxed: the flag set is large, and a `Command` enum variant holding it
@@ -17,6 +17,22 @@ use qtrain_train::{InitLoraWeights, RunControl, SchedulerKwargs, StopReason, Tra
 pub struct TrainCliArgs {
     #[command(flatten)]
     pub flags: Box<TrainFlags>,
+    /// cpu | cuda | cuda:N | auto (CUDA when usable, else CPU; said in the log).
+    #[arg(long, default_value = "auto", help_heading = "Model and output")]
+    pub device: String,
+}
+
+/// One training run on whichever backend `--device` selects.
+struct TrainTask {
+    args: TrainArgs,
+    control: RunControl,
+}
+
+impl BackendTask for TrainTask {
+    type Output = qtrain_train::TrainSummary;
+    fn run<B: qtrain_core::Backend>(self, be: &B) -> Result<Self::Output> {
+        Ok(qtrain_train::train_with(be, self.args, &self.control)?)
+    }
 }
 
 /// Every flag is optional; an unset flag keeps the config file's value, else ms-swift's default.
@@ -321,9 +337,9 @@ pub fn run(args: TrainCliArgs) -> Result<()> {
         }
         eprintln!("\n[qtrain] interrupt received: finishing the current step, then saving a checkpoint (interrupt again to quit at once)");
     })?;
-    let be = CpuBackend::new();
-    let summary = match qtrain_train::train_with(&be, train_args, &control) {
-        Err(qtrain_train::TrainError::Interrupted) => {
+    let device = resolve(&args.device)?;
+    let summary = match run_on(device, TrainTask { args: train_args, control }) {
+        Err(e) if matches!(e.downcast_ref::<qtrain_train::TrainError>(), Some(qtrain_train::TrainError::Interrupted)) => {
             eprintln!("[qtrain] interrupted before the first optimizer step; nothing was saved");
             std::process::exit(130);
         }
