@@ -118,6 +118,31 @@ impl AttentionMask {
     }
 }
 
+/// The shape rule of [`Backend::matmul`]: 2-D operands whose inner dimensions agree after the
+/// transposes. Returns `(m, k, n)` of `op(a) [m, k] · op(b) [k, n]`.
+pub fn check_matmul_shapes(a: &[usize], b: &[usize], trans_a: bool, trans_b: bool) -> Result<(usize, usize, usize)> {
+    crate::ensure_shape!(a.len() == 2 && b.len() == 2, "matmul", "2-D operands expected, got {a:?} and {b:?}");
+    let (m, k) = if trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
+    let (k2, n) = if trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+    let t = |flag: bool| if flag { "ᵀ" } else { "" };
+    crate::ensure_shape!(k == k2, "matmul", "inner dimensions differ: {a:?}{} · {b:?}{}", t(trans_a), t(trans_b));
+    Ok((m, k, n))
+}
+
+/// The shape rule of [`Backend::rope`] and its backward: x `[N, H, D]` with D even, cos/sin
+/// tables `[P, D/2]`, one position per row and every position inside the tables.
+/// Returns `(N, H, D)`.
+pub fn check_rope_shapes(op: &'static str, x: &[usize], cos: &[usize], sin: &[usize], positions: &[u32]) -> Result<(usize, usize, usize)> {
+    crate::ensure_shape!(x.len() == 3, op, "x must be [N, H, D], got {x:?}");
+    let (n, h, d) = (x[0], x[1], x[2]);
+    crate::ensure_shape!(d % 2 == 0 && cos.len() == 2 && cos[1] == d / 2 && sin == cos, op, "tables {cos:?}/{sin:?} for head dim {d}");
+    crate::ensure_shape!(positions.len() == n, op, "{} positions for {n} rows", positions.len());
+    if let Some(&p) = positions.iter().find(|&&p| p as usize >= cos[0]) {
+        return Err(crate::CoreError::Index { op, index: p as usize, size: cos[0] });
+    }
+    Ok((n, h, d))
+}
+
 /// Sizes of an attention call, after [`check_attention_shapes`] accepted its operands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionDims {

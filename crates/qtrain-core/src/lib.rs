@@ -20,8 +20,8 @@ pub mod error;
 pub mod rng;
 
 pub use backend::{
-    check_attention_backward_shapes, check_attention_shapes, AttentionDims, AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput,
-    LinearGrads, LoraWeights, TensorInfo,
+    check_attention_backward_shapes, check_attention_shapes, check_matmul_shapes, check_rope_shapes, AttentionDims, AttentionMask, Backend,
+    CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo,
 };
 pub use cpu::{CpuBackend, CpuTensor};
 pub use dtype::{DType, HostData};

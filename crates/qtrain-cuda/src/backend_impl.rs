@@ -35,13 +35,6 @@ fn require_f32(op: &'static str, what: &str, t: &CudaTensor) -> Result<()> {
     Ok(())
 }
 
-fn check_positions(op: &'static str, positions: &[u32], max_pos: usize) -> Result<()> {
-    if let Some(&p) = positions.iter().find(|&&p| p as usize >= max_pos) {
-        return Err(CoreError::Index { op, index: p as usize, size: max_pos });
-    }
-    Ok(())
-}
-
 impl CudaBackend {
     /// Checks LoRA operands against a `[d_out, d_in]` weight and returns them as f32 launcher args.
     fn lora_args<'a>(
@@ -191,18 +184,7 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, a: &CudaTensor, b: &CudaTensor, trans_a: bool, trans_b: bool) -> Result<CudaTensor> {
-        ensure_shape!(a.shape.len() == 2 && b.shape.len() == 2, "matmul", "2-D operands expected, got {:?} and {:?}", a.shape, b.shape);
-        let (m, k) = if trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
-        let (k2, n) = if trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
-        ensure_shape!(
-            k == k2,
-            "matmul",
-            "inner dimensions differ: {:?}{} · {:?}{}",
-            a.shape,
-            if trans_a { "ᵀ" } else { "" },
-            b.shape,
-            if trans_b { "ᵀ" } else { "" }
-        );
+        let (m, k, n) = qtrain_core::check_matmul_shapes(&a.shape, &b.shape, trans_a, trans_b)?;
         if k == 0 {
             return self.zeros(&[m, n]);
         }
@@ -264,18 +246,7 @@ impl Backend for CudaBackend {
     }
 
     fn rope(&self, x: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor, positions: &[u32]) -> Result<CudaTensor> {
-        ensure_shape!(x.shape.len() == 3, "rope", "x must be [N, H, D], got {:?}", x.shape);
-        let (n, h, d) = (x.shape[0], x.shape[1], x.shape[2]);
-        let half = d / 2;
-        ensure_shape!(
-            d % 2 == 0 && cos.shape.len() == 2 && cos.shape[1] == half && sin.shape == cos.shape,
-            "rope",
-            "tables {:?}/{:?} for head dim {d}",
-            cos.shape,
-            sin.shape
-        );
-        ensure_shape!(positions.len() == n, "rope", "{} positions for {n} rows", positions.len());
-        check_positions("rope", positions, cos.shape[0])?;
+        let (n, h, d) = qtrain_core::check_rope_shapes("rope", &x.shape, &cos.shape, &sin.shape, positions)?;
         self.rope_common(false, x, cos, sin, positions, (n, h, d))
     }
 
@@ -383,18 +354,7 @@ impl Backend for CudaBackend {
     }
 
     fn rope_backward(&self, dy: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor, positions: &[u32]) -> Result<CudaTensor> {
-        ensure_shape!(dy.shape.len() == 3, "rope_backward", "dy must be [N, H, D], got {:?}", dy.shape);
-        let (n, h, d) = (dy.shape[0], dy.shape[1], dy.shape[2]);
-        let half = d / 2;
-        ensure_shape!(
-            d % 2 == 0 && cos.shape.len() == 2 && cos.shape[1] == half && sin.shape == cos.shape && positions.len() == n,
-            "rope_backward",
-            "tables {:?} / {} positions for dy {:?}",
-            cos.shape,
-            positions.len(),
-            dy.shape
-        );
-        check_positions("rope_backward", positions, cos.shape[0])?;
+        let (n, h, d) = qtrain_core::check_rope_shapes("rope_backward", &dy.shape, &cos.shape, &sin.shape, positions)?;
         self.rope_common(true, dy, cos, sin, positions, (n, h, d))
     }
 

@@ -161,20 +161,8 @@ pub fn rms_norm_backward(x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor,
 /// The forward rotates each (x₁, x₂) pair by +θ; its transpose rotates dy by −θ:
 /// dx₁ = dy₁·cos + dy₂·sin, dx₂ = dy₂·cos − dy₁·sin.
 pub fn rope_backward(dy: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, positions: &[u32]) -> Result<CpuTensor> {
-    ensure_shape!(dy.shape().len() == 3, "rope_backward", "dy must be [N, H, D], got {:?}", dy.shape());
-    let (n, h, d) = (dy.shape()[0], dy.shape()[1], dy.shape()[2]);
+    let (_, h, d) = crate::backend::check_rope_shapes("rope_backward", dy.shape(), cos.shape(), sin.shape(), positions)?;
     let half = d / 2;
-    ensure_shape!(
-        cos.shape() == [cos.shape()[0], half] && positions.len() == n,
-        "rope_backward",
-        "tables {:?} / {} positions for dy {:?}",
-        cos.shape(),
-        positions.len(),
-        dy.shape()
-    );
-    if let Some(&p) = positions.iter().find(|&&p| p as usize >= cos.shape()[0]) {
-        return Err(CoreError::Index { op: "rope_backward", index: p as usize, size: cos.shape()[0] });
-    }
     let mut out = vec![0.0; dy.data().len()];
     out.par_chunks_mut(h * d).zip(dy.data().par_chunks(h * d)).zip(positions.par_iter()).for_each(|((o, row), &p)| {
         let c = &cos.data()[p as usize * half..][..half];

@@ -11,7 +11,8 @@ pub mod gemm;
 use rayon::prelude::*;
 
 use crate::backend::{
-    check_attention_shapes, AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo,
+    check_attention_shapes, check_matmul_shapes, check_rope_shapes, AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput,
+    LinearGrads, LoraWeights, TensorInfo,
 };
 use crate::error::{CoreError, Result};
 use crate::{ensure_shape, HostData};
@@ -143,18 +144,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> Result<CpuTensor> {
-        ensure_shape!(a.shape.len() == 2 && b.shape.len() == 2, "matmul", "2-D operands expected, got {:?} and {:?}", a.shape, b.shape);
-        let (m, k) = if trans_a { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
-        let (k2, n) = if trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
-        ensure_shape!(
-            k == k2,
-            "matmul",
-            "inner dimensions differ: {:?}{} · {:?}{}",
-            a.shape,
-            if trans_a { "ᵀ" } else { "" },
-            b.shape,
-            if trans_b { "ᵀ" } else { "" }
-        );
+        let (m, k, n) = check_matmul_shapes(&a.shape, &b.shape, trans_a, trans_b)?;
         let mut c = vec![0.0; m * n];
         gemm::gemm_f32(m, n, k, &a.data, trans_a, &b.data, trans_b, &mut c, false, 1.0);
         CpuTensor::new(c, &[m, n])
@@ -226,21 +216,8 @@ impl Backend for CpuBackend {
     }
 
     fn rope(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, positions: &[u32]) -> Result<CpuTensor> {
-        ensure_shape!(x.shape.len() == 3, "rope", "x must be [N, H, D], got {:?}", x.shape);
-        let (n, h, d) = (x.shape[0], x.shape[1], x.shape[2]);
+        let (_, h, d) = check_rope_shapes("rope", &x.shape, &cos.shape, &sin.shape, positions)?;
         let half = d / 2;
-        ensure_shape!(
-            d % 2 == 0 && cos.shape.len() == 2 && cos.shape[1] == half && sin.shape == cos.shape,
-            "rope",
-            "tables {:?}/{:?} for head dim {d}",
-            cos.shape,
-            sin.shape
-        );
-        ensure_shape!(positions.len() == n, "rope", "{} positions for {n} rows", positions.len());
-        let max_pos = cos.shape[0];
-        if let Some(&p) = positions.iter().find(|&&p| p as usize >= max_pos) {
-            return Err(CoreError::Index { op: "rope", index: p as usize, size: max_pos });
-        }
         let mut out = vec![0.0; x.data.len()];
         out.par_chunks_mut(h * d).zip(x.data.par_chunks(h * d)).zip(positions.par_iter()).for_each(|((o, row), &p)| {
             let c = &cos.data[p as usize * half..(p as usize + 1) * half];
