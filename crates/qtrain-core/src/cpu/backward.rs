@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::gemm::gemm_f32;
 use super::{rows_cols, CpuTensor};
-use crate::backend::{AttentionMask, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
+use crate::backend::{CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
 use crate::ensure_shape;
 use crate::error::{CoreError, Result};
 
@@ -177,95 +177,6 @@ pub fn rope_backward(dy: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, positions
         }
     });
     CpuTensor::new(out, dy.shape())
-}
-
-/// Softmax attention backward (as in FlashAttention-2, Dao 2023, Alg. 2, without tiling):
-/// pᵢⱼ = exp(sᵢⱼ − lseᵢ), Dᵢ = dOᵢ·Oᵢ, dsᵢⱼ = pᵢⱼ (dOᵢ·vⱼ − Dᵢ),
-/// dqᵢ = scale Σⱼ dsᵢⱼ kⱼ, dkⱼ = scale Σᵢ dsᵢⱼ qᵢ, dvⱼ = Σᵢ pᵢⱼ dOᵢ.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_backward(
-    q: &CpuTensor,
-    k: &CpuTensor,
-    v: &CpuTensor,
-    out: &CpuTensor,
-    lse: &CpuTensor,
-    dout: &CpuTensor,
-    mask: &AttentionMask,
-    scale: f32,
-) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-    let dims =
-        crate::backend::check_attention_backward_shapes(q.shape(), k.shape(), v.shape(), out.shape(), lse.shape(), dout.shape(), mask)?;
-    let (b, t, h, d, s_len, kvh) = (dims.batch, dims.q_len, dims.heads, dims.head_dim, dims.kv_capacity, dims.kv_heads);
-    let group = h / kvh;
-    let idx_q = |bi: usize, i: usize, hh: usize| ((bi * t + i) * h + hh) * d;
-    let idx_k = |bi: usize, j: usize, g: usize| ((bi * s_len + j) * kvh + g) * d;
-    // One task per (batch row, kv head): it owns dk/dv of that head and dq of its query group.
-    // (batch row, kv head, dq of its query group, dk, dv)
-    type Part = (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>);
-    let parts: Vec<Part> = (0..b * kvh)
-        .into_par_iter()
-        .map(|task| {
-            let (bi, g) = (task / kvh, task % kvh);
-            let mut dq = vec![0.0f32; group * t * d];
-            let mut dk = vec![0.0f32; s_len * d];
-            let mut dv = vec![0.0f32; s_len * d];
-            let mut p = vec![0.0f32; s_len];
-            for gh in 0..group {
-                let hh = g * group + gh;
-                for i in 0..t {
-                    let qi = &q.data()[idx_q(bi, i, hh)..][..d];
-                    let doi = &dout.data()[idx_q(bi, i, hh)..][..d];
-                    let oi = &out.data()[idx_q(bi, i, hh)..][..d];
-                    let l = lse.data()[(bi * t + i) * h + hh];
-                    let mut any = false;
-                    for (j, pj) in p.iter_mut().enumerate() {
-                        *pj = if mask.allows(bi, i, j) {
-                            any = true;
-                            let kj = &k.data()[idx_k(bi, j, g)..][..d];
-                            (qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale - l).exp()
-                        } else {
-                            0.0
-                        };
-                    }
-                    if !any {
-                        continue;
-                    }
-                    let di: f32 = doi.iter().zip(oi).map(|(a, b)| a * b).sum();
-                    let dqi = &mut dq[(gh * t + i) * d..][..d];
-                    for (j, &pj) in p.iter().enumerate() {
-                        if pj == 0.0 {
-                            continue;
-                        }
-                        let kj = &k.data()[idx_k(bi, j, g)..][..d];
-                        let vj = &v.data()[idx_k(bi, j, g)..][..d];
-                        let dp: f32 = doi.iter().zip(vj).map(|(a, b)| a * b).sum();
-                        let ds = pj * (dp - di) * scale;
-                        for e in 0..d {
-                            dqi[e] += ds * kj[e];
-                            dk[j * d + e] += ds * qi[e];
-                            dv[j * d + e] += pj * doi[e];
-                        }
-                    }
-                }
-            }
-            (bi, g, dq, dk, dv)
-        })
-        .collect();
-    let mut dq_all = vec![0.0f32; q.data().len()];
-    let mut dk_all = vec![0.0f32; k.data().len()];
-    let mut dv_all = vec![0.0f32; v.data().len()];
-    for (bi, g, dq, dk, dv) in parts {
-        for gh in 0..group {
-            for i in 0..t {
-                dq_all[idx_q(bi, i, g * group + gh)..][..d].copy_from_slice(&dq[(gh * t + i) * d..][..d]);
-            }
-        }
-        for j in 0..s_len {
-            dk_all[idx_k(bi, j, g)..][..d].copy_from_slice(&dk[j * d..][..d]);
-            dv_all[idx_k(bi, j, g)..][..d].copy_from_slice(&dv[j * d..][..d]);
-        }
-    }
-    Ok((CpuTensor::new(dq_all, q.shape())?, CpuTensor::new(dk_all, k.shape())?, CpuTensor::new(dv_all, v.shape())?))
 }
 
 /// y = silu(g)·u with silu(g) = g·σ(g): du = dy·silu(g), dg = dy·u·σ(g)·(1 + g·(1 − σ(g))).

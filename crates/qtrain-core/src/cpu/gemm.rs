@@ -23,6 +23,42 @@ pub fn gemm_f32(
     accumulate: bool,
     alpha: f32,
 ) {
+    let parallel = m * n * k >= PARALLEL_MIN_FLOPS;
+    gemm_f32_with(m, n, k, a, trans_a, b, trans_b, c, accumulate, alpha, parallel)
+}
+
+/// [`gemm_f32`] on the calling thread only — for callers that already run one task per core
+/// (attention runs one task per batch row and key/value head).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32_serial(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    c: &mut [f32],
+    accumulate: bool,
+    alpha: f32,
+) {
+    gemm_f32_with(m, n, k, a, trans_a, b, trans_b, c, accumulate, alpha, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_f32_with(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    trans_a: bool,
+    b: &[f32],
+    trans_b: bool,
+    c: &mut [f32],
+    accumulate: bool,
+    alpha: f32,
+    parallel: bool,
+) {
     assert_eq!(a.len(), m * k, "gemm_f32: a has the wrong size");
     assert_eq!(b.len(), k * n, "gemm_f32: b has the wrong size");
     assert_eq!(c.len(), m * n, "gemm_f32: c has the wrong size");
@@ -38,7 +74,7 @@ pub fn gemm_f32(
     // (column stride, row stride) of each operand as the logical matrix sees it.
     let (a_cs, a_rs) = if trans_a { (m as isize, 1) } else { (1, k as isize) };
     let (b_cs, b_rs) = if trans_b { (k as isize, 1) } else { (1, n as isize) };
-    let parallelism = if m * n * k >= PARALLEL_MIN_FLOPS { Parallelism::Rayon(0) } else { Parallelism::None };
+    let parallelism = if parallel { Parallelism::Rayon(0) } else { Parallelism::None };
     // SAFETY: the asserts above guarantee every (row, col) address the strides produce lies
     // inside its slice; `c` is uniquely borrowed and does not alias `a` or `b`.
     unsafe {

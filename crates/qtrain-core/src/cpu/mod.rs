@@ -5,14 +5,15 @@
 //! the formula in the op's doc comment, and so other backends have a twin to compare against.
 //! It must not take numerical shortcuts (no reduced precision, no approximate exp).
 
+pub mod attention;
 pub mod backward;
 pub mod gemm;
 
 use rayon::prelude::*;
 
 use crate::backend::{
-    check_attention_shapes, check_matmul_shapes, check_rope_shapes, AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput,
-    LinearGrads, LoraWeights, TensorInfo,
+    check_matmul_shapes, check_rope_shapes, AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights,
+    TensorInfo,
 };
 use crate::error::{CoreError, Result};
 use crate::{ensure_shape, HostData};
@@ -237,56 +238,7 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, mask: &AttentionMask, scale: f32) -> Result<(CpuTensor, CpuTensor)> {
-        let dims = check_attention_shapes("attention", &q.shape, &k.shape, &v.shape, mask)?;
-        let (b, t, h, d, cap, kvh) = (dims.batch, dims.q_len, dims.heads, dims.head_dim, dims.kv_capacity, dims.kv_heads);
-        let group = h / kvh;
-        let s_len = mask.kv_len;
-        let mut out = vec![0.0f32; q.data.len()];
-        let mut lse = vec![0.0f32; b * t * h];
-        // One task per (batch row, query): the output row [H, D] and its log-sum-exps are contiguous.
-        out.par_chunks_mut(h * d).zip(lse.par_chunks_mut(h)).enumerate().for_each(|(row, (o, l))| {
-            let (bi, i) = (row / t, row % t);
-            let mut scores = vec![0.0f32; s_len];
-            for head in 0..h {
-                let kv_head = head / group;
-                let qv = &q.data[(row * h + head) * d..(row * h + head + 1) * d];
-                let mut max = f32::NEG_INFINITY;
-                for (j, sc) in scores.iter_mut().enumerate() {
-                    if mask.allows(bi, i, j) {
-                        let kr = &k.data[((bi * cap + j) * kvh + kv_head) * d..][..d];
-                        let dot: f32 = qv.iter().zip(kr).map(|(a, b)| a * b).sum();
-                        *sc = dot * scale;
-                        max = max.max(*sc);
-                    } else {
-                        *sc = f32::NEG_INFINITY;
-                    }
-                }
-                let oh = &mut o[head * d..(head + 1) * d];
-                if max == f32::NEG_INFINITY {
-                    // No visible key (a padding query): zero output, lse 0 so backward is inert.
-                    l[head] = 0.0;
-                    continue;
-                }
-                let mut denom = 0.0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    denom += *sc;
-                }
-                let inv = 1.0 / denom;
-                for (j, &p) in scores.iter().enumerate() {
-                    if p == 0.0 {
-                        continue;
-                    }
-                    let vr = &v.data[((bi * cap + j) * kvh + kv_head) * d..][..d];
-                    let w = p * inv;
-                    for (acc, x) in oh.iter_mut().zip(vr) {
-                        *acc += w * x;
-                    }
-                }
-                l[head] = max + denom.ln();
-            }
-        });
-        Ok((CpuTensor::new(out, &q.shape)?, CpuTensor::new(lse, &[b, t, h])?))
+        attention::attention(q, k, v, mask, scale)
     }
 
     fn swiglu(&self, gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
@@ -337,7 +289,7 @@ impl Backend for CpuBackend {
         mask: &AttentionMask,
         scale: f32,
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-        backward::attention_backward(q, k, v, out, lse, dout, mask, scale)
+        attention::attention_backward(q, k, v, out, lse, dout, mask, scale)
     }
 
     fn swiglu_backward(&self, gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
