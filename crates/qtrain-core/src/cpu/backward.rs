@@ -254,16 +254,26 @@ pub fn lm_head_cross_entropy(
                         best = j;
                     }
                 }
-                let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
-                let lse = max + sum.ln();
-                let loss = (lse - row[target]) as f64;
-                if let Some(s) = scale {
-                    // dlogits = s · (softmax − onehot), written over the logits.
-                    for x in row.iter_mut() {
-                        *x = s * (*x - lse).exp();
+                let target_logit = row[target];
+                let loss = match scale {
+                    None => {
+                        let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+                        (max + sum.ln() - target_logit) as f64
                     }
-                    row[target] -= s;
-                }
+                    Some(s) => {
+                        // dlogits = s · (softmax − onehot), written over the logits; one exp per
+                        // logit: store exp(x − max), then scale by s / Σ.
+                        let mut sum = 0.0f32;
+                        for x in row.iter_mut() {
+                            *x = (*x - max).exp();
+                            sum += *x;
+                        }
+                        let k = s / sum;
+                        row.iter_mut().for_each(|x| *x *= k);
+                        row[target] -= s;
+                        (max + sum.ln() - target_logit) as f64
+                    }
+                };
                 (loss, best == target)
             })
             .collect();
