@@ -9,20 +9,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::{fails, fixture, qtrain_env, read_json, read_jsonl, s, text};
+use common::{fails, fixture, qtrain_env, read_json, read_jsonl, s, text, write_qa_jsonl, QA};
 use qtrain_sweep::{GridSampler, ParamValue, SearchSpace};
 use serde_json::Value;
-
-const QA: [(&str, &str); 8] = [
-    ("What is the capital of France?", "Paris is the capital of France."),
-    ("Name a primary color.", "Red is a primary color."),
-    ("What is 2 plus 2?", "2 plus 2 is 4."),
-    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet."),
-    ("What color is the sky?", "The sky is blue."),
-    ("How many legs does a cat have?", "A cat has four legs."),
-    ("What do bees make?", "Bees make honey."),
-    ("What is ice made of?", "Ice is frozen water."),
-];
 
 fn qtrain(args: &[&str]) -> Output {
     qtrain_env(args, &[])
@@ -44,14 +33,7 @@ struct Setup {
 impl Setup {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let data = tmp.path().join("train.jsonl");
-        let rows: String = QA
-            .iter()
-            .map(|(q, a)| {
-                format!("{}\n", serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}))
-            })
-            .collect();
-        std::fs::write(&data, rows).unwrap();
+        let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA);
         let study = tmp.path().join("study");
         let base = [
             "sweep",

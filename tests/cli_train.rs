@@ -9,28 +9,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{fails, fixture, read_json, read_jsonl, run_dirs, s, text};
+use common::{fails, fixture, qa_record, read_json, read_jsonl, run_dirs, s, text, QA};
 use serde_json::Value;
-
-const QA: [(&str, &str); 8] = [
-    ("What is the capital of France?", "Paris is the capital of France."),
-    ("Name a primary color.", "Red is a primary color."),
-    ("What is 2 plus 2?", "2 plus 2 is 4."),
-    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet."),
-    ("What color is the sky?", "The sky is blue."),
-    ("How many legs does a cat have?", "A cat has four legs."),
-    ("What do bees make?", "Bees make honey."),
-    ("What is ice made of?", "Ice is frozen water."),
-];
-
-fn record(q: &str, a: &str) -> Value {
-    serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
-}
 
 /// The QA pairs as JSONL (first `n`).
 fn write_jsonl(dir: &Path, n: usize) -> PathBuf {
     let path = dir.join("train.jsonl");
-    let text: String = QA[..n].iter().map(|(q, a)| format!("{}\n", record(q, a))).collect();
+    let text: String = QA[..n].iter().map(|(q, a)| format!("{}\n", qa_record(q, a))).collect();
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -38,7 +23,7 @@ fn write_jsonl(dir: &Path, n: usize) -> PathBuf {
 /// The QA pairs as one JSON array.
 fn write_json_array(dir: &Path) -> PathBuf {
     let path = dir.join("train.json");
-    let items: Vec<Value> = QA.iter().map(|(q, a)| record(q, a)).collect();
+    let items: Vec<Value> = QA.iter().map(|(q, a)| qa_record(q, a)).collect();
     std::fs::write(&path, serde_json::to_string_pretty(&items).unwrap()).unwrap();
     path
 }
@@ -435,12 +420,12 @@ fn bad_input_fails_with_a_message_not_a_panic() {
     assert!(err.contains("nope.jsonl"), "{err}");
 
     let bad = tmp.path().join("bad.jsonl");
-    std::fs::write(&bad, format!("{}\n{{\"messages\": [oops]}}\n", record("q", "a"))).unwrap();
+    std::fs::write(&bad, format!("{}\n{{\"messages\": [oops]}}\n", qa_record("q", "a"))).unwrap();
     let err = train(&["--dataset", s(&bad)]);
     assert!(err.contains("bad.jsonl:2"), "error should name file and line: {err}");
 
     let no_role = tmp.path().join("norole.jsonl");
-    std::fs::write(&no_role, format!("{}\n{}\n", record("q", "a"), r#"{"messages": [{"content": "x"}]}"#)).unwrap();
+    std::fs::write(&no_role, format!("{}\n{}\n", qa_record("q", "a"), r#"{"messages": [{"content": "x"}]}"#)).unwrap();
     let err = train(&["--dataset", s(&no_role)]);
     assert!(err.contains("norole.jsonl:2") && err.contains("role"), "{err}");
 

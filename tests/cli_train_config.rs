@@ -5,29 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 
-use common::{fails, fixture, read_json, read_jsonl, run_dirs, s, text};
-
-const QA: [(&str, &str); 4] = [
-    ("What is the capital of France?", "Paris is the capital of France."),
-    ("Name a primary color.", "Red is a primary color."),
-    ("What is 2 plus 2?", "2 plus 2 is 4."),
-    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet."),
-];
-
-fn write_jsonl(dir: &Path) -> PathBuf {
-    let path = dir.join("train.jsonl");
-    let text: String = QA
-        .iter()
-        .map(|(q, a)| {
-            format!("{}\n", serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}))
-        })
-        .collect();
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use common::{fails, fixture, read_json, read_jsonl, run_dirs, s, text, write_qa_jsonl, QA};
 
 fn qtrain(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_qtrain")).args(args).output().expect("run qtrain")
@@ -42,7 +23,7 @@ fn ok(args: &[&str]) -> (String, String) {
 #[test]
 fn config_file_values_apply_and_command_line_flags_override_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_jsonl(tmp.path());
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA[..4]);
     let out = tmp.path().join("out");
     let config = tmp.path().join("run.toml");
     std::fs::write(
@@ -95,7 +76,7 @@ target_modules = ["q_proj", "v_proj"]
 #[test]
 fn unknown_keys_and_flags_and_bad_scheduler_arguments_are_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_jsonl(tmp.path());
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA[..4]);
     let model = fixture("tiny-qwen2");
     let out = tmp.path().join("out");
     let config = tmp.path().join("typo.toml");
@@ -210,7 +191,7 @@ const SEED_FLAGS: [&str; 36] = [
 #[test]
 fn the_seed_command_of_issue_4_runs_unchanged() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_jsonl(tmp.path());
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA[..4]);
     let model = fixture("tiny-qwen2");
     for dataset in [s(&data), "self-cognition#16"] {
         let mut args = vec!["train", "--model", s(&model), "--dataset", dataset];

@@ -5,33 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-use common::{fixture, read_json, read_jsonl, run_dirs, s, text};
+use common::{fixture, read_json, read_jsonl, run_dirs, s, text, write_qa_jsonl, QA};
 use serde_json::Value;
-
-const QA: [(&str, &str); 8] = [
-    ("What is the capital of France?", "Paris is the capital of France."),
-    ("Name a primary color.", "Red is a primary color."),
-    ("What is 2 plus 2?", "2 plus 2 is 4."),
-    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet."),
-    ("What color is the sky?", "The sky is blue."),
-    ("How many legs does a cat have?", "A cat has four legs."),
-    ("What do bees make?", "Bees make honey."),
-    ("What is ice made of?", "Ice is frozen water."),
-];
-
-fn write_jsonl(path: &Path, pairs: &[(&str, &str)]) -> PathBuf {
-    let text: String = pairs
-        .iter()
-        .map(|(q, a)| {
-            format!("{}\n", serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}))
-        })
-        .collect();
-    std::fs::write(path, text).unwrap();
-    path.to_path_buf()
-}
 
 fn qtrain(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_qtrain")).args(args).output().expect("run qtrain")
@@ -60,7 +38,7 @@ fn checkpoint_steps(run: &Path) -> Vec<u64> {
 #[test]
 fn eval_steps_log_eval_metrics_and_save_total_limit_keeps_best_and_last() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_jsonl(&tmp.path().join("train.jsonl"), &QA);
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA);
     let out = tmp.path().join("out");
     let model = fixture("tiny-qwen2");
     // A constant lr high enough that the held-out loss falls, then rises again: the best
@@ -127,8 +105,8 @@ fn eval_steps_log_eval_metrics_and_save_total_limit_keeps_best_and_last() {
 #[test]
 fn early_stopping_stops_after_patience_evaluations_without_improvement() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_jsonl(&tmp.path().join("train.jsonl"), &QA[..6]);
-    let val = write_jsonl(&tmp.path().join("val.jsonl"), &QA[6..]);
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA[..6]);
+    let val = write_qa_jsonl(&tmp.path().join("val.jsonl"), &QA[6..]);
     let out = tmp.path().join("out");
     let model = fixture("tiny-qwen2");
     // A tiny lr cannot move the eval loss by the threshold: evaluation 1 sets the best,

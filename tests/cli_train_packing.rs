@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-use common::{fixture, read_jsonl, run_dirs, s, text};
+use common::{fixture, read_jsonl, run_dirs, s, text, write_qa_jsonl};
 
 const QA: [(&str, &str); 8] = [
     ("What is the capital of France?", "Paris is the capital of France."),
@@ -19,18 +19,6 @@ const QA: [(&str, &str); 8] = [
     ("What do bees make?", "Bees make honey."),
     ("What is ice made of?", "Ice is frozen water."),
 ];
-
-fn write_jsonl(dir: &Path) -> PathBuf {
-    let path = dir.join("train.jsonl");
-    let text: String = QA
-        .iter()
-        .map(|(q, a)| {
-            format!("{}\n", serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}))
-        })
-        .collect();
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn qtrain(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_qtrain")).args(args).output().expect("run qtrain")
@@ -69,7 +57,7 @@ fn first_step(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> ((f64, f
 #[test]
 fn packed_rows_train_exactly_like_the_samples_unpacked() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_jsonl(tmp.path());
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA);
     for model_name in ["tiny-qwen2", "tiny-qwen3"] {
         let model = fixture(model_name);
         let out = tmp.path().join(model_name);
@@ -95,7 +83,7 @@ fn packed_rows_train_exactly_like_the_samples_unpacked() {
 #[test]
 fn group_by_length_is_seeded_and_trains() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_jsonl(tmp.path());
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA);
     let model = fixture("tiny-qwen2");
     let losses = |out: &Path| -> Vec<f64> {
         let o = qtrain(&[

@@ -11,19 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, qtrain_env as qtrain, read_json, read_jsonl, run_dirs, s, text};
+use common::{fixture, qtrain_env as qtrain, read_json, read_jsonl, run_dirs, s, text, write_qa_jsonl, QA};
 use serde_json::Value;
-
-const QA: [(&str, &str); 8] = [
-    ("What is the capital of France?", "Paris is the capital of France."),
-    ("Name a primary color.", "Red is a primary color."),
-    ("What is 2 plus 2?", "2 plus 2 is 4."),
-    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet."),
-    ("What color is the sky?", "The sky is blue."),
-    ("How many legs does a cat have?", "A cat has four legs."),
-    ("What do bees make?", "Bees make honey."),
-    ("What is ice made of?", "Ice is frozen water."),
-];
 
 const STATE_FILES: [&str; 8] = [
     "adapter_config.json",
@@ -35,18 +24,6 @@ const STATE_FILES: [&str; 8] = [
     "args.json",
     "trainer_state.json",
 ];
-
-fn write_jsonl(dir: &Path) -> PathBuf {
-    let path = dir.join("train.jsonl");
-    let text: String = QA
-        .iter()
-        .map(|(q, a)| {
-            format!("{}\n", serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}))
-        })
-        .collect();
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn ok<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     let out = qtrain(args, &[]);
@@ -82,7 +59,7 @@ fn assert_checkpoints_complete(run: &Path) {
 #[test]
 fn a_kill_mid_checkpoint_leaves_no_fake_checkpoint_and_resume_is_bit_exact() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_jsonl(tmp.path());
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA);
     let model = fixture("tiny-qwen2");
     // 8 samples, batch 1 × accumulation 3: steps of 3, 3 and 2 micro-batches per epoch, so
     // checkpoint-2 sits mid-epoch and the resumed run crosses two epoch boundaries (with a
@@ -185,7 +162,7 @@ fn a_kill_mid_checkpoint_leaves_no_fake_checkpoint_and_resume_is_bit_exact() {
 #[test]
 fn sigint_finishes_the_step_saves_and_exits_130_and_the_run_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_jsonl(tmp.path());
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA);
     let model = fixture("tiny-qwen2");
     let out = tmp.path().join("out");
     let child = Command::new(env!("CARGO_BIN_EXE_qtrain"))
@@ -278,7 +255,7 @@ fn run_dirs_if_any(output: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_jsonl(tmp.path());
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA);
     let model = fixture("tiny-qwen2");
     let out = tmp.path().join("out");
     // lr 1e30: the first update makes the LoRA weights ~1e30, so the second forward overflows.
@@ -320,7 +297,7 @@ fn a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint()
 #[test]
 fn full_fine_tuning_resumes_bit_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_jsonl(tmp.path());
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA);
     let model = fixture("tiny-qwen3");
     let args = |out: &Path, resume: Option<&Path>| -> Vec<String> {
         let mut a: Vec<String> = [

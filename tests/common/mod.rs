@@ -93,3 +93,27 @@ pub fn read_jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
 pub fn read_json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
+
+/// Eight short question/answer pairs: the training data of the CLI tests.
+pub const QA: [(&str, &str); 8] = [
+    ("What is the capital of France?", "Paris is the capital of France."),
+    ("Name a primary color.", "Red is a primary color."),
+    ("What is 2 plus 2?", "2 plus 2 is 4."),
+    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet."),
+    ("What color is the sky?", "The sky is blue."),
+    ("How many legs does a cat have?", "A cat has four legs."),
+    ("What do bees make?", "Bees make honey."),
+    ("What is ice made of?", "Ice is frozen water."),
+];
+
+/// One `messages` conversation of a user question and an assistant answer.
+pub fn qa_record(q: &str, a: &str) -> serde_json::Value {
+    serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+}
+
+/// Write `pairs` as a messages-format JSONL file at `path` and return the path.
+pub fn write_qa_jsonl(path: &std::path::Path, pairs: &[(&str, &str)]) -> PathBuf {
+    let text: String = pairs.iter().map(|(q, a)| format!("{}\n", qa_record(q, a))).collect();
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
