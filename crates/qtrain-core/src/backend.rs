@@ -97,6 +97,13 @@ impl AttentionMask {
         AttentionMask { batch, q_len: len, kv_len: len, q_offset: 0, key_valid: None, segments: None }
     }
 
+    /// One past the last key that query `i` may see under causality alone (padding and packed
+    /// segments can hide more keys below this bound, never above it).
+    #[inline]
+    pub fn causal_end(&self, i: usize) -> usize {
+        (self.q_offset + i + 1).min(self.kv_len)
+    }
+
     /// Whether query `i` of row `b` may attend to key `j`.
     #[inline]
     pub fn allows(&self, b: usize, i: usize, j: usize) -> bool {

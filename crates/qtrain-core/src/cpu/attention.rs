@@ -1,8 +1,10 @@
 //! CPU attention, forward and backward, as per-head GEMMs (Q·Kᵀ, softmax, P·V; and the
 //! FlashAttention-2 backward equations, Dao 2023, Alg. 2, without tiling). One rayon task per
 //! (batch row, key/value head) owns that head's K/V and the query heads of its group, so dK/dV
-//! accumulate without locks; inside a task the products run single-threaded. Scores of one head
-//! (`[T, S]`) are the largest temporary. Must keep `AttentionMask` semantics exactly: a masked
+//! accumulate without locks; inside a task the products run single-threaded. Queries go in
+//! blocks of [`QUERY_BLOCK`] rows and each block multiplies only the keys causality lets it see,
+//! which skips ~40 % of the products at T = 256 (the masked upper triangle). Scores of one block
+//! (`[QUERY_BLOCK, S]`) are the largest temporary. Must keep `AttentionMask` semantics exactly: a masked
 //! score is −∞ and a query with no visible key gets a zero output and lse 0.
 
 use rayon::prelude::*;
@@ -28,21 +30,41 @@ fn scatter(dst: &mut [f32], rows: usize, stride: usize, offset: usize, d: usize,
     }
 }
 
-/// Turns scaled scores `[T, S]` into probabilities in place (masked entries 0) and returns each
-/// row's log-sum-exp (0 for a row with no visible key).
-fn masked_softmax(scores: &mut [f32], s_len: usize, mask: &AttentionMask, bi: usize) -> Vec<f32> {
+/// Query rows per block: big enough for efficient products, small enough that the causal
+/// triangle is skipped at a fine grain.
+const QUERY_BLOCK: usize = 64;
+
+/// Keys `0..end` that some query of the block `i0..i0 + rows` may see (causality only).
+fn block_key_end(mask: &AttentionMask, i0: usize, rows: usize) -> usize {
+    mask.causal_end(i0 + rows - 1)
+}
+
+/// Sets masked scores of row `i` (the first `s_len` keys) to `masked`; only padding and packed
+/// segments need the per-key test, plain causality is a prefix.
+fn apply_mask(row: &mut [f32], mask: &AttentionMask, bi: usize, i: usize, masked: f32) {
+    let end = mask.causal_end(i).min(row.len());
+    row[end..].fill(masked);
+    if mask.key_valid.is_some() || mask.segments.is_some() {
+        for (j, x) in row[..end].iter_mut().enumerate() {
+            if !mask.allows(bi, i, j) {
+                *x = masked;
+            }
+        }
+    }
+}
+
+/// Turns scaled scores `[rows, s_len]` of queries `i0..` into probabilities in place (masked
+/// entries 0) and returns each row's log-sum-exp (0 for a row with no visible key).
+fn masked_softmax(scores: &mut [f32], rows: usize, s_len: usize, mask: &AttentionMask, bi: usize, i0: usize) -> Vec<f32> {
+    if s_len == 0 {
+        return vec![0.0; rows];
+    }
     scores
         .chunks_mut(s_len)
         .enumerate()
-        .map(|(i, row)| {
-            let mut max = f32::NEG_INFINITY;
-            for (j, x) in row.iter_mut().enumerate() {
-                if mask.allows(bi, i, j) {
-                    max = max.max(*x);
-                } else {
-                    *x = f32::NEG_INFINITY;
-                }
-            }
+        .map(|(r, row)| {
+            apply_mask(row, mask, bi, i0 + r, f32::NEG_INFINITY);
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
             if max == f32::NEG_INFINITY {
                 row.fill(0.0);
                 return 0.0;
@@ -60,6 +82,18 @@ fn masked_softmax(scores: &mut [f32], s_len: usize, mask: &AttentionMask, bi: us
 }
 
 pub fn attention(q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, mask: &AttentionMask, scale: f32) -> Result<(CpuTensor, CpuTensor)> {
+    attention_blocked(q, k, v, mask, scale, QUERY_BLOCK)
+}
+
+/// [`attention`] with `block` query rows per block (tests use tiny blocks to cross boundaries).
+pub(crate) fn attention_blocked(
+    q: &CpuTensor,
+    k: &CpuTensor,
+    v: &CpuTensor,
+    mask: &AttentionMask,
+    scale: f32,
+    block: usize,
+) -> Result<(CpuTensor, CpuTensor)> {
     let dims = check_attention_shapes("attention", q.shape(), k.shape(), v.shape(), mask)?;
     let (b, t, h, d, cap, kvh) = (dims.batch, dims.q_len, dims.heads, dims.head_dim, dims.kv_capacity, dims.kv_heads);
     let (group, s_len) = (h / kvh, mask.kv_len);
@@ -72,13 +106,19 @@ pub fn attention(q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, mask: &AttentionMa
             let kg = gather(k.data(), s_len, kvh * d, (bi * cap * kvh + g) * d, d);
             let vg = gather(v.data(), s_len, kvh * d, (bi * cap * kvh + g) * d, d);
             let mut heads = Vec::with_capacity(group);
-            let mut scores = vec![0.0f32; t * s_len];
+            let mut scores = vec![0.0f32; block.min(t) * s_len];
             for hh in g * group..(g + 1) * group {
                 let qh = gather(q.data(), t, h * d, (bi * t * h + hh) * d, d);
-                gemm_f32_serial(t, s_len, d, &qh, false, &kg, true, &mut scores, false, scale);
-                let lse = masked_softmax(&mut scores, s_len, mask, bi);
                 let mut oh = vec![0.0f32; t * d];
-                gemm_f32_serial(t, d, s_len, &scores, false, &vg, false, &mut oh, false, 1.0);
+                let mut lse = Vec::with_capacity(t);
+                for i0 in (0..t).step_by(block) {
+                    let rows = block.min(t - i0);
+                    let keys = block_key_end(mask, i0, rows).min(s_len);
+                    let (qb, sb) = (&qh[i0 * d..(i0 + rows) * d], &mut scores[..rows * keys]);
+                    gemm_f32_serial(rows, keys, d, qb, false, &kg[..keys * d], true, sb, false, scale);
+                    lse.extend(masked_softmax(sb, rows, keys, mask, bi, i0));
+                    gemm_f32_serial(rows, d, keys, sb, false, &vg[..keys * d], false, &mut oh[i0 * d..(i0 + rows) * d], false, 1.0);
+                }
                 heads.push((hh, oh, lse));
             }
             (bi, g, heads)
@@ -110,6 +150,22 @@ pub fn attention_backward(
     mask: &AttentionMask,
     scale: f32,
 ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+    attention_backward_blocked(q, k, v, out, lse, dout, mask, scale, QUERY_BLOCK)
+}
+
+/// [`attention_backward`] with `block` query rows per block.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_backward_blocked(
+    q: &CpuTensor,
+    k: &CpuTensor,
+    v: &CpuTensor,
+    out: &CpuTensor,
+    lse: &CpuTensor,
+    dout: &CpuTensor,
+    mask: &AttentionMask,
+    scale: f32,
+    block: usize,
+) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
     let dims = check_attention_backward_shapes(q.shape(), k.shape(), v.shape(), out.shape(), lse.shape(), dout.shape(), mask)?;
     let (b, t, h, d, s_len, kvh) = (dims.batch, dims.q_len, dims.heads, dims.head_dim, dims.kv_capacity, dims.kv_heads);
     let group = h / kvh;
@@ -123,32 +179,39 @@ pub fn attention_backward(
             let kg = gather(k.data(), s_len, kvh * d, kv_off, d);
             let vg = gather(v.data(), s_len, kvh * d, kv_off, d);
             let (mut dk, mut dv) = (vec![0.0f32; s_len * d], vec![0.0f32; s_len * d]);
-            let mut p = vec![0.0f32; t * s_len];
-            let mut ds = vec![0.0f32; t * s_len];
+            let (mut p_buf, mut ds_buf) = (vec![0.0f32; block.min(t) * s_len], vec![0.0f32; block.min(t) * s_len]);
             let mut dqs = Vec::with_capacity(group);
             for hh in g * group..(g + 1) * group {
                 let q_off = (bi * t * h + hh) * d;
                 let qh = gather(q.data(), t, h * d, q_off, d);
                 let oh = gather(out.data(), t, h * d, q_off, d);
                 let doh = gather(dout.data(), t, h * d, q_off, d);
-                gemm_f32_serial(t, s_len, d, &qh, false, &kg, true, &mut p, false, scale);
-                for (i, row) in p.chunks_mut(s_len).enumerate() {
-                    let l = lse.data()[(bi * t + i) * h + hh];
-                    for (j, x) in row.iter_mut().enumerate() {
-                        *x = if mask.allows(bi, i, j) { (*x - l).exp() } else { 0.0 };
-                    }
-                }
-                gemm_f32_serial(t, s_len, d, &doh, false, &vg, true, &mut ds, false, 1.0);
-                for i in 0..t {
-                    let di: f32 = doh[i * d..][..d].iter().zip(&oh[i * d..][..d]).map(|(a, b)| a * b).sum();
-                    for (x, pij) in ds[i * s_len..][..s_len].iter_mut().zip(&p[i * s_len..][..s_len]) {
-                        *x = pij * (*x - di) * scale;
-                    }
-                }
                 let mut dq = vec![0.0f32; t * d];
-                gemm_f32_serial(t, d, s_len, &ds, false, &kg, false, &mut dq, false, 1.0);
-                gemm_f32_serial(s_len, d, t, &ds, true, &qh, false, &mut dk, true, 1.0);
-                gemm_f32_serial(s_len, d, t, &p, true, &doh, false, &mut dv, true, 1.0);
+                for i0 in (0..t).step_by(block) {
+                    let rows = block.min(t - i0);
+                    let keys = block_key_end(mask, i0, rows).min(s_len);
+                    let block_rows = i0 * d..(i0 + rows) * d;
+                    let (q_blk, do_blk) = (&qh[block_rows.clone()], &doh[block_rows.clone()]);
+                    let (p, ds) = (&mut p_buf[..rows * keys], &mut ds_buf[..rows * keys]);
+                    let (kb, vb) = (&kg[..keys * d], &vg[..keys * d]);
+                    gemm_f32_serial(rows, keys, d, q_blk, false, kb, true, p, false, scale);
+                    for (r, row) in p.chunks_mut(keys.max(1)).enumerate() {
+                        let l = lse.data()[(bi * t + i0 + r) * h + hh];
+                        apply_mask(row, mask, bi, i0 + r, f32::NEG_INFINITY);
+                        row.iter_mut().for_each(|x| *x = (*x - l).exp());
+                    }
+                    gemm_f32_serial(rows, keys, d, do_blk, false, vb, true, ds, false, 1.0);
+                    for r in 0..rows {
+                        let i = i0 + r;
+                        let di: f32 = doh[i * d..][..d].iter().zip(&oh[i * d..][..d]).map(|(a, b)| a * b).sum();
+                        for (x, pij) in ds[r * keys..][..keys].iter_mut().zip(&p[r * keys..][..keys]) {
+                            *x = pij * (*x - di) * scale;
+                        }
+                    }
+                    gemm_f32_serial(rows, d, keys, ds, false, kb, false, &mut dq[block_rows], false, 1.0);
+                    gemm_f32_serial(keys, d, rows, ds, true, q_blk, false, &mut dk[..keys * d], true, 1.0);
+                    gemm_f32_serial(keys, d, rows, p, true, do_blk, false, &mut dv[..keys * d], true, 1.0);
+                }
                 dqs.push((hh, dq));
             }
             (bi, g, dqs, dk, dv)

@@ -145,9 +145,16 @@ fn attention_causal_padding_gqa_and_segments() {
         AttentionMask { segments: Some(vec![0, 0, 0, 1, 1, 2, 0, 0, 1, 1, 1, 1]), ..AttentionMask::causal(b, t) },
     ];
     for mask in &masks {
+        let want = naive_attention(&q, &k, &v, mask, scale as f64);
         let (o, lse) = be.attention(&q, &k, &v, mask, scale).unwrap();
-        assert_close(o.data(), &naive_attention(&q, &k, &v, mask, scale as f64), 1e-5, "attention");
+        assert_close(o.data(), &want, 1e-5, "attention");
         assert_eq!(lse.shape(), &[b, t, h]);
+        // Query blocks of 1, 2 and 4 rows cross block boundaries inside every row.
+        for block in [1, 2, 4] {
+            let (ob, lse_b) = super::attention::attention_blocked(&q, &k, &v, mask, scale, block).unwrap();
+            assert_close(ob.data(), &want, 1e-5, "blocked attention");
+            assert_close(lse_b.data(), &lse.data().iter().map(|&x| x as f64).collect::<Vec<_>>(), 1e-5, "blocked lse");
+        }
     }
     // The first query sees only itself: its output is its own value row.
     let (o, _) = be.attention(&q, &k, &v, &masks[0], scale).unwrap();
@@ -315,6 +322,11 @@ fn attention_backward_matches_finite_differences_with_padding_gqa_and_segments()
         check_gradient("dq", q.data(), dq.data(), |x| f(&t(x, q.shape()), &k, &v));
         check_gradient("dk", k.data(), dk.data(), |x| f(&q, &t(x, k.shape()), &v));
         check_gradient("dv", v.data(), dv.data(), |x| f(&q, &k, &t(x, v.shape())));
+        // Blocked backward (blocks of 2 rows: dK/dV accumulate over blocks) gives the same.
+        let (dqb, dkb, dvb) = super::attention::attention_backward_blocked(&q, &k, &v, &out, &lse, &dy, mask, 0.5, 2).unwrap();
+        for (got, want, what) in [(&dqb, &dq, "dq"), (&dkb, &dk, "dk"), (&dvb, &dv, "dv")] {
+            assert_close(got.data(), &want.data().iter().map(|&x| x as f64).collect::<Vec<_>>(), 1e-5, what);
+        }
     }
 }
 
