@@ -226,8 +226,12 @@ impl<B: Backend> QwenModel<B> {
         // Under checkpointing only layer inputs are kept; otherwise each layer's activations.
         let mut saved_inputs = Vec::new();
         let mut saved_acts = Vec::new();
+        // Under checkpointing the last layer keeps its activations anyway: its backward comes
+        // right after the loss, so recomputing it would only repeat the forward (peak memory is
+        // unchanged — a recomputed layer holds the same activations).
+        let keeps_acts = |l: usize| !opts.gradient_checkpointing || l + 1 == self.layers.len();
         for (l, layer) in self.layers.iter().enumerate() {
-            if opts.gradient_checkpointing {
+            if !keeps_acts(l) {
                 let (y, _) = layer_forward(be, cfg, layer, rope, clone_tensor(be, &x)?, batch, &mask, None, false, dropout_for(l))?;
                 saved_inputs.push(std::mem::replace(&mut x, y));
             } else {
@@ -254,11 +258,11 @@ impl<B: Backend> QwenModel<B> {
         let need_embed_grad = grads.embed_tokens.is_some();
         for l in (0..self.layers.len()).rev() {
             let layer = &self.layers[l];
-            let acts = if opts.gradient_checkpointing {
-                let x_in = saved_inputs.pop().expect("one input per layer");
-                layer_forward(be, cfg, layer, rope, x_in, batch, &mask, None, true, dropout_for(l))?.1.expect("saved")
+            let acts = if keeps_acts(l) {
+                saved_acts.pop().expect("one set per kept layer")
             } else {
-                saved_acts.pop().expect("one set per layer")
+                let x_in = saved_inputs.pop().expect("one input per checkpointed layer");
+                layer_forward(be, cfg, layer, rope, x_in, batch, &mask, None, true, dropout_for(l))?.1.expect("saved")
             };
             let need_dx = l > 0 || need_embed_grad;
             match layer_backward(be, cfg, layer, rope, acts, dx, batch, &mask, &mut grads.layers[l], need_dx)? {
