@@ -86,11 +86,14 @@ pub fn linear_backward(
             gemm_f32(r, d_in, n, &g, true, &xl, false, ga.data_mut(), true, 1.0);
         }
         if let Some(dx) = dx.as_mut() {
-            let mut dxl = vec![0.0; n * d_in];
-            gemm_f32(n, d_in, r, &g, false, l.a.data(), false, &mut dxl, false, 1.0);
             match l.dropout_mask {
-                None => dx.iter_mut().zip(&dxl).for_each(|(a, b)| *a += b),
-                Some(m) => dx.iter_mut().zip(&dxl).zip(m.data()).for_each(|((a, b), mm)| *a += b * mm),
+                // No dropout: accumulate (dy B) A straight into dx, no temporary.
+                None => gemm_f32(n, d_in, r, &g, false, l.a.data(), false, dx, true, 1.0),
+                Some(m) => {
+                    let mut dxl = vec![0.0; n * d_in];
+                    gemm_f32(n, d_in, r, &g, false, l.a.data(), false, &mut dxl, false, 1.0);
+                    dx.par_iter_mut().zip(&dxl).zip(m.data()).for_each(|((a, b), mm)| *a += b * mm);
+                }
             }
         }
     }
