@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# One CPU LoRA training step, qtrain vs PyTorch + PEFT, same shape, same threads, one run:
-# prints both throughputs and the ratio. Needs torch, transformers, peft (see tools/README.md).
-#   tools/bench_cpu_vs_torch.sh [threads]
+# One CPU LoRA training step, qtrain vs PyTorch + PEFT, same shape, same threads. Runs ROUNDS
+# back-to-back pairs (qtrain criterion bench, then the PyTorch script) and prints each pair's
+# throughputs and ratio, then the median ratio: on a shared 2-core VM one pair can swing by
+# ±10 %, so a single pair is not a measurement. Needs torch, transformers, peft (tools/README.md).
+#   tools/bench_cpu_vs_torch.sh [threads] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${1:-$(nproc)}
+rounds=${2:-3}
 export RAYON_NUM_THREADS=$threads
-cargo bench --bench cpu_train_step -- --noplot 2>&1 | tee /tmp/qtrain_bench_train.log | grep -E "time:|thrpt:"
-q=$(grep -A2 "lora_r8_all_linear_seq256" /tmp/qtrain_bench_train.log | grep -o "thrpt: *\[[^]]*\]" | awk '{print $4}')
-t=$(python3 tools/bench_torch_lora.py --threads "$threads" --steps 10)
-echo "$t"
-p=$(echo "$t" | python3 -c "import json,sys; print(json.load(sys.stdin)['tokens_per_second'])")
-python3 -c "print(f'qtrain {float(\"$q\"):.1f} tokens/s, pytorch+peft {float(\"$p\"):.1f} tokens/s, ratio {float(\"$q\")/float(\"$p\"):.2f}x ({$threads} threads)')"
+cargo bench --bench cpu_train_step --no-run >/dev/null 2>&1
+ratios=()
+for round in $(seq 1 "$rounds"); do
+    cargo bench --bench cpu_train_step -- --noplot --measurement-time 8 >/tmp/qtrain_bench_train.log 2>&1
+    q=$(grep -A2 "lora_r8_all_linear_seq256" /tmp/qtrain_bench_train.log | grep -o "thrpt: *\[[^]]*\]" | awk '{print $4}')
+    t=$(python3 tools/bench_torch_lora.py --threads "$threads" --steps 20 2>/dev/null)
+    p=$(echo "$t" | python3 -c "import json,sys; print(json.load(sys.stdin)['tokens_per_second'])")
+    r=$(python3 -c "print(f'{float(\"$q\")/float(\"$p\"):.2f}')")
+    ratios+=("$r")
+    echo "round $round: qtrain $q tokens/s, pytorch+peft $p tokens/s, ratio ${r}x ($threads threads)"
+done
+echo "$t" | python3 -c "import json,sys; d=json.load(sys.stdin); print('baseline versions: torch', d['torch'], 'transformers', d['transformers'], 'peft', d['peft'])"
+python3 -c "import statistics,sys; r=sorted(map(float, sys.argv[1:])); print(f'median ratio {statistics.median(r):.2f}x over {len(r)} rounds (min {r[0]:.2f}x, max {r[-1]:.2f}x)')" "${ratios[@]}"
