@@ -1,21 +1,46 @@
-//! Thin safe wrapper over the `gemm` crate's f32 kernel for row-major slices.
-//! It must not grow op logic: it only turns (transpose flags, row-major slices) into strides.
+//! Thin safe wrapper over the `gemm` crate's f32 kernel for row-major slices, and the choice of
+//! how a product is spread over threads. It must not grow op logic: it only turns (transpose
+//! flags, row-major slices) into strides and bands.
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 /// Products smaller than this many multiply-adds run single-threaded: spawning rayon tasks
 /// costs more than it saves on tiny decode-step matrices.
 const PARALLEL_MIN_FLOPS: usize = 1 << 18;
 
-/// Products with an outer (`m`) or inner (`k`) dimension this small — LoRA's rank-r factors,
-/// `(x·Aᵀ)·Bᵀ` and `(dy·B)ᵀ·x` — also run single-threaded: the `gemm` crate's split of them took
-/// twice as long on two threads as on one (256 × 512 × 8: 55 µs vs 31 µs; 8 × 512 × 256: 46 µs
-/// vs 25 µs on the 2-core developer machine).
-const PARALLEL_MIN_SIDE: usize = 16;
+/// Skinny products — one side at most this small, as LoRA's rank-r factors `x·Aᵀ`, `(x·Aᵀ)·Bᵀ`,
+/// `(dy·B)ᵀ·x` — are split across threads here, by whole rows (or columns) of `c`, each part a
+/// single-threaded `gemm` call: the `gemm` crate's own split of them took twice as long on two
+/// threads as on one (256 × 512 × 8: 55 µs vs 31 µs; 8 × 512 × 256: 46 µs vs 25 µs on the
+/// 2-core developer machine).
+const SKINNY_SIDE: usize = 16;
 
-/// Whether a product is worth splitting across rayon's threads.
-fn worth_parallel(m: usize, n: usize, k: usize) -> bool {
-    m * n * k >= PARALLEL_MIN_FLOPS && m > PARALLEL_MIN_SIDE && k > PARALLEL_MIN_SIDE
+/// How a product is spread over rayon's threads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Split {
+    Serial,
+    /// The `gemm` crate's own parallel blocking (big, square-ish products).
+    Crate,
+    /// `c` cut into this many bands of rows.
+    Rows(usize),
+    /// `c` cut into this many bands of columns.
+    Cols(usize),
+}
+
+fn choose_split(m: usize, n: usize, k: usize) -> Split {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || m * n * k < PARALLEL_MIN_FLOPS {
+        Split::Serial
+    } else if m > SKINNY_SIDE && n > SKINNY_SIDE && k > SKINNY_SIDE {
+        Split::Crate
+    } else if m >= 4 * threads * SKINNY_SIDE {
+        Split::Rows(threads)
+    } else if n >= 4 * threads * SKINNY_SIDE {
+        Split::Cols(threads)
+    } else {
+        Split::Serial
+    }
 }
 
 /// `c = beta_acc · c + alpha · op(a) · op(b)` where `op(a)` is `[m, k]`, `op(b)` is `[k, n]` and
@@ -34,8 +59,7 @@ pub fn gemm_f32(
     accumulate: bool,
     alpha: f32,
 ) {
-    let parallel = worth_parallel(m, n, k);
-    gemm_f32_with(m, n, k, a, trans_a, b, trans_b, c, accumulate, alpha, parallel)
+    gemm_f32_with(m, n, k, a, trans_a, b, trans_b, c, accumulate, alpha, choose_split(m, n, k))
 }
 
 /// [`gemm_f32`] on the calling thread only — for callers that already run one task per core
@@ -53,7 +77,7 @@ pub fn gemm_f32_serial(
     accumulate: bool,
     alpha: f32,
 ) {
-    gemm_f32_with(m, n, k, a, trans_a, b, trans_b, c, accumulate, alpha, false)
+    gemm_f32_with(m, n, k, a, trans_a, b, trans_b, c, accumulate, alpha, Split::Serial)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -68,7 +92,7 @@ fn gemm_f32_with(
     c: &mut [f32],
     accumulate: bool,
     alpha: f32,
-    parallel: bool,
+    split: Split,
 ) {
     assert_eq!(a.len(), m * k, "gemm_f32: a has the wrong size");
     assert_eq!(b.len(), k * n, "gemm_f32: b has the wrong size");
@@ -82,34 +106,65 @@ fn gemm_f32_with(
         }
         return;
     }
-    // (column stride, row stride) of each operand as the logical matrix sees it.
-    let (a_cs, a_rs) = if trans_a { (m as isize, 1) } else { (1, k as isize) };
-    let (b_cs, b_rs) = if trans_b { (k as isize, 1) } else { (1, n as isize) };
-    let parallelism = if parallel { Parallelism::Rayon(0) } else { Parallelism::None };
-    // SAFETY: the asserts above guarantee every (row, col) address the strides produce lies
-    // inside its slice; `c` is uniquely borrowed and does not alias `a` or `b`.
-    unsafe {
+    // (row stride, column stride) of each operand as the logical matrix sees it.
+    let a_view = if trans_a { View { ptr: a.as_ptr() as usize, rs: 1, cs: m } } else { View { ptr: a.as_ptr() as usize, rs: k, cs: 1 } };
+    let b_view = if trans_b { View { ptr: b.as_ptr() as usize, rs: 1, cs: k } } else { View { ptr: b.as_ptr() as usize, rs: n, cs: 1 } };
+    let c_ptr = c.as_mut_ptr() as usize;
+    // SAFETY (every call below): the asserts above guarantee that every (row, col) address the
+    // views produce for the `[m, k]`, `[k, n]`, `[m, n]` blocks lies inside its slice; the bands
+    // are disjoint blocks of `c`, which is uniquely borrowed and aliases neither `a` nor `b`.
+    let band = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, parallelism: Parallelism| unsafe {
+        if rows.is_empty() || cols.is_empty() {
+            return;
+        }
         gemm::gemm(
-            m,
-            n,
+            rows.len(),
+            cols.len(),
             k,
-            c.as_mut_ptr(),
+            (c_ptr as *mut f32).add(rows.start * n + cols.start),
             1,
             n as isize,
             accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
+            a_view.at(rows.start, 0),
+            a_view.cs as isize,
+            a_view.rs as isize,
+            b_view.at(0, cols.start),
+            b_view.cs as isize,
+            b_view.rs as isize,
             if accumulate { 1.0 } else { 0.0 },
             alpha,
             false,
             false,
             false,
             parallelism,
-        );
+        )
+    };
+    match split {
+        Split::Serial => band(0..m, 0..n, Parallelism::None),
+        Split::Crate => band(0..m, 0..n, Parallelism::Rayon(0)),
+        Split::Rows(parts) => {
+            let per = m.div_ceil(parts);
+            (0..parts).into_par_iter().for_each(|p| band(p * per..((p + 1) * per).min(m), 0..n, Parallelism::None));
+        }
+        Split::Cols(parts) => {
+            let per = n.div_ceil(parts);
+            (0..parts).into_par_iter().for_each(|p| band(0..m, p * per..((p + 1) * per).min(n), Parallelism::None));
+        }
+    }
+}
+
+/// A strided read-only operand; the pointer is kept as an address so bands can be shared
+/// between rayon tasks.
+#[derive(Clone, Copy)]
+struct View {
+    ptr: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl View {
+    fn at(&self, row: usize, col: usize) -> *const f32 {
+        (self.ptr as *const f32).wrapping_add(row * self.rs + col * self.cs)
     }
 }
 
@@ -135,23 +190,37 @@ mod tests {
     }
 
     #[test]
-    fn all_transpose_combinations_match_naive_loops() {
+    fn skinny_products_are_banded_and_square_ones_use_the_crate_split() {
+        if rayon::current_num_threads() < 2 {
+            return;
+        }
+        assert_eq!(choose_split(4, 4, 4), Split::Serial);
+        assert_eq!(choose_split(256, 512, 512), Split::Crate);
+        assert!(matches!(choose_split(256, 8, 512), Split::Rows(_)));
+        assert!(matches!(choose_split(256, 512, 8), Split::Rows(_)));
+        assert!(matches!(choose_split(8, 512, 256), Split::Cols(_)));
+    }
+
+    #[test]
+    fn all_transpose_combinations_and_splits_match_naive_loops() {
         let mut rng = Rng::new(11);
-        for &(m, n, k) in &[(3, 5, 7), (70, 33, 129), (1, 64, 64), (128, 96, 80)] {
+        for &(m, n, k) in &[(3, 5, 7), (70, 33, 129), (1, 64, 64), (128, 96, 80), (256, 8, 70), (8, 150, 256), (200, 96, 8)] {
             let a: Vec<f32> = (0..m * k).map(|_| rng.normal() as f32).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.normal() as f32).collect();
             for ta in [false, true] {
                 for tb in [false, true] {
                     let want = naive(m, n, k, &a, ta, &b, tb);
-                    let mut c = vec![f32::NAN; m * n];
-                    gemm_f32(m, n, k, &a, ta, &b, tb, &mut c, false, 1.0);
-                    for (x, y) in c.iter().zip(&want) {
-                        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{n}x{k} ta={ta} tb={tb}: {x} vs {y}");
-                    }
-                    // accumulate: c += 0.5·ab
-                    gemm_f32(m, n, k, &a, ta, &b, tb, &mut c, true, 0.5);
-                    for (x, y) in c.iter().zip(&want) {
-                        assert!((x - 1.5 * y).abs() <= 1e-4 * (1.0 + y.abs()));
+                    for split in [Split::Serial, Split::Crate, Split::Rows(3), Split::Cols(2), Split::Rows(200)] {
+                        let mut c = vec![f32::NAN; m * n];
+                        gemm_f32_with(m, n, k, &a, ta, &b, tb, &mut c, false, 1.0, split);
+                        for (x, y) in c.iter().zip(&want) {
+                            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{n}x{k} ta={ta} tb={tb} {split:?}: {x} vs {y}");
+                        }
+                        // accumulate: c += 0.5·ab
+                        gemm_f32_with(m, n, k, &a, ta, &b, tb, &mut c, true, 0.5, split);
+                        for (x, y) in c.iter().zip(&want) {
+                            assert!((x - 1.5 * y).abs() <= 1e-4 * (1.0 + y.abs()), "accumulate {split:?}");
+                        }
                     }
                 }
             }
