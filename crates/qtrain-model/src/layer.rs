@@ -10,8 +10,9 @@
 //! y = m + down_proj(silu(gate_proj(n₂)) · up_proj(n₂))
 //! ```
 //! Backward walks the same lines in reverse, adding parameter gradients into [`LayerGrads`].
-//! With `save = false` the forward keeps nothing (inference, or the first pass under gradient
-//! checkpointing); the backward then needs a recompute from the layer input.
+//! [`LayerPass`] says what a forward is for: the output alone (inference, or the first pass
+//! under gradient checkpointing), the output and the activations, or — a recompute — the
+//! activations alone, which skips `down_proj` and the last residual add.
 //! This module must not know about losses, optimizers or data.
 
 use qtrain_core::{AttentionMask, Backend, LinearGrads, LoraWeights, TensorInfo};
@@ -87,8 +88,22 @@ fn lora_of<'a, B: Backend>(lin: &'a Linear<B>, mask: Option<&'a B::Tensor>) -> O
     lin.lora.as_ref().map(|l| LoraWeights { a: &l.a, b: &l.b, scale: l.scale, dropout_mask: mask })
 }
 
+/// What one layer's forward pass must produce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerPass {
+    /// The output only (inference; the first pass under gradient checkpointing).
+    Output,
+    /// The output and the activations [`layer_backward`] needs.
+    OutputAndActs,
+    /// The activations only: a recompute under checkpointing, where the output is already known
+    /// (it is the next layer's saved input). Backward needs `down_proj`'s input, not its output,
+    /// so that product — a fifth of the layer's multiply-adds — and the residual add are skipped.
+    ActsOnly,
+}
+
 /// Forward of one layer. `kv_cache` (inference) appends this step's keys/values at the given
-/// offset and attends over the cache; `save` keeps the activations for [`layer_backward`].
+/// offset and attends over the cache; `pass` says whether the output, the activations for
+/// [`layer_backward`], or both come back.
 #[allow(clippy::too_many_arguments)]
 pub fn layer_forward<B: Backend>(
     be: &B,
@@ -99,9 +114,10 @@ pub fn layer_forward<B: Backend>(
     batch: &Batch,
     mask: &AttentionMask,
     kv_cache: Option<(&mut B::Tensor, &mut B::Tensor, usize)>,
-    save: bool,
+    pass: LayerPass,
     dropout: Option<LayerDropout>,
-) -> Result<(B::Tensor, Option<LayerActs<B>>)> {
+) -> Result<(Option<B::Tensor>, Option<LayerActs<B>>)> {
+    let save = pass != LayerPass::Output;
     let eps = cfg.rms_norm_eps as f32;
     let (b, t, n) = (batch.batch, batch.seq_len, batch.num_tokens());
     let (h, kvh, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
@@ -151,7 +167,10 @@ pub fn layer_forward<B: Backend>(
     let gate = apply(4, &normed2)?;
     let up = apply(5, &normed2)?;
     let act = be.swiglu(&gate, &up)?;
-    let y = be.add(&x_mid, &apply(6, &act)?)?;
+    let y = match pass {
+        LayerPass::ActsOnly => None,
+        _ => Some(be.add(&x_mid, &apply(6, &act)?)?),
+    };
     let acts =
         save.then(|| LayerActs { x_in: x, normed1, q_pre_norm, k_pre_norm, q, k, v, attn, lse, x_mid, normed2, gate, up, act, masks });
     Ok((y, acts))

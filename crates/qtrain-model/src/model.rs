@@ -15,7 +15,7 @@ use qtrain_core::{AttentionMask, Backend, HostData};
 
 use crate::config::QwenConfig;
 use crate::error::{ModelError, Result};
-use crate::layer::layer_forward;
+use crate::layer::{layer_forward, LayerPass};
 use crate::safetensors_io::SafetensorsStore;
 
 /// A low-rank adapter on one linear layer: `ΔW = scale · B A`.
@@ -365,7 +365,9 @@ impl<B: Backend> QwenModel<B> {
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| (&mut c.k[l], &mut c.v[l], c.len));
-            x = layer_forward(be, cfg, layer, (&self.rope_cos, &self.rope_sin), x, batch, &mask, kv, false, None)?.0;
+            x = layer_forward(be, cfg, layer, (&self.rope_cos, &self.rope_sin), x, batch, &mask, kv, LayerPass::Output, None)?
+                .0
+                .expect("output requested");
         }
         if let Some(c) = cache {
             c.len += t;

@@ -12,7 +12,7 @@ use qtrain_core::{Backend, CrossEntropyGrad, HostData, TensorInfo};
 
 use crate::adapter::{AdapterConfig, LoraAdapter};
 use crate::error::{ModelError, Result};
-use crate::layer::{layer_backward, layer_forward, LayerDropout, LayerGrads, LinearGradBufs};
+use crate::layer::{layer_backward, layer_forward, LayerDropout, LayerGrads, LayerPass, LinearGradBufs};
 use crate::model::{Batch, LoraPair, QwenModel};
 use crate::safetensors_io::{HostTensor, HostTensorData};
 
@@ -232,12 +232,13 @@ impl<B: Backend> QwenModel<B> {
         let keeps_acts = |l: usize| !opts.gradient_checkpointing || l + 1 == self.layers.len();
         for (l, layer) in self.layers.iter().enumerate() {
             if !keeps_acts(l) {
-                let (y, _) = layer_forward(be, cfg, layer, rope, clone_tensor(be, &x)?, batch, &mask, None, false, dropout_for(l))?;
-                saved_inputs.push(std::mem::replace(&mut x, y));
+                let (y, _) =
+                    layer_forward(be, cfg, layer, rope, clone_tensor(be, &x)?, batch, &mask, None, LayerPass::Output, dropout_for(l))?;
+                saved_inputs.push(std::mem::replace(&mut x, y.expect("output requested")));
             } else {
-                let (y, acts) = layer_forward(be, cfg, layer, rope, x, batch, &mask, None, true, dropout_for(l))?;
+                let (y, acts) = layer_forward(be, cfg, layer, rope, x, batch, &mask, None, LayerPass::OutputAndActs, dropout_for(l))?;
                 saved_acts.push(acts.expect("saved"));
-                x = y;
+                x = y.expect("output requested");
             }
         }
         let eps = cfg.rms_norm_eps as f32;
@@ -262,7 +263,7 @@ impl<B: Backend> QwenModel<B> {
                 saved_acts.pop().expect("one set per kept layer")
             } else {
                 let x_in = saved_inputs.pop().expect("one input per checkpointed layer");
-                layer_forward(be, cfg, layer, rope, x_in, batch, &mask, None, true, dropout_for(l))?.1.expect("saved")
+                layer_forward(be, cfg, layer, rope, x_in, batch, &mask, None, LayerPass::ActsOnly, dropout_for(l))?.1.expect("saved")
             };
             let need_dx = l > 0 || need_embed_grad;
             match layer_backward(be, cfg, layer, rope, acts, dx, batch, &mask, &mut grads.layers[l], need_dx)? {
