@@ -101,6 +101,10 @@ pub enum LayerPass {
     ActsOnly,
 }
 
+/// What [`layer_forward`] returns: the output (unless [`LayerPass::ActsOnly`]) and the saved
+/// activations (unless [`LayerPass::Output`]).
+pub type LayerOutput<B> = (Option<<B as Backend>::Tensor>, Option<LayerActs<B>>);
+
 /// Forward of one layer. `kv_cache` (inference) appends this step's keys/values at the given
 /// offset and attends over the cache; `pass` says whether the output, the activations for
 /// [`layer_backward`], or both come back.
@@ -116,7 +120,7 @@ pub fn layer_forward<B: Backend>(
     kv_cache: Option<(&mut B::Tensor, &mut B::Tensor, usize)>,
     pass: LayerPass,
     dropout: Option<LayerDropout>,
-) -> Result<(Option<B::Tensor>, Option<LayerActs<B>>)> {
+) -> Result<LayerOutput<B>> {
     let save = pass != LayerPass::Output;
     let eps = cfg.rms_norm_eps as f32;
     let (b, t, n) = (batch.batch, batch.seq_len, batch.num_tokens());
