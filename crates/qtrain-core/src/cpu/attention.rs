@@ -10,6 +10,7 @@
 use rayon::prelude::*;
 
 use super::gemm::gemm_f32_serial;
+use super::math::exp;
 use super::CpuTensor;
 use crate::backend::{check_attention_backward_shapes, check_attention_shapes, AttentionMask, TensorInfo};
 use crate::error::Result;
@@ -69,11 +70,8 @@ fn masked_softmax(scores: &mut [f32], rows: usize, s_len: usize, mask: &Attentio
                 row.fill(0.0);
                 return 0.0;
             }
-            let mut denom = 0.0f32;
-            for x in row.iter_mut() {
-                *x = (*x - max).exp();
-                denom += *x;
-            }
+            row.iter_mut().for_each(|x| *x = exp(*x - max));
+            let denom: f32 = row.iter().sum();
             let inv = 1.0 / denom;
             row.iter_mut().for_each(|x| *x *= inv);
             max + denom.ln()
@@ -198,7 +196,7 @@ pub(crate) fn attention_backward_blocked(
                     for (r, row) in p.chunks_mut(keys.max(1)).enumerate() {
                         let l = lse.data()[(bi * t + i0 + r) * h + hh];
                         apply_mask(row, mask, bi, i0 + r, f32::NEG_INFINITY);
-                        row.iter_mut().for_each(|x| *x = (*x - l).exp());
+                        row.iter_mut().for_each(|x| *x = exp(*x - l));
                     }
                     gemm_f32_serial(rows, keys, d, do_blk, false, vb, true, ds, false, 1.0);
                     for r in 0..rows {

@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use super::gemm::gemm_f32;
+use super::math::exp;
 use super::{rows_cols, CpuTensor};
 use crate::backend::{CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
 use crate::ensure_shape;
@@ -192,16 +193,21 @@ pub fn swiglu_backward(gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Resu
         up.shape(),
         dy.shape()
     );
-    let (dg, du): (Vec<f32>, Vec<f32>) = gate
-        .data()
-        .par_iter()
-        .zip(up.data())
-        .zip(dy.data())
-        .map(|((&g, &u), &d)| {
-            let s = 1.0 / (1.0 + (-g).exp());
-            (d * u * s * (1.0 + g * (1.0 - s)), d * g * s)
-        })
-        .unzip();
+    const CHUNK: usize = 1 << 14;
+    let (mut dg, mut du) = (vec![0.0f32; gate.data().len()], vec![0.0f32; gate.data().len()]);
+    dg.par_chunks_mut(CHUNK)
+        .zip(du.par_chunks_mut(CHUNK))
+        .zip(gate.data().par_chunks(CHUNK).zip(up.data().par_chunks(CHUNK)).zip(dy.data().par_chunks(CHUNK)))
+        .for_each(|((dg, du), ((g, u), d))| {
+            // Equal-length slices and an index loop: no bounds checks, so the loop vectorises.
+            let len = dg.len();
+            let (du, g, u, d) = (&mut du[..len], &g[..len], &u[..len], &d[..len]);
+            for i in 0..len {
+                let s = super::math::sigmoid(g[i]);
+                dg[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                du[i] = d[i] * g[i] * s;
+            }
+        });
     Ok((CpuTensor::new(dg, gate.shape())?, CpuTensor::new(du, up.shape())?))
 }
 
@@ -258,19 +264,14 @@ pub fn lm_head_cross_entropy(
                     }
                 }
                 let target_logit = row[target];
+                // One exp per logit, written over the logits (a pass apart from the sum, so that
+                // it vectorises).
+                row.iter_mut().for_each(|x| *x = exp(*x - max));
+                let sum: f32 = row.iter().sum();
                 let loss = match scale {
-                    None => {
-                        let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
-                        (max + sum.ln() - target_logit) as f64
-                    }
+                    None => (max + sum.ln() - target_logit) as f64,
                     Some(s) => {
-                        // dlogits = s · (softmax − onehot), written over the logits; one exp per
-                        // logit: store exp(x − max), then scale by s / Σ.
-                        let mut sum = 0.0f32;
-                        for x in row.iter_mut() {
-                            *x = (*x - max).exp();
-                            sum += *x;
-                        }
+                        // dlogits = s · (softmax − onehot): scale exp(x − max) by s / Σ.
                         let k = s / sum;
                         row.iter_mut().for_each(|x| *x *= k);
                         row[target] -= s;
