@@ -34,7 +34,7 @@ fn scatter(dst: &mut [f32], rows: usize, stride: usize, offset: usize, d: usize,
 /// Query rows per block: big enough for efficient products, small enough that the causal
 /// triangle is skipped at a fine grain. At T = 256, D = 64 on two threads (min of 30), 32 rows
 /// beat 16, 64 and 128: forward 0.99–1.04 ms vs 1.01–1.19 / 1.09–1.35 / 1.36–1.41 ms.
-const QUERY_BLOCK: usize = 32;
+pub const QUERY_BLOCK: usize = 32;
 
 /// Keys `0..end` that some query of the block `i0..i0 + rows` may see (causality only).
 fn block_key_end(mask: &AttentionMask, i0: usize, rows: usize) -> usize {
@@ -80,12 +80,9 @@ fn masked_softmax(scores: &mut [f32], rows: usize, s_len: usize, mask: &Attentio
         .collect()
 }
 
-pub fn attention(q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, mask: &AttentionMask, scale: f32) -> Result<(CpuTensor, CpuTensor)> {
-    attention_blocked(q, k, v, mask, scale, QUERY_BLOCK)
-}
-
-/// [`attention`] with `block` query rows per block (tests use tiny blocks to cross boundaries).
-pub(crate) fn attention_blocked(
+/// Causal/padded/packed attention, `block` query rows at a time ([`QUERY_BLOCK`] in the backend;
+/// tests use tiny blocks to cross block boundaries). Returns the output and each row's lse.
+pub fn attention(
     q: &CpuTensor,
     k: &CpuTensor,
     v: &CpuTensor,
@@ -140,21 +137,6 @@ pub(crate) fn attention_blocked(
 /// dQ = dS K, dK = dSᵀ Q, dV = Pᵀ dO (summed over the query heads sharing a key/value head).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
-    q: &CpuTensor,
-    k: &CpuTensor,
-    v: &CpuTensor,
-    out: &CpuTensor,
-    lse: &CpuTensor,
-    dout: &CpuTensor,
-    mask: &AttentionMask,
-    scale: f32,
-) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-    attention_backward_blocked(q, k, v, out, lse, dout, mask, scale, QUERY_BLOCK)
-}
-
-/// [`attention_backward`] with `block` query rows per block.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn attention_backward_blocked(
     q: &CpuTensor,
     k: &CpuTensor,
     v: &CpuTensor,

@@ -244,7 +244,7 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, mask: &AttentionMask, scale: f32) -> Result<(CpuTensor, CpuTensor)> {
-        attention::attention(q, k, v, mask, scale)
+        attention::attention(q, k, v, mask, scale, attention::QUERY_BLOCK)
     }
 
     fn swiglu(&self, gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
@@ -305,7 +305,7 @@ impl Backend for CpuBackend {
         mask: &AttentionMask,
         scale: f32,
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-        attention::attention_backward(q, k, v, out, lse, dout, mask, scale)
+        attention::attention_backward(q, k, v, out, lse, dout, mask, scale, attention::QUERY_BLOCK)
     }
 
     fn swiglu_backward(&self, gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {

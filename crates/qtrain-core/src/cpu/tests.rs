@@ -151,7 +151,7 @@ fn attention_causal_padding_gqa_and_segments() {
         assert_eq!(lse.shape(), &[b, t, h]);
         // Query blocks of 1, 2 and 4 rows cross block boundaries inside every row.
         for block in [1, 2, 4] {
-            let (ob, lse_b) = super::attention::attention_blocked(&q, &k, &v, mask, scale, block).unwrap();
+            let (ob, lse_b) = super::attention::attention(&q, &k, &v, mask, scale, block).unwrap();
             assert_close(ob.data(), &want, 1e-5, "blocked attention");
             assert_close(lse_b.data(), &lse.data().iter().map(|&x| x as f64).collect::<Vec<_>>(), 1e-5, "blocked lse");
         }
@@ -323,7 +323,7 @@ fn attention_backward_matches_finite_differences_with_padding_gqa_and_segments()
         check_gradient("dk", k.data(), dk.data(), |x| f(&q, &t(x, k.shape()), &v));
         check_gradient("dv", v.data(), dv.data(), |x| f(&q, &k, &t(x, v.shape())));
         // Blocked backward (blocks of 2 rows: dK/dV accumulate over blocks) gives the same.
-        let (dqb, dkb, dvb) = super::attention::attention_backward_blocked(&q, &k, &v, &out, &lse, &dy, mask, 0.5, 2).unwrap();
+        let (dqb, dkb, dvb) = super::attention::attention_backward(&q, &k, &v, &out, &lse, &dy, mask, 0.5, 2).unwrap();
         for (got, want, what) in [(&dqb, &dq, "dq"), (&dkb, &dk, "dk"), (&dvb, &dv, "dv")] {
             assert_close(got.data(), &want.data().iter().map(|&x| x as f64).collect::<Vec<_>>(), 1e-5, what);
         }
