@@ -17,9 +17,12 @@ fn forward(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(prompt.len() as u64));
     group.bench_function("prefill_256_tokens", |b| {
+        // Inside rayon's pool, as the `qtrain` commands run (`CpuBackend::run`).
         b.iter(|| {
-            let h = model.forward_hidden(&be, &Batch::single(&prompt, 0), None).unwrap();
-            model.logits_for_rows(&be, &h, &[prompt.len() - 1]).unwrap()
+            be.run(|be| {
+                let h = model.forward_hidden(be, &Batch::single(&prompt, 0), None).unwrap();
+                model.logits_for_rows(be, &h, &[prompt.len() - 1]).unwrap()
+            })
         })
     });
     let steps = 32;
@@ -32,11 +35,13 @@ fn forward(c: &mut Criterion) {
                 cache
             },
             |mut cache| {
-                for s in 0..steps {
-                    let pos = (prompt.len() + s) as u32;
-                    let h = model.forward_hidden(&be, &Batch::single(&[(s * 13) as u32], pos), Some(&mut cache)).unwrap();
-                    model.logits_for_rows(&be, &h, &[0]).unwrap();
-                }
+                be.run(|be| {
+                    for s in 0..steps {
+                        let pos = (prompt.len() + s) as u32;
+                        let h = model.forward_hidden(be, &Batch::single(&[(s * 13) as u32], pos), Some(&mut cache)).unwrap();
+                        model.logits_for_rows(be, &h, &[0]).unwrap();
+                    }
+                })
             },
             criterion::BatchSize::LargeInput,
         )

@@ -36,13 +36,16 @@ fn train_step(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(SEQ as u64));
     group.bench_function("lora_r8_all_linear_seq256", |b| {
+        // Inside rayon's pool, as `qtrain train` runs (`CpuBackend::run`).
         b.iter(|| {
-            grads.zero(&be).unwrap();
-            model.forward_backward(&be, &tb, &mut grads, &opts).unwrap();
-            step += 1;
-            for (p, (m, v)) in model.trainable_params(&grads).into_iter().zip(moments.iter_mut()) {
-                be.adamw_step(p.param, p.grad, m, v, &hyper, step, 1e-4, 1.0).unwrap();
-            }
+            be.run(|be| {
+                grads.zero(be).unwrap();
+                model.forward_backward(be, &tb, &mut grads, &opts).unwrap();
+                step += 1;
+                for (p, (m, v)) in model.trainable_params(&grads).into_iter().zip(moments.iter_mut()) {
+                    be.adamw_step(p.param, p.grad, m, v, &hyper, step, 1e-4, 1.0).unwrap();
+                }
+            })
         })
     });
     group.finish();

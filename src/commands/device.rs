@@ -42,10 +42,14 @@ pub trait BackendTask {
     fn run<B: Backend>(self, be: &B) -> Result<Self::Output>;
 }
 
-/// Build the backend for `device` and run `task` on it.
-pub fn run_on<T: BackendTask>(device: Device, task: T) -> Result<T::Output> {
+/// Build the backend for `device` and run `task` on it (on the CPU, from inside rayon's pool:
+/// see [`CpuBackend::run`]).
+pub fn run_on<T: BackendTask + Send>(device: Device, task: T) -> Result<T::Output>
+where
+    T::Output: Send,
+{
     match device {
-        Device::Cpu => task.run(&CpuBackend::new()),
+        Device::Cpu => CpuBackend::new().run(|be| task.run(be)),
         Device::Cuda(n) => {
             let be = CudaBackend::new(n).with_context(|| format!("--device cuda:{n}"))?;
             eprintln!("[qtrain] {}", be.name());

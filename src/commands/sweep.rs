@@ -83,8 +83,7 @@ pub fn run(args: SweepCliArgs) -> Result<()> {
         );
         std::process::exit(130);
     })?;
-    let be = CpuBackend::new();
-    let out = qtrain_train::run_sweep(&be, base, &settings)?;
+    let out = CpuBackend::new().run(|be| qtrain_train::run_sweep(be, base, &settings))?;
     for w in &out.warnings {
         eprintln!("[qtrain] WARNING: {w}");
     }
