@@ -41,15 +41,15 @@ fn block_key_end(mask: &AttentionMask, i0: usize, rows: usize) -> usize {
     mask.causal_end(i0 + rows - 1)
 }
 
-/// Sets masked scores of row `i` (the first `s_len` keys) to `masked`; only padding and packed
-/// segments need the per-key test, plain causality is a prefix.
-fn apply_mask(row: &mut [f32], mask: &AttentionMask, bi: usize, i: usize, masked: f32) {
+/// Sets the masked scores of query row `i` to −∞; only padding and packed segments need the
+/// per-key test, plain causality is a prefix.
+fn apply_mask(row: &mut [f32], mask: &AttentionMask, bi: usize, i: usize) {
     let end = mask.causal_end(i).min(row.len());
-    row[end..].fill(masked);
+    row[end..].fill(f32::NEG_INFINITY);
     if mask.key_valid.is_some() || mask.segments.is_some() {
         for (j, x) in row[..end].iter_mut().enumerate() {
             if !mask.allows(bi, i, j) {
-                *x = masked;
+                *x = f32::NEG_INFINITY;
             }
         }
     }
@@ -65,7 +65,7 @@ fn masked_softmax(scores: &mut [f32], rows: usize, s_len: usize, mask: &Attentio
         .chunks_mut(s_len)
         .enumerate()
         .map(|(r, row)| {
-            apply_mask(row, mask, bi, i0 + r, f32::NEG_INFINITY);
+            apply_mask(row, mask, bi, i0 + r);
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
             if max == f32::NEG_INFINITY {
                 row.fill(0.0);
@@ -178,7 +178,7 @@ pub fn attention_backward(
                     gemm_f32_serial(rows, keys, d, q_blk, false, kb, true, p, false, scale);
                     for (r, row) in p.chunks_mut(keys.max(1)).enumerate() {
                         let l = lse.data()[(bi * t + i0 + r) * h + hh];
-                        apply_mask(row, mask, bi, i0 + r, f32::NEG_INFINITY);
+                        apply_mask(row, mask, bi, i0 + r);
                         row.iter_mut().for_each(|x| *x = exp(*x - l));
                     }
                     gemm_f32_serial(rows, keys, d, do_blk, false, vb, true, ds, false, 1.0);

@@ -193,7 +193,7 @@ pub fn swiglu_backward(gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Resu
         up.shape(),
         dy.shape()
     );
-    const CHUNK: usize = 1 << 14;
+    const CHUNK: usize = super::ELEMENTWISE_CHUNK;
     let (mut dg, mut du) = (vec![0.0f32; gate.data().len()], vec![0.0f32; gate.data().len()]);
     dg.par_chunks_mut(CHUNK)
         .zip(du.par_chunks_mut(CHUNK))
@@ -268,17 +268,13 @@ pub fn lm_head_cross_entropy(
                 // it vectorises).
                 row.iter_mut().for_each(|x| *x = exp(*x - max));
                 let sum: f32 = row.iter().sum();
-                let loss = match scale {
-                    None => (max + sum.ln() - target_logit) as f64,
-                    Some(s) => {
-                        // dlogits = s · (softmax − onehot): scale exp(x − max) by s / Σ.
-                        let k = s / sum;
-                        row.iter_mut().for_each(|x| *x *= k);
-                        row[target] -= s;
-                        (max + sum.ln() - target_logit) as f64
-                    }
-                };
-                (loss, best == target)
+                if let Some(s) = scale {
+                    // dlogits = s · (softmax − onehot): scale exp(x − max) by s / Σ.
+                    let k = s / sum;
+                    row.iter_mut().for_each(|x| *x *= k);
+                    row[target] -= s;
+                }
+                ((max + sum.ln() - target_logit) as f64, best == target)
             })
             .collect();
         for (l, ok) in stats {

@@ -92,7 +92,7 @@ fn silu(x: f32) -> f32 {
 
 /// Elements per rayon task in element-wise ops: large enough that the task overhead vanishes and
 /// the inner loop runs as SIMD code, small enough to balance across threads.
-const ELEMENTWISE_CHUNK: usize = 1 << 14;
+pub(super) const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
