@@ -8,14 +8,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixture, qtrain_env, read_json, read_jsonl, run_dirs, s, text};
+use common::{fixture, read_json, read_jsonl, run_dirs, s, succeeds as ok};
 use serde_json::Value;
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = qtrain_env(args, &[]);
-    assert!(out.status.success(), "qtrain {args:?} failed ({:?}):\n{}", out.status, text(&out.stderr));
-    (text(&out.stdout), text(&out.stderr))
-}
 
 fn only_run_dir(output: &Path) -> PathBuf {
     let dirs = run_dirs(output);

@@ -7,21 +7,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Output;
 
-use common::{fails, fixture, qtrain_env, read_json, read_jsonl, s, text, write_qa_jsonl, QA};
+use common::{fails, fixture, qtrain, read_json, read_jsonl, s, succeeds as ok, text, write_qa_jsonl, QA};
 use qtrain_sweep::{GridSampler, ParamValue, SearchSpace};
 use serde_json::Value;
-
-fn qtrain(args: &[&str]) -> Output {
-    qtrain_env(args, &[])
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = qtrain(args);
-    assert!(out.status.success(), "qtrain {args:?} failed ({:?}):\n{}", out.status, text(&out.stderr));
-    (text(&out.stdout), text(&out.stderr))
-}
 
 /// The data and the flags of a small base run (6 training rows in 3 steps per epoch, 2 held out).
 struct Setup {

@@ -7,9 +7,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use common::{fails, fixture, qa_record, read_json, read_jsonl, run_dirs, s, text, QA};
+use common::{fails, fixture, qa_record, read_json, read_jsonl, run_dirs, s, QA};
 use serde_json::Value;
 
 /// The QA pairs as JSONL (first `n`).
@@ -28,15 +27,9 @@ fn write_json_array(dir: &Path) -> PathBuf {
     path
 }
 
-fn qtrain(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_qtrain")).args(args).output().expect("run qtrain")
-}
-
 /// Run and require success; returns stdout.
-fn ok(args: &[&str]) -> String {
-    let out = qtrain(args);
-    assert!(out.status.success(), "qtrain {args:?} failed ({:?}):\n{}", out.status, text(&out.stderr));
-    text(&out.stdout)
+fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
+    common::succeeds(args).0
 }
 
 /// `qtrain eval --json` → (loss, token_acc, tokens).

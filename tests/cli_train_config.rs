@@ -6,19 +6,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Output;
 
-use common::{fails, fixture, read_json, read_jsonl, run_dirs, s, text, write_qa_jsonl, QA};
-
-fn qtrain(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_qtrain")).args(args).output().expect("run qtrain")
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let out = qtrain(args);
-    assert!(out.status.success(), "qtrain {args:?} failed ({:?}):\n{}", out.status, text(&out.stderr));
-    (text(&out.stdout), text(&out.stderr))
-}
+use common::{fails, fixture, qtrain, read_json, read_jsonl, run_dirs, s, succeeds as ok, text, write_qa_jsonl, QA};
 
 #[test]
 fn config_file_values_apply_and_command_line_flags_override_them() {

@@ -6,21 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
 
-use common::{fixture, read_json, read_jsonl, run_dirs, s, text, write_qa_jsonl, QA};
+use common::{fixture, qtrain, read_json, read_jsonl, run_dirs, s, succeeds as ok, text, write_qa_jsonl, QA};
 use serde_json::Value;
-
-fn qtrain(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_qtrain")).args(args).output().expect("run qtrain")
-}
-
-/// Run and require success; returns (stdout, stderr).
-fn ok(args: &[&str]) -> (String, String) {
-    let out = qtrain(args);
-    assert!(out.status.success(), "qtrain {args:?} failed ({:?}):\n{}", out.status, text(&out.stderr));
-    (text(&out.stdout), text(&out.stderr))
-}
 
 fn step_of(log: &Value) -> u64 {
     log["global_step/max_steps"].as_str().unwrap().split('/').next().unwrap().parse().unwrap()

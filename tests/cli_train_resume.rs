@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,10 +24,8 @@ const STATE_FILES: [&str; 8] = [
     "trainer_state.json",
 ];
 
-fn ok<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S]) -> String {
-    let out = qtrain(args, &[]);
-    assert!(out.status.success(), "qtrain {args:?} failed ({:?}):\n{}", out.status, text(&out.stderr));
-    text(&out.stdout)
+fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
+    common::succeeds(args).0
 }
 
 /// (step, loss, grad_norm, learning_rate) of every training log line.

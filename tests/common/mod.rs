@@ -70,6 +70,18 @@ pub fn qtrain_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)]) -
     cmd.output().expect("run qtrain")
 }
 
+/// Run the qtrain binary.
+pub fn qtrain<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    qtrain_env(args, &[])
+}
+
+/// Run and require success; returns (stdout, stderr).
+pub fn succeeds<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> (String, String) {
+    let out = qtrain_env(args, &[]);
+    assert!(out.status.success(), "qtrain {args:?} failed ({:?}):\n{}", out.status, text(&out.stderr));
+    (text(&out.stdout), text(&out.stderr))
+}
+
 /// Run and require a clean failure (non-zero exit, no panic); returns stderr.
 pub fn fails(args: &[&str]) -> String {
     let out = qtrain_env(args, &[]);
