@@ -93,6 +93,19 @@ fn seconds_per_step(elapsed: f64, global_step: u64, start_step: u64) -> f64 {
     }
 }
 
+/// The progress keys both log records end with (ms-swift's order): step, percentage, elapsed and
+/// remaining time, peak memory. Returns seconds per step.
+fn insert_progress(m: &mut Map<String, Value>, global_step: u64, max_steps: u64, start_step: u64, elapsed: f64) -> f64 {
+    m.insert("global_step/max_steps".into(), json!(format!("{global_step}/{max_steps}")));
+    let fraction = if max_steps > 0 { global_step as f64 / max_steps as f64 } else { 0.0 };
+    m.insert("percentage".into(), json!(format!("{:.2}%", fraction * 100.0)));
+    m.insert("elapsed_time".into(), json!(format_time(elapsed)));
+    let speed = seconds_per_step(elapsed, global_step, start_step);
+    m.insert("remaining_time".into(), json!(format_time(max_steps.saturating_sub(global_step) as f64 * speed)));
+    m.insert("memory(GiB)".into(), json!(round2(peak_memory_gib().unwrap_or(0.0))));
+    speed
+}
+
 impl TrainLog {
     /// The JSON object in ms-swift's key order. A loss that does not exist (no supervised
     /// token) is `null`, never 0.
@@ -104,13 +117,7 @@ impl TrainLog {
         m.insert("learning_rate".into(), json!(round8(self.learning_rate)));
         m.insert("token_acc".into(), opt(self.window.token_acc()));
         m.insert("epoch".into(), json!(round8(self.epoch)));
-        m.insert("global_step/max_steps".into(), json!(format!("{}/{}", self.global_step, self.max_steps)));
-        let fraction = if self.max_steps > 0 { self.global_step as f64 / self.max_steps as f64 } else { 0.0 };
-        m.insert("percentage".into(), json!(format!("{:.2}%", fraction * 100.0)));
-        m.insert("elapsed_time".into(), json!(format_time(self.elapsed)));
-        let speed = seconds_per_step(self.elapsed, self.global_step, self.start_step);
-        m.insert("remaining_time".into(), json!(format_time(self.max_steps.saturating_sub(self.global_step) as f64 * speed)));
-        m.insert("memory(GiB)".into(), json!(round2(peak_memory_gib().unwrap_or(0.0))));
+        let speed = insert_progress(&mut m, self.global_step, self.max_steps, self.start_step, self.elapsed);
         m.insert("train_speed(s/it)".into(), json!((speed * 1e6).round() / 1e6));
         Value::Object(m)
     }
@@ -180,13 +187,7 @@ impl EvalLog {
         m.insert("eval_samples_per_second".into(), json!((self.samples as f64 / rt * 1e3).round() / 1e3));
         m.insert("eval_steps_per_second".into(), json!((self.batches as f64 / rt * 1e3).round() / 1e3));
         m.insert("epoch".into(), json!(round8(self.epoch)));
-        m.insert("global_step/max_steps".into(), json!(format!("{}/{}", self.global_step, self.max_steps)));
-        let fraction = if self.max_steps > 0 { self.global_step as f64 / self.max_steps as f64 } else { 0.0 };
-        m.insert("percentage".into(), json!(format!("{:.2}%", fraction * 100.0)));
-        m.insert("elapsed_time".into(), json!(format_time(self.elapsed)));
-        let speed = seconds_per_step(self.elapsed, self.global_step, self.start_step);
-        m.insert("remaining_time".into(), json!(format_time(self.max_steps.saturating_sub(self.global_step) as f64 * speed)));
-        m.insert("memory(GiB)".into(), json!(round2(peak_memory_gib().unwrap_or(0.0))));
+        insert_progress(&mut m, self.global_step, self.max_steps, self.start_step, self.elapsed);
         Value::Object(m)
     }
 
