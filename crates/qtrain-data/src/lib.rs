@@ -50,6 +50,7 @@ pub use loader::{
     DatasetSource, DatasetSpec, LoadedDataset, RowOrigin, SkippedRow, MAX_REPORTED_SKIPS,
 };
 pub use packing::{build_packed_row, next_token_targets, pack_samples, plan_packing, PackedRow, PackingStrategy, TokenSequence};
+pub use python::civil_from_days;
 pub use row_format::{normalize_row, NormalizedRow, RowFormat};
 pub use self_cognition::{
     self_cognition_accuracy, Bilingual, Lang, SelfCognition, SelfCognitionQuestion, SelfCognitionRow, SelfCognitionScore,
