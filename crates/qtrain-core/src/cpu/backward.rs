@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::gemm::gemm_f32;
-use super::math::exp;
+use super::math::{self, exp};
 use super::{rows_cols, CpuTensor};
 use crate::backend::{CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
 use crate::ensure_shape;
@@ -115,6 +115,12 @@ pub fn embedding_backward(grad_table: &mut CpuTensor, ids: &[u32], dy: &CpuTenso
     Ok(())
 }
 
+/// r = (mean(x²) + eps)^(-1/2) of one row, as the forward computes it.
+#[inline(always)]
+pub(super) fn inverse_rms(row: &[f32], eps: f32) -> f32 {
+    1.0 / (math::dot(row, row) / row.len() as f32 + eps).sqrt()
+}
+
 /// y = w ⊙ x·r with r = (mean(x²) + eps)^(-1/2). With u = w ⊙ dy:
 /// dx = r·u − x · r³ · (Σ u·x) / C,   dw += Σ_rows dy ⊙ x·r.
 pub fn rms_norm_backward(x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor, grad_w: Option<&mut CpuTensor>) -> Result<CpuTensor> {
@@ -129,12 +135,15 @@ pub fn rms_norm_backward(x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor,
     );
     let mut dx = vec![0.0; x.data().len()];
     dx.par_chunks_mut(c).zip(x.data().par_chunks(c)).zip(dy.data().par_chunks(c)).for_each(|((o, xr), dyr)| {
-        let r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / c as f32 + eps).sqrt();
-        let dot: f32 = xr.iter().zip(dyr).zip(w.data()).map(|((x, d), g)| g * d * x).sum();
-        let k = r * r * r * dot / c as f32;
-        for (((o, x), d), g) in o.iter_mut().zip(xr).zip(dyr).zip(w.data()) {
-            *o = r * g * d - x * k;
-        }
+        math::vectorized!(|| {
+            let r = inverse_rms(xr, eps);
+            // Σ u·x with u = w ⊙ dy, written into `o` first so the dot product runs on slices.
+            o.iter_mut().zip(dyr).zip(w.data()).for_each(|((u, d), g)| *u = g * d);
+            let k = r * r * r * math::dot(o, xr) / c as f32;
+            for (o, x) in o.iter_mut().zip(xr) {
+                *o = r * *o - x * k;
+            }
+        })
     });
     if let Some(gw) = grad_w {
         check_grad("rms_norm_backward", "weight", gw, &[c])?;
@@ -145,8 +154,10 @@ pub fn rms_norm_backward(x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor,
             .fold(
                 || vec![0.0f32; c],
                 |mut acc, (xr, dyr)| {
-                    let r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / c as f32 + eps).sqrt();
-                    acc.iter_mut().zip(xr).zip(dyr).for_each(|((a, x), d)| *a += d * x * r);
+                    math::vectorized!(|| {
+                        let r = inverse_rms(xr, eps);
+                        acc.iter_mut().zip(xr).zip(dyr).for_each(|((a, x), d)| *a += d * x * r);
+                    });
                     acc
                 },
             )
@@ -202,11 +213,13 @@ pub fn swiglu_backward(gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Resu
             // Equal-length slices and an index loop: no bounds checks, so the loop vectorises.
             let len = dg.len();
             let (du, g, u, d) = (&mut du[..len], &g[..len], &u[..len], &d[..len]);
-            for i in 0..len {
-                let s = super::math::sigmoid(g[i]);
-                dg[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                du[i] = d[i] * g[i] * s;
-            }
+            math::vectorized!(|| {
+                for i in 0..len {
+                    let s = math::sigmoid(g[i]);
+                    dg[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                    du[i] = d[i] * g[i] * s;
+                }
+            })
         });
     Ok((CpuTensor::new(dg, gate.shape())?, CpuTensor::new(du, up.shape())?))
 }
@@ -255,26 +268,25 @@ pub fn lm_head_cross_entropy(
             .par_chunks_mut(vocab)
             .zip(chunk.par_iter())
             .map(|(row, &i)| {
-                let target = targets[i] as usize;
-                let (mut best, mut max) = (0usize, f32::NEG_INFINITY);
-                for (j, &x) in row.iter().enumerate() {
-                    if x > max {
-                        max = x;
-                        best = j;
+                math::vectorized!(|| {
+                    let target = targets[i] as usize;
+                    let max = math::max(row);
+                    // Predicted token: the first index of the maximum (argmax), found in a second,
+                    // vectorisable pass rather than a branchy running comparison.
+                    let best = row.iter().position(|&x| x == max).unwrap_or(0);
+                    let target_logit = row[target];
+                    // One exp per logit, written over the logits (a pass apart from the sum, so
+                    // that it vectorises).
+                    row.iter_mut().for_each(|x| *x = exp(*x - max));
+                    let sum = math::sum(row);
+                    if let Some(s) = scale {
+                        // dlogits = s · (softmax − onehot): scale exp(x − max) by s / Σ.
+                        let k = s / sum;
+                        row.iter_mut().for_each(|x| *x *= k);
+                        row[target] -= s;
                     }
-                }
-                let target_logit = row[target];
-                // One exp per logit, written over the logits (a pass apart from the sum, so that
-                // it vectorises).
-                row.iter_mut().for_each(|x| *x = exp(*x - max));
-                let sum: f32 = row.iter().sum();
-                if let Some(s) = scale {
-                    // dlogits = s · (softmax − onehot): scale exp(x − max) by s / Σ.
-                    let k = s / sum;
-                    row.iter_mut().for_each(|x| *x *= k);
-                    row[target] -= s;
-                }
-                ((max + sum.ln() - target_logit) as f64, best == target)
+                    ((max + sum.ln() - target_logit) as f64, best == target)
+                })
             })
             .collect();
         for (l, ok) in stats {

@@ -6,7 +6,15 @@
 //! on two threads of the developer machine (softmax and cross-entropy gain less: their cost is
 //! elsewhere). It stays within 1 ulp of the true value over the whole normal range (0.84 ulp
 //! worst, tested against f64 below) — as accurate as libm's `expf` for training, not a
-//! reduced-precision "fast exp". This module must not hold op logic.
+//! reduced-precision "fast exp".
+//!
+//! Two more things keep loops on SIMD code. Reductions ([`sum`], [`max`], [`dot`]) keep
+//! [`LANES`] independent partial results: a plain `iter().sum()` is one serial chain of adds,
+//! since float addition is not associative and the compiler must keep the written order.
+//! `vectorized!` runs a kernel compiled for AVX-512 or AVX2 when the CPU has it (the build
+//! itself targets baseline x86-64, whose vectors are 4 wide); it changes no result, only the
+//! vector width.
+//! This module must not hold op logic.
 
 /// Below this, eˣ is under f32's smallest normal number: the result is flushed to 0.
 const EXP_LO: f32 = -87.336_55;
@@ -52,9 +60,132 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
+/// Independent partial results in the reductions: two AVX2 vectors (or four SSE ones), enough
+/// to hide the add latency.
+pub const LANES: usize = 16;
+
+/// Σ xs, summed in [`LANES`] interleaved partial sums (then those, then the tail).
+#[inline(always)]
+pub fn sum(xs: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// Σ aᵢ·bᵢ over equal-length slices, in [`LANES`] partial sums.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let b = &b[..a.len()];
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The largest element, ignoring NaN (as `f32::max` does); −∞ for an empty slice.
+#[inline(always)]
+pub fn max(xs: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            // A select, not `f32::max` (whose NaN rule does not vectorise): NaN never wins.
+            acc[l] = if c[l] > acc[l] { c[l] } else { acc[l] };
+        }
+    }
+    acc.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+}
+
+/// Runs `kernel` compiled for AVX-512 (else AVX2) when this CPU has it, else as built. Call it
+/// inside each rayon task (a closure handed to rayon is compiled on its own), through the
+/// `vectorized!` macro, which marks the closure `#[inline(always)]`: it is then compiled into
+/// each of the three paths below, and it and everything it inlines — [`exp`], [`sum`]… —
+/// become 16- or 8-wide code. Without the attribute LLVM may keep one out-of-line baseline copy
+/// that all three paths call (seen in the `qtrain` binary: SwiGLU stayed on 4-wide SSE).
+/// SwiGLU on `[256, 1536]`, two threads: forward 0.44 → 0.23 (AVX2) → 0.14 ms (AVX-512),
+/// backward 0.54 → 0.28 → 0.22 ms. Results are bit-identical on every path: the same IEEE operations in
+/// the same order per element; Rust never contracts `a * b + c` into a fused multiply-add, so
+/// the FMA units these features bring are not used by plain arithmetic.
+#[inline(always)]
+pub fn run_vectorized<R>(kernel: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU was just checked for the feature the function enables.
+            return unsafe { run_avx512(kernel) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { run_avx2(kernel) };
+        }
+    }
+    kernel()
+}
+
+/// `vectorized!(|| body)`: [`run_vectorized`] with the kernel closure marked `#[inline(always)]`,
+/// which it needs (see there). Op code uses this, not the function.
+macro_rules! vectorized {
+    (|| $body:expr) => {
+        $crate::cpu::math::run_vectorized(
+            #[inline(always)]
+            || $body,
+        )
+    };
+}
+pub(crate) use vectorized;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_avx512<R>(kernel: impl FnOnce() -> R) -> R {
+    kernel()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn run_avx2<R>(kernel: impl FnOnce() -> R) -> R {
+    kernel()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reductions_match_f64_on_random_lengths() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for len in [0usize, 1, 5, 15, 16, 17, 33, 255, 256, 1000] {
+            let a: Vec<f32> = (0..len).map(|_| next()).collect();
+            let b: Vec<f32> = (0..len).map(|_| next()).collect();
+            let sum64: f64 = a.iter().map(|&x| x as f64).sum();
+            let dot64: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            let abs64: f64 = a.iter().map(|&x| x.abs() as f64).sum::<f64>() + 1e-30;
+            assert!(((sum(&a) as f64 - sum64) / abs64).abs() < 1e-6, "sum, len {len}");
+            assert!(((dot(&a, &b) as f64 - dot64) / abs64).abs() < 1e-6, "dot, len {len}");
+            let want_max = a.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            assert_eq!(max(&a), want_max, "max, len {len}");
+            assert_eq!(vectorized!(|| sum(&a)), sum(&a), "vectorized changes no result");
+        }
+        let mut with_nan = vec![1.0f32, f32::NAN, 3.0, -2.0];
+        with_nan.extend(std::iter::repeat_n(f32::NAN, 20));
+        assert_eq!(max(&with_nan), 3.0);
+        assert_eq!(max(&[f32::NEG_INFINITY; 20]), f32::NEG_INFINITY);
+    }
 
     #[test]
     fn exp_is_within_one_ulp_of_f64_over_the_normal_range() {
@@ -72,6 +203,26 @@ mod tests {
         }
         assert!(worst <= 1.0, "worst error {worst} ulp");
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn vectorized_code_gives_bit_identical_results() {
+        let xs: Vec<f32> = (0..4099).map(|i| (i as f32 - 2049.0) * 0.0431).collect();
+        let plain: Vec<f32> = xs.iter().map(|&x| sigmoid(x) * exp(0.5 * x)).collect();
+        let mut wide = vec![0.0f32; xs.len()];
+        vectorized!(|| {
+            for (o, &x) in wide.iter_mut().zip(&xs) {
+                *o = sigmoid(x) * exp(0.5 * x);
+            }
+        });
+        assert!(plain.iter().zip(&wide).all(|(a, b)| a.to_bits() == b.to_bits()));
+        // And the AVX2 path, which an AVX-512 machine would otherwise never take.
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: checked just above.
+            let avx2 = unsafe { run_avx2(|| xs.iter().map(|&x| sigmoid(x) * exp(0.5 * x)).collect::<Vec<f32>>()) };
+            assert!(plain.iter().zip(&avx2).all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
     }
 
     #[test]

@@ -224,12 +224,13 @@ impl Backend for CpuBackend {
         ensure_shape!(w.data.len() == c, "rms_norm", "weight {:?} for rows of {c}", w.shape);
         let mut out = vec![0.0; x.data.len()];
         out.par_chunks_mut(c).zip(x.data.par_chunks(c)).for_each(|(o, row)| {
-            // HF Qwen2RMSNorm: variance in f32, x · rsqrt(var + eps), then · weight.
-            let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / c as f32;
-            let inv = 1.0 / (mean_sq + eps).sqrt();
-            for ((o, v), g) in o.iter_mut().zip(row).zip(&w.data) {
-                *o = g * (v * inv);
-            }
+            math::vectorized!(|| {
+                // HF Qwen2RMSNorm: variance in f32, x · rsqrt(var + eps), then · weight.
+                let inv = backward::inverse_rms(row, eps);
+                for ((o, v), g) in o.iter_mut().zip(row).zip(&w.data) {
+                    *o = g * (v * inv);
+                }
+            })
         });
         CpuTensor::new(out, &x.shape)
     }
@@ -268,9 +269,11 @@ impl Backend for CpuBackend {
                 // Equal-length slices and an index loop: no bounds checks, so the loop vectorises.
                 let len = out.len();
                 let (g, u) = (&g[..len], &u[..len]);
-                for i in 0..len {
-                    out[i] = silu(g[i]) * u[i];
-                }
+                math::vectorized!(|| {
+                    for i in 0..len {
+                        out[i] = silu(g[i]) * u[i];
+                    }
+                })
             });
         Ok(CpuTensor { shape: gate.shape.clone(), data })
     }
