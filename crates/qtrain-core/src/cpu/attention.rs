@@ -1,16 +1,18 @@
-//! CPU attention, forward and backward, as per-head GEMMs (Q·Kᵀ, softmax, P·V; and the
+//! CPU attention, forward and backward, as GEMMs (Q·Kᵀ, softmax, P·V; and the
 //! FlashAttention-2 backward equations, Dao 2023, Alg. 2, without tiling). One rayon task per
 //! (batch row, key/value head) owns that head's K/V and the query heads of its group, so dK/dV
-//! accumulate without locks; inside a task the products run single-threaded. Queries go in
-//! blocks of [`QUERY_BLOCK`] rows and each block multiplies only the keys causality lets it see,
-//! which skips ~44 % of the products at T = 256 (most of the masked upper triangle). Scores of one block
-//! (`[QUERY_BLOCK, S]`) are the largest temporary. Must keep `AttentionMask` semantics exactly: a masked
+//! accumulate without locks; inside a task the products run single-threaded. The group's query
+//! heads (adjacent in `[B, T, H, D]`) are gathered as one `[T · group, D]` matrix, so each product
+//! has `group` times the rows — fewer, larger GEMM calls that share one packing of K or V.
+//! Queries go in blocks of [`QUERY_BLOCK`] positions and each block multiplies only the keys
+//! causality lets it see, which skips ~44 % of the products at T = 256 (most of the masked upper
+//! triangle). Scores of one block (`[QUERY_BLOCK · group, S]`) are the largest temporary. Must keep `AttentionMask` semantics exactly: a masked
 //! score is −∞ and a query with no visible key gets a zero output and lse 0.
 
 use rayon::prelude::*;
 
 use super::gemm::gemm_f32_serial;
-use super::math::exp;
+use super::math::{self, exp};
 use super::CpuTensor;
 use crate::backend::{check_attention_backward_shapes, check_attention_shapes, AttentionMask, TensorInfo};
 use crate::error::Result;
@@ -31,7 +33,7 @@ fn scatter(dst: &mut [f32], rows: usize, stride: usize, offset: usize, d: usize,
     }
 }
 
-/// Query rows per block: big enough for efficient products, small enough that the causal
+/// Query positions per block: big enough for efficient products, small enough that the causal
 /// triangle is skipped at a fine grain. At T = 256, D = 64 on two threads (min of 30), 32 rows
 /// beat 16, 64 and 128: forward 0.99–1.04 ms vs 1.01–1.19 / 1.09–1.35 / 1.36–1.41 ms.
 pub const QUERY_BLOCK: usize = 32;
@@ -55,33 +57,36 @@ fn apply_mask(row: &mut [f32], mask: &AttentionMask, bi: usize, i: usize) {
     }
 }
 
-/// Turns scaled scores `[rows, s_len]` of queries `i0..` into probabilities in place (masked
-/// entries 0) and returns each row's log-sum-exp (0 for a row with no visible key).
-fn masked_softmax(scores: &mut [f32], rows: usize, s_len: usize, mask: &AttentionMask, bi: usize, i0: usize) -> Vec<f32> {
+/// Turns scaled scores `[rows · group, s_len]` — rows of query positions `i0..`, each position's
+/// `group` heads adjacent — into probabilities in place (masked entries 0) and returns each
+/// row's log-sum-exp (0 for a row with no visible key).
+fn masked_softmax(scores: &mut [f32], s_len: usize, group: usize, mask: &AttentionMask, bi: usize, i0: usize) -> Vec<f32> {
     if s_len == 0 {
-        return vec![0.0; rows];
+        return vec![0.0; scores.len()];
     }
     scores
         .chunks_mut(s_len)
         .enumerate()
         .map(|(r, row)| {
-            apply_mask(row, mask, bi, i0 + r);
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            if max == f32::NEG_INFINITY {
-                row.fill(0.0);
-                return 0.0;
-            }
-            row.iter_mut().for_each(|x| *x = exp(*x - max));
-            let denom: f32 = row.iter().sum();
-            let inv = 1.0 / denom;
-            row.iter_mut().for_each(|x| *x *= inv);
-            max + denom.ln()
+            apply_mask(row, mask, bi, i0 + r / group);
+            math::vectorized!(|| {
+                let max = math::max(row);
+                if max == f32::NEG_INFINITY {
+                    row.fill(0.0);
+                    return 0.0;
+                }
+                row.iter_mut().for_each(|x| *x = exp(*x - max));
+                let denom = math::sum(row);
+                let inv = 1.0 / denom;
+                row.iter_mut().for_each(|x| *x *= inv);
+                max + denom.ln()
+            })
         })
         .collect()
 }
 
-/// Causal/padded/packed attention, `block` query rows at a time ([`QUERY_BLOCK`] in the backend;
-/// tests use tiny blocks to cross block boundaries). Returns the output and each row's lse.
+/// Causal/padded/packed attention, `block` query positions at a time ([`QUERY_BLOCK`] in the
+/// backend; tests use tiny blocks to cross block boundaries). Returns the output and each row's lse.
 pub fn attention(
     q: &CpuTensor,
     k: &CpuTensor,
@@ -93,44 +98,38 @@ pub fn attention(
     let dims = check_attention_shapes("attention", q.shape(), k.shape(), v.shape(), mask)?;
     let (b, t, h, d, cap, kvh) = (dims.batch, dims.q_len, dims.heads, dims.head_dim, dims.kv_capacity, dims.kv_heads);
     let (group, s_len) = (h / kvh, mask.kv_len);
-    // Per task: (batch row, kv head, [(query head, out [T, D], lse [T])]).
-    type Part = (usize, usize, Vec<(usize, Vec<f32>, Vec<f32>)>);
-    let parts: Vec<Part> = (0..b * kvh)
+    let gd = group * d;
+    // Per task: (batch row, kv head, out [T, group, D], lse [T, group]).
+    let parts: Vec<(usize, usize, Vec<f32>, Vec<f32>)> = (0..b * kvh)
         .into_par_iter()
         .map(|task| {
             let (bi, g) = (task / kvh, task % kvh);
             let kg = gather(k.data(), s_len, kvh * d, (bi * cap * kvh + g) * d, d);
             let vg = gather(v.data(), s_len, kvh * d, (bi * cap * kvh + g) * d, d);
-            let mut heads = Vec::with_capacity(group);
-            let mut scores = vec![0.0f32; block.min(t) * s_len];
-            for hh in g * group..(g + 1) * group {
-                let qh = gather(q.data(), t, h * d, (bi * t * h + hh) * d, d);
-                let mut oh = vec![0.0f32; t * d];
-                let mut lse = Vec::with_capacity(t);
-                for i0 in (0..t).step_by(block) {
-                    let rows = block.min(t - i0);
-                    let keys = block_key_end(mask, i0, rows).min(s_len);
-                    let (qb, sb) = (&qh[i0 * d..(i0 + rows) * d], &mut scores[..rows * keys]);
-                    gemm_f32_serial(rows, keys, d, qb, false, &kg[..keys * d], true, sb, false, scale);
-                    lse.extend(masked_softmax(sb, rows, keys, mask, bi, i0));
-                    gemm_f32_serial(rows, d, keys, sb, false, &vg[..keys * d], false, &mut oh[i0 * d..(i0 + rows) * d], false, 1.0);
-                }
-                heads.push((hh, oh, lse));
+            // The group's query heads are adjacent in q's [B, T, H, D]: gathered as [T · group, D].
+            let qg = gather(q.data(), t, h * d, (bi * t * h + g * group) * d, gd);
+            let mut og = vec![0.0f32; t * gd];
+            let mut lse = Vec::with_capacity(t * group);
+            let mut scores = vec![0.0f32; block.min(t) * group * s_len];
+            for i0 in (0..t).step_by(block) {
+                let rows = block.min(t - i0);
+                let (m, keys) = (rows * group, block_key_end(mask, i0, rows).min(s_len));
+                let blk = i0 * gd..(i0 + rows) * gd;
+                let sb = &mut scores[..m * keys];
+                gemm_f32_serial(m, keys, d, &qg[blk.clone()], false, &kg[..keys * d], true, sb, false, scale);
+                lse.extend(masked_softmax(sb, keys, group, mask, bi, i0));
+                gemm_f32_serial(m, d, keys, sb, false, &vg[..keys * d], false, &mut og[blk], false, 1.0);
             }
-            (bi, g, heads)
+            (bi, g, og, lse)
         })
         .collect();
     let mut out = vec![0.0f32; q.data().len()];
-    let mut lse = vec![0.0f32; b * t * h];
-    for (bi, _, heads) in parts {
-        for (hh, oh, l) in heads {
-            scatter(&mut out, t, h * d, (bi * t * h + hh) * d, d, &oh);
-            for (i, x) in l.into_iter().enumerate() {
-                lse[(bi * t + i) * h + hh] = x;
-            }
-        }
+    let mut lse_all = vec![0.0f32; b * t * h];
+    for (bi, g, og, lse) in parts {
+        scatter(&mut out, t, h * d, (bi * t * h + g * group) * d, gd, &og);
+        scatter(&mut lse_all, t, h, bi * t * h + g * group, group, &lse);
     }
-    Ok((CpuTensor::new(out, q.shape())?, CpuTensor::new(lse, &[b, t, h])?))
+    Ok((CpuTensor::new(out, q.shape())?, CpuTensor::new(lse_all, &[b, t, h])?))
 }
 
 /// pᵢⱼ = exp(sᵢⱼ − lseᵢ), Dᵢ = dOᵢ·Oᵢ, dS = P ⊙ (dO Vᵀ − D)·scale,
@@ -150,8 +149,9 @@ pub fn attention_backward(
     let dims = check_attention_backward_shapes(q.shape(), k.shape(), v.shape(), out.shape(), lse.shape(), dout.shape(), mask)?;
     let (b, t, h, d, s_len, kvh) = (dims.batch, dims.q_len, dims.heads, dims.head_dim, dims.kv_capacity, dims.kv_heads);
     let group = h / kvh;
-    // Per task: (batch row, kv head, [(query head, dq [T, D])], dk [S, D], dv [S, D]).
-    type Part = (usize, usize, Vec<(usize, Vec<f32>)>, Vec<f32>, Vec<f32>);
+    let gd = group * d;
+    // Per task: (batch row, kv head, dq [T, group, D], dk [S, D], dv [S, D]).
+    type Part = (usize, usize, Vec<f32>, Vec<f32>, Vec<f32>);
     let parts: Vec<Part> = (0..b * kvh)
         .into_par_iter()
         .map(|task| {
@@ -159,52 +159,50 @@ pub fn attention_backward(
             let kv_off = (bi * s_len * kvh + g) * d;
             let kg = gather(k.data(), s_len, kvh * d, kv_off, d);
             let vg = gather(v.data(), s_len, kvh * d, kv_off, d);
+            // Query-side tensors of the group as [T · group, D] (see `attention`).
+            let q_off = (bi * t * h + g * group) * d;
+            let qg = gather(q.data(), t, h * d, q_off, gd);
+            let og = gather(out.data(), t, h * d, q_off, gd);
+            let dog = gather(dout.data(), t, h * d, q_off, gd);
+            let lse_g = gather(lse.data(), t, h, bi * t * h + g * group, group);
             let (mut dk, mut dv) = (vec![0.0f32; s_len * d], vec![0.0f32; s_len * d]);
-            let (mut p_buf, mut ds_buf) = (vec![0.0f32; block.min(t) * s_len], vec![0.0f32; block.min(t) * s_len]);
-            let mut dqs = Vec::with_capacity(group);
-            for hh in g * group..(g + 1) * group {
-                let q_off = (bi * t * h + hh) * d;
-                let qh = gather(q.data(), t, h * d, q_off, d);
-                let oh = gather(out.data(), t, h * d, q_off, d);
-                let doh = gather(dout.data(), t, h * d, q_off, d);
-                let mut dq = vec![0.0f32; t * d];
-                for i0 in (0..t).step_by(block) {
-                    let rows = block.min(t - i0);
-                    let keys = block_key_end(mask, i0, rows).min(s_len);
-                    let block_rows = i0 * d..(i0 + rows) * d;
-                    let (q_blk, do_blk) = (&qh[block_rows.clone()], &doh[block_rows.clone()]);
-                    let (p, ds) = (&mut p_buf[..rows * keys], &mut ds_buf[..rows * keys]);
-                    let (kb, vb) = (&kg[..keys * d], &vg[..keys * d]);
-                    gemm_f32_serial(rows, keys, d, q_blk, false, kb, true, p, false, scale);
-                    for (r, row) in p.chunks_mut(keys.max(1)).enumerate() {
-                        let l = lse.data()[(bi * t + i0 + r) * h + hh];
-                        apply_mask(row, mask, bi, i0 + r);
-                        row.iter_mut().for_each(|x| *x = exp(*x - l));
-                    }
-                    gemm_f32_serial(rows, keys, d, do_blk, false, vb, true, ds, false, 1.0);
-                    for r in 0..rows {
-                        let i = i0 + r;
-                        let di: f32 = doh[i * d..][..d].iter().zip(&oh[i * d..][..d]).map(|(a, b)| a * b).sum();
-                        for (x, pij) in ds[r * keys..][..keys].iter_mut().zip(&p[r * keys..][..keys]) {
+            let (mut p_buf, mut ds_buf) = (vec![0.0f32; block.min(t) * group * s_len], vec![0.0f32; block.min(t) * group * s_len]);
+            let mut dq = vec![0.0f32; t * gd];
+            for i0 in (0..t).step_by(block) {
+                let rows = block.min(t - i0);
+                let (m, keys) = (rows * group, block_key_end(mask, i0, rows).min(s_len));
+                let blk = i0 * gd..(i0 + rows) * gd;
+                let (q_blk, do_blk, o_blk) = (&qg[blk.clone()], &dog[blk.clone()], &og[blk.clone()]);
+                let (p, ds) = (&mut p_buf[..m * keys], &mut ds_buf[..m * keys]);
+                let (kb, vb) = (&kg[..keys * d], &vg[..keys * d]);
+                gemm_f32_serial(m, keys, d, q_blk, false, kb, true, p, false, scale);
+                for (r, row) in p.chunks_mut(keys.max(1)).enumerate() {
+                    let l = lse_g[i0 * group + r];
+                    apply_mask(row, mask, bi, i0 + r / group);
+                    math::vectorized!(|| row.iter_mut().for_each(|x| *x = exp(*x - l)));
+                }
+                gemm_f32_serial(m, keys, d, do_blk, false, vb, true, ds, false, 1.0);
+                for r in 0..m {
+                    let di = math::dot(&do_blk[r * d..][..d], &o_blk[r * d..][..d]);
+                    let (ds_row, p_row) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
+                    math::vectorized!(|| {
+                        for (x, pij) in ds_row.iter_mut().zip(p_row) {
                             *x = pij * (*x - di) * scale;
                         }
-                    }
-                    gemm_f32_serial(rows, d, keys, ds, false, kb, false, &mut dq[block_rows], false, 1.0);
-                    gemm_f32_serial(keys, d, rows, ds, true, q_blk, false, &mut dk[..keys * d], true, 1.0);
-                    gemm_f32_serial(keys, d, rows, p, true, do_blk, false, &mut dv[..keys * d], true, 1.0);
+                    });
                 }
-                dqs.push((hh, dq));
+                gemm_f32_serial(m, d, keys, ds, false, kb, false, &mut dq[blk], false, 1.0);
+                gemm_f32_serial(keys, d, m, ds, true, q_blk, false, &mut dk[..keys * d], true, 1.0);
+                gemm_f32_serial(keys, d, m, p, true, do_blk, false, &mut dv[..keys * d], true, 1.0);
             }
-            (bi, g, dqs, dk, dv)
+            (bi, g, dq, dk, dv)
         })
         .collect();
     let mut dq_all = vec![0.0f32; q.data().len()];
     let mut dk_all = vec![0.0f32; k.data().len()];
     let mut dv_all = vec![0.0f32; v.data().len()];
-    for (bi, g, dqs, dk, dv) in parts {
-        for (hh, dq) in dqs {
-            scatter(&mut dq_all, t, h * d, (bi * t * h + hh) * d, d, &dq);
-        }
+    for (bi, g, dq, dk, dv) in parts {
+        scatter(&mut dq_all, t, h * d, (bi * t * h + g * group) * d, gd, &dq);
         let kv_off = (bi * s_len * kvh + g) * d;
         scatter(&mut dk_all, s_len, kvh * d, kv_off, d, &dk);
         scatter(&mut dv_all, s_len, kvh * d, kv_off, d, &dv);
