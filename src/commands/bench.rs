@@ -112,7 +112,9 @@ fn bench_on<B: Backend>(be: &B, args: BenchArgs) -> Result<()> {
     show("prefill", report.prefill_tokens_per_s, "tokens/s");
     show("decode (KV cache)", report.decode_tokens_per_s, "tokens/s");
     show("LoRA train step", report.train_tokens_per_s, "tokens/s");
-    show("LoRA train step", report.train_step_seconds.map(|s| s * 1e3), "ms/step");
+    show("LoRA train step, mean", report.train_step_seconds.map(|s| s * 1e3), "ms/step");
+    show("LoRA train step, median", report.train_step_seconds_median.map(|s| s * 1e3), "ms/step");
+    show("LoRA train step, fastest", report.train_step_seconds_min.map(|s| s * 1e3), "ms/step");
     show("LoRA train matmul rate", report.train_tflops.map(|t| t * 1e3), "GFLOP/s");
     if let Some(g) = peak_rss_gib {
         println!("  {:<26} {g:>12.2} GiB", "peak resident memory");

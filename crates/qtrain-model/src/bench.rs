@@ -29,7 +29,13 @@ pub struct BenchReport {
     pub prefill_tokens_per_s: Option<f64>,
     pub decode_tokens_per_s: Option<f64>,
     pub train_tokens_per_s: Option<f64>,
+    /// Mean over the timed steps (what `train_tokens_per_s` is computed from).
     pub train_step_seconds: Option<f64>,
+    /// Fastest and median (upper median) timed step: on a shared machine, where another tenant
+    /// can stall a few steps, these move far less between runs than the mean, so they are what
+    /// to compare two builds by.
+    pub train_step_seconds_min: Option<f64>,
+    pub train_step_seconds_median: Option<f64>,
     /// Matmul FLOPs per trained token (forward 2N + input-gradient backward 2N, + 2N recompute).
     pub train_flops_per_token: f64,
     pub train_tflops: Option<f64>,
@@ -116,11 +122,16 @@ pub fn bench_lora_train<B: Backend>(model: &mut QwenModel<B>, be: &B, opts: &Ben
         Ok(())
     };
     one_step(model)?;
-    let t = Instant::now();
+    let mut step_secs = Vec::with_capacity(opts.steps);
     for _ in 0..opts.steps {
+        let t = Instant::now();
         one_step(model)?;
+        step_secs.push(t.elapsed().as_secs_f64());
     }
-    let secs = t.elapsed().as_secs_f64() / opts.steps as f64;
+    let secs = step_secs.iter().sum::<f64>() / opts.steps as f64;
+    step_secs.sort_by(f64::total_cmp);
+    report.train_step_seconds_min = step_secs.first().copied();
+    report.train_step_seconds_median = step_secs.get(step_secs.len() / 2).copied();
     let tokens = (opts.batch * opts.seq_len) as f64;
     let n = model.config.num_matmul_parameters() as f64;
     report.train_flops_per_token = if opts.gradient_checkpointing { 6.0 * n } else { 4.0 * n };
