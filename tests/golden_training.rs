@@ -33,6 +33,20 @@ impl Fixture {
     fn ints(&self, name: &str) -> (Vec<usize>, Vec<i64>) {
         self.store.read_i64(name).unwrap_or_else(|e| panic!("{name}: {e}; {REGENERATE}"))
     }
+    /// The AdamW settings `part` ("lora" / "full") was stepped with: (lr, weight decay of the
+    /// decayed parameters, eps), from the fixture's meta file so test and script cannot drift.
+    fn optimizer(&self, part: &str) -> (f64, f64, f64) {
+        let path = fixture(&format!("training/{}-meta.json", self.prefix));
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{e}; {REGENERATE}"))).unwrap();
+        let opt = &meta[part]["optimizer"];
+        let wd = &opt["weight_decay"];
+        let wd = wd.as_f64().or_else(|| wd["default"].as_f64());
+        match (opt["lr"].as_f64(), wd, opt["eps"].as_f64()) {
+            (Some(lr), Some(wd), Some(eps)) => (lr, wd, eps),
+            _ => panic!("{}: {part}.optimizer lacks lr / weight_decay / eps; {REGENERATE}", path.display()),
+        }
+    }
     fn names_with(&self, prefix: &str) -> Vec<String> {
         self.store.names().filter(|n| n.starts_with(prefix)).map(str::to_string).collect()
     }
@@ -89,8 +103,7 @@ fn adamw_steps(
     be: &CpuBackend,
     tb: &TrainBatch,
     mode: TrainMode,
-    lr: f64,
-    wd: f64,
+    (lr, wd, eps): (f64, f64, f64),
     max_norm: f64,
     steps: usize,
 ) -> (Vec<f64>, Vec<f64>) {
@@ -108,7 +121,7 @@ fn adamw_steps(
         norms.push(norm);
         let scale = qtrain_optim::clip::clip_coefficient(norm, max_norm);
         for (p, (m, v)) in params.into_iter().zip(moments.iter_mut()) {
-            let hyper = AdamWHyper { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: if p.decay { wd } else { 0.0 } };
+            let hyper = AdamWHyper { beta1: 0.9, beta2: 0.95, eps, weight_decay: if p.decay { wd } else { 0.0 } };
             be.adamw_step(p.param, p.grad, m, v, &hyper, step, lr, scale).unwrap();
         }
     }
@@ -139,7 +152,7 @@ fn run_golden(prefix: &'static str, model_dir: &'static str) {
     // LoRA: three AdamW steps with clipping.
     let mut model = fx.model(&be, true);
     let max_norm = fx.f32("lora.max_grad_norm")[0] as f64;
-    let (losses, norms) = adamw_steps(&mut model, &be, &tb, TrainMode::Lora, 1e-3, 0.1, max_norm, 3);
+    let (losses, norms) = adamw_steps(&mut model, &be, &tb, TrainMode::Lora, fx.optimizer("lora"), max_norm, 3);
     check_losses(&format!("{prefix} LoRA step losses"), &losses, &fx.f32("lora.step_losses"), 1e-4);
     check_losses(&format!("{prefix} LoRA grad norms"), &norms, &fx.f32("lora.step_grad_norms"), 1e-4);
     assert!(norms.iter().any(|&n| n > max_norm), "{prefix}: the fixture must exercise clipping");
@@ -164,7 +177,7 @@ fn run_golden(prefix: &'static str, model_dir: &'static str) {
     }
     let mut model = fx.model(&be, false);
     let max_norm = fx.f32("full.max_grad_norm")[0] as f64;
-    let (losses, norms) = adamw_steps(&mut model, &be, &tb, TrainMode::Full, 1e-4, 0.1, max_norm, 3);
+    let (losses, norms) = adamw_steps(&mut model, &be, &tb, TrainMode::Full, fx.optimizer("full"), max_norm, 3);
     check_losses(&format!("{prefix} full step losses"), &losses, &fx.f32("full.step_losses"), 1e-4);
     check_losses(&format!("{prefix} full grad norms"), &norms, &fx.f32("full.step_grad_norms"), 1e-4);
     let grads = model.new_grads(&be, TrainMode::Full).unwrap();

@@ -71,7 +71,13 @@ LORA_ALPHA = 8
 BATCH_SIZE = 4  # the first BATCH_SIZE samples form the training batch
 N_STEPS = 3
 BETAS = (0.9, 0.95)
-EPS = 1e-8
+EPS = 1e-8  # the trained adapter's optimizer (torch's default)
+# AdamW eps of the 3-step LoRA and full checks. Not torch's 1e-8: an element whose gradient
+# cancels to ~1e-8 — pure float32 rounding noise, e.g. 4.7e-8 against a largest element of 2e-2
+# in qwen3's layer-1 o_proj lora_A — gets an update lr·g/(|g| + eps) decided by that noise, and
+# two correct implementations (or torch on two CPUs) then disagree by ~1 % of lr. With 1e-6 the
+# update moves by at most lr/eps per unit of gradient error, so every element is well-conditioned.
+STEP_EPS = 1e-6
 LORA_LR = 1e-3
 LORA_WD = 0.1
 # clip_grad_norm_ max_norm for the LoRA steps: chosen per model so that clipping is
@@ -454,7 +460,7 @@ def build(kind: str, root: Path, tdir: Path) -> dict:
     pm.train()
     lp = lora_params(pm)
     params = [p for _, p in lp]
-    opt = torch.optim.AdamW(params, lr=LORA_LR, betas=BETAS, eps=EPS, weight_decay=LORA_WD)
+    opt = torch.optim.AdamW(params, lr=LORA_LR, betas=BETAS, eps=STEP_EPS, weight_decay=LORA_WD)
     l_losses, l_norms, l_clipped = train_steps(pm, params, batch, opt, max_norm)
     assert l_losses[0] == float(tensors["lora.loss"][0])
     assert any(l_clipped) and not all(l_clipped), ("want clipped and unclipped steps", l_norms, max_norm)
@@ -493,7 +499,7 @@ def build(kind: str, root: Path, tdir: Path) -> dict:
         {"params": [p for n, p in named if n not in no_decay], "weight_decay": FULL_WD},
         {"params": [p for n, p in named if n in no_decay], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=FULL_LR, betas=BETAS, eps=EPS)
+    opt = torch.optim.AdamW(groups, lr=FULL_LR, betas=BETAS, eps=STEP_EPS)
     params = [p for _, p in named]
     f_losses, f_norms, f_clipped = train_steps(full, params, batch, opt, FULL_MAX_NORM)
     assert f_losses[0] == float(tensors["full.loss"][0])
@@ -602,7 +608,7 @@ def build(kind: str, root: Path, tdir: Path) -> dict:
             f"B ~ N(0, {LORA_B_STD}^2) from torch.Generator().manual_seed({LORA_B_SEED[kind]}) "
             "in named_parameters() order",
             "adapter_dir": adapter_dir.name,
-            "optimizer": {"type": "torch.optim.AdamW", "lr": LORA_LR, "betas": list(BETAS), "eps": EPS,
+            "optimizer": {"type": "torch.optim.AdamW", "lr": LORA_LR, "betas": list(BETAS), "eps": STEP_EPS,
                           "weight_decay": LORA_WD},
             "max_grad_norm": max_norm,
             "initial_grad_norm_f64": lora_init_norm,
@@ -619,7 +625,7 @@ def build(kind: str, root: Path, tdir: Path) -> dict:
             },
         },
         "full": {
-            "optimizer": {"type": "torch.optim.AdamW", "lr": FULL_LR, "betas": list(BETAS), "eps": EPS,
+            "optimizer": {"type": "torch.optim.AdamW", "lr": FULL_LR, "betas": list(BETAS), "eps": STEP_EPS,
                           "weight_decay": {"default": FULL_WD, "no_decay": 0.0}},
             "no_decay_params": no_decay,
             "max_grad_norm": FULL_MAX_NORM,
