@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::gemm_f32;
+use super::gemm::{gemm_f32, gemm_f32_new};
 use super::math::{self, exp};
 use super::{rows_cols, CpuTensor};
 use crate::backend::{CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
@@ -45,13 +45,7 @@ pub fn linear_backward(
     ensure_shape!(w.shape().len() == 2 && w.shape()[1] == d_in, "linear_backward", "x {:?} against weight {:?}", x.shape(), w.shape());
     let d_out = w.shape()[0];
     ensure_shape!(dy.data().len() == n * d_out, "linear_backward", "dy {:?} for {n} rows of {d_out}", dy.shape());
-    let mut dx = if need_dx {
-        let mut dx = vec![0.0; n * d_in];
-        gemm_f32(n, d_in, d_out, dy.data(), false, w.data(), false, &mut dx, false, 1.0);
-        Some(dx)
-    } else {
-        None
-    };
+    let mut dx = need_dx.then(|| gemm_f32_new(n, d_in, d_out, dy.data(), false, w.data(), false, 1.0));
     if let Some(gw) = grads.weight {
         check_grad("linear_backward", "weight", gw, w.shape())?;
         gemm_f32(d_out, d_in, n, dy.data(), true, x.data(), false, gw.data_mut(), true, 1.0);
@@ -262,8 +256,7 @@ pub fn lm_head_cross_entropy(
         for &i in chunk {
             h.extend_from_slice(&hidden.data()[i * c..(i + 1) * c]);
         }
-        let mut logits = vec![0.0f32; m * vocab];
-        gemm_f32(m, vocab, c, &h, false, w.data(), true, &mut logits, false, 1.0);
+        let mut logits = gemm_f32_new(m, vocab, c, &h, false, w.data(), true, 1.0);
         let stats: Vec<(f64, bool)> = logits
             .par_chunks_mut(vocab)
             .zip(chunk.par_iter())
@@ -294,8 +287,7 @@ pub fn lm_head_cross_entropy(
             num_correct += ok as usize;
         }
         if let Some(gh) = grad_hidden.as_mut() {
-            let mut dh = vec![0.0f32; m * c];
-            gemm_f32(m, c, vocab, &logits, false, w.data(), false, &mut dh, false, 1.0);
+            let dh = gemm_f32_new(m, c, vocab, &logits, false, w.data(), false, 1.0);
             for (r, &i) in chunk.iter().enumerate() {
                 gh[i * c..(i + 1) * c].copy_from_slice(&dh[r * c..(r + 1) * c]);
             }

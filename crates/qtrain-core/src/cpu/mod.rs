@@ -164,9 +164,7 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> Result<CpuTensor> {
         let (m, k, n) = check_matmul_shapes(&a.shape, &b.shape, trans_a, trans_b)?;
-        let mut c = vec![0.0; m * n];
-        gemm::gemm_f32(m, n, k, &a.data, trans_a, &b.data, trans_b, &mut c, false, 1.0);
-        CpuTensor::new(c, &[m, n])
+        CpuTensor::new(gemm::gemm_f32_new(m, n, k, &a.data, trans_a, &b.data, trans_b, 1.0), &[m, n])
     }
 
     fn linear(
@@ -179,8 +177,7 @@ impl Backend for CpuBackend {
         let (n, d_in) = rows_cols(&x.shape);
         ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, "linear", "x {:?} against weight {:?}", x.shape, w.shape);
         let d_out = w.shape[0];
-        let mut y = vec![0.0; n * d_out];
-        gemm::gemm_f32(n, d_out, d_in, &x.data, false, &w.data, true, &mut y, false, 1.0);
+        let mut y = gemm::gemm_f32_new(n, d_out, d_in, &x.data, false, &w.data, true, 1.0);
         if let Some(bias) = bias {
             ensure_shape!(bias.data.len() == d_out, "linear", "bias {:?} for {d_out} outputs", bias.shape);
             y.par_chunks_mut(d_out).for_each(|row| row.iter_mut().zip(&bias.data).for_each(|(v, b)| *v += b));
