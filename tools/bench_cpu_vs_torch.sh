@@ -13,7 +13,13 @@ cargo bench --bench cpu_train_step --no-run >/dev/null 2>&1
 ratios=()
 for round in $(seq 1 "$rounds"); do
     cargo bench --bench cpu_train_step -- --noplot --measurement-time 8 >/tmp/qtrain_bench_train.log 2>&1
-    q=$(grep -A2 "lora_r8_all_linear_seq256" /tmp/qtrain_bench_train.log | grep -o "thrpt: *\[[^]]*\]" | awk '{print $4}')
+    # criterion's middle throughput estimate, in elements (tokens) per second: it switches to
+    # "Kelem/s" above 1000, so the unit is read too.
+    q=$(grep -A2 "lora_r8_all_linear_seq256" /tmp/qtrain_bench_train.log | python3 -c "
+import re, sys
+values = re.findall(r'([0-9.]+) +([KM]?)elem/s', sys.stdin.read())
+value, unit = values[1]
+print(round(float(value) * {'': 1, 'K': 1e3, 'M': 1e6}[unit], 2))")
     t=$(python3 tools/bench_torch_lora.py --threads "$threads" --steps 20 2>/dev/null)
     p=$(echo "$t" | python3 -c "import json,sys; print(json.load(sys.stdin)['tokens_per_second'])")
     r=$(python3 -c "print(f'{float(\"$q\")/float(\"$p\"):.2f}')")
