@@ -59,7 +59,7 @@ pub fn gemm_f32(
     accumulate: bool,
     alpha: f32,
 ) {
-    gemm_f32_with(m, n, k, a, trans_a, b, trans_b, c, accumulate, alpha, choose_split(m, n, k))
+    gemm_f32_with(&Operands::new(m, n, k, a, trans_a, b, trans_b), c, accumulate, alpha, choose_split(m, n, k))
 }
 
 /// [`gemm_f32`] on the calling thread only — for callers that already run one task per core
@@ -77,7 +77,7 @@ pub fn gemm_f32_serial(
     accumulate: bool,
     alpha: f32,
 ) {
-    gemm_f32_with(m, n, k, a, trans_a, b, trans_b, c, accumulate, alpha, Split::Serial)
+    gemm_f32_with(&Operands::new(m, n, k, a, trans_a, b, trans_b), c, accumulate, alpha, Split::Serial)
 }
 
 /// `op(a) · op(b) · alpha` (`[m, n]`) in a new vector, split as [`gemm_f32`] splits it. The
@@ -86,59 +86,50 @@ pub fn gemm_f32_serial(
 /// training step in `perf`, under `calloc` on recycled heap memory).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_f32_new(m: usize, n: usize, k: usize, a: &[f32], trans_a: bool, b: &[f32], trans_b: bool, alpha: f32) -> Vec<f32> {
-    check_operands(m, n, k, a, b);
+    let ops = Operands::new(m, n, k, a, trans_a, b, trans_b);
     let mut c = Vec::with_capacity(m * n);
     // SAFETY: `c` has room for the m·n elements the product writes; with `accumulate` false none
     // is read before it is written (the `gemm` crate's `read_dst = false`; a k = 0 product is
     // filled with zeros), so every element is initialised when the length is set.
     unsafe {
-        gemm_f32_raw(m, n, k, a, trans_a, b, trans_b, c.as_mut_ptr(), false, alpha, choose_split(m, n, k));
+        gemm_f32_raw(&ops, c.as_mut_ptr(), false, alpha, choose_split(m, n, k));
         c.set_len(m * n);
     }
     c
 }
 
-fn check_operands(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) {
-    assert_eq!(a.len(), m * k, "gemm_f32: a has the wrong size");
-    assert_eq!(b.len(), k * n, "gemm_f32: b has the wrong size");
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_f32_with(
+/// The operands of one product, size-checked: `op(a)` is `[m, k]`, `op(b)` is `[k, n]`, each as
+/// a strided view (row stride, column stride) of its row-major slice.
+struct Operands<'a> {
     m: usize,
     n: usize,
     k: usize,
-    a: &[f32],
-    trans_a: bool,
-    b: &[f32],
-    trans_b: bool,
-    c: &mut [f32],
-    accumulate: bool,
-    alpha: f32,
-    split: Split,
-) {
-    check_operands(m, n, k, a, b);
-    assert_eq!(c.len(), m * n, "gemm_f32: c has the wrong size");
+    a: View,
+    b: View,
+    _slices: std::marker::PhantomData<&'a [f32]>,
+}
+
+impl<'a> Operands<'a> {
+    fn new(m: usize, n: usize, k: usize, a: &'a [f32], trans_a: bool, b: &'a [f32], trans_b: bool) -> Self {
+        assert_eq!(a.len(), m * k, "gemm_f32: a has the wrong size");
+        assert_eq!(b.len(), k * n, "gemm_f32: b has the wrong size");
+        let (a_ptr, b_ptr) = (a.as_ptr() as usize, b.as_ptr() as usize);
+        let a = if trans_a { View { ptr: a_ptr, rs: 1, cs: m } } else { View { ptr: a_ptr, rs: k, cs: 1 } };
+        let b = if trans_b { View { ptr: b_ptr, rs: 1, cs: k } } else { View { ptr: b_ptr, rs: n, cs: 1 } };
+        Operands { m, n, k, a, b, _slices: std::marker::PhantomData }
+    }
+}
+
+fn gemm_f32_with(ops: &Operands<'_>, c: &mut [f32], accumulate: bool, alpha: f32, split: Split) {
+    assert_eq!(c.len(), ops.m * ops.n, "gemm_f32: c has the wrong size");
     // SAFETY: `c` is a uniquely borrowed, initialised `[m, n]`.
-    unsafe { gemm_f32_raw(m, n, k, a, trans_a, b, trans_b, c.as_mut_ptr(), accumulate, alpha, split) }
+    unsafe { gemm_f32_raw(ops, c.as_mut_ptr(), accumulate, alpha, split) }
 }
 
-/// The product into `c`, which must point at `m · n` writable f32s that alias neither `a` nor
-/// `b` (and be initialised when `accumulate`); `a` and `b` must have been size-checked.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_f32_raw(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    trans_a: bool,
-    b: &[f32],
-    trans_b: bool,
-    c: *mut f32,
-    accumulate: bool,
-    alpha: f32,
-    split: Split,
-) {
+/// The product into `c`, which must point at `m · n` writable f32s that alias neither operand
+/// (and be initialised when `accumulate`).
+unsafe fn gemm_f32_raw(ops: &Operands<'_>, c: *mut f32, accumulate: bool, alpha: f32, split: Split) {
+    let (m, n, k) = (ops.m, ops.n, ops.k);
     if m == 0 || n == 0 {
         return;
     }
@@ -149,13 +140,12 @@ unsafe fn gemm_f32_raw(
         }
         return;
     }
-    // (row stride, column stride) of each operand as the logical matrix sees it.
-    let a_view = if trans_a { View { ptr: a.as_ptr() as usize, rs: 1, cs: m } } else { View { ptr: a.as_ptr() as usize, rs: k, cs: 1 } };
-    let b_view = if trans_b { View { ptr: b.as_ptr() as usize, rs: 1, cs: k } } else { View { ptr: b.as_ptr() as usize, rs: n, cs: 1 } };
+    let (a_view, b_view) = (ops.a, ops.b);
     let c_ptr = c as usize;
-    // SAFETY (every call below): the size checks guarantee that every (row, col) address the
-    // views produce for the `[m, k]`, `[k, n]` blocks lies inside its slice, and the caller that
-    // `c` holds `[m, n]`; the bands are disjoint blocks of `c`, which aliases neither `a` nor `b`.
+    // SAFETY (every call below): `Operands::new`'s size checks guarantee that every (row, col)
+    // address the views produce for the `[m, k]`, `[k, n]` blocks lies inside its slice, and the
+    // caller that `c` holds `[m, n]`; the bands are disjoint blocks of `c`, which aliases neither
+    // `a` nor `b`.
     let band = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, parallelism: Parallelism| unsafe {
         if rows.is_empty() || cols.is_empty() {
             return;
@@ -255,7 +245,7 @@ mod tests {
                     let want = naive(m, n, k, &a, ta, &b, tb);
                     for split in [Split::Serial, Split::Crate, Split::Rows(3), Split::Cols(2), Split::Rows(200)] {
                         let mut c = vec![f32::NAN; m * n];
-                        gemm_f32_with(m, n, k, &a, ta, &b, tb, &mut c, false, 1.0, split);
+                        gemm_f32_with(&Operands::new(m, n, k, &a, ta, &b, tb), &mut c, false, 1.0, split);
                         for (x, y) in c.iter().zip(&want) {
                             assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{n}x{k} ta={ta} tb={tb} {split:?}: {x} vs {y}");
                         }
@@ -263,7 +253,7 @@ mod tests {
                             assert_eq!(gemm_f32_new(m, n, k, &a, ta, &b, tb, 1.0), c, "gemm_f32_new");
                         }
                         // accumulate: c += 0.5·ab
-                        gemm_f32_with(m, n, k, &a, ta, &b, tb, &mut c, true, 0.5, split);
+                        gemm_f32_with(&Operands::new(m, n, k, &a, ta, &b, tb), &mut c, true, 0.5, split);
                         for (x, y) in c.iter().zip(&want) {
                             assert!((x - 1.5 * y).abs() <= 1e-4 * (1.0 + y.abs()), "accumulate {split:?}");
                         }
