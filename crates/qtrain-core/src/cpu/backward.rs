@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::gemm::{gemm_f32, gemm_f32_new};
 use super::math::{self, exp};
-use super::{rows_cols, CpuTensor};
+use super::{inverse_rms, rows_cols, CpuTensor};
 use crate::backend::{CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
 use crate::ensure_shape;
 use crate::error::{CoreError, Result};
@@ -107,12 +107,6 @@ pub fn embedding_backward(grad_table: &mut CpuTensor, ids: &[u32], dy: &CpuTenso
         grad_table.data_mut()[id * c..(id + 1) * c].iter_mut().zip(row).for_each(|(g, d)| *g += d);
     }
     Ok(())
-}
-
-/// r = (mean(x²) + eps)^(-1/2) of one row, as the forward computes it.
-#[inline(always)]
-pub(super) fn inverse_rms(row: &[f32], eps: f32) -> f32 {
-    1.0 / (math::dot(row, row) / row.len() as f32 + eps).sqrt()
 }
 
 /// y = w ⊙ x·r with r = (mean(x²) + eps)^(-1/2). With u = w ⊙ dy:

@@ -90,6 +90,12 @@ fn silu(x: f32) -> f32 {
     x * math::sigmoid(x)
 }
 
+/// r = (mean(x²) + eps)^(-1/2) of one row: RMSNorm's scale, shared by its forward and backward.
+#[inline(always)]
+fn inverse_rms(row: &[f32], eps: f32) -> f32 {
+    1.0 / (math::dot(row, row) / row.len() as f32 + eps).sqrt()
+}
+
 /// Elements per rayon task in element-wise ops: large enough that the task overhead vanishes and
 /// the inner loop runs as SIMD code, small enough to balance across threads.
 pub(super) const ELEMENTWISE_CHUNK: usize = 1 << 14;
@@ -223,7 +229,7 @@ impl Backend for CpuBackend {
         out.par_chunks_mut(c).zip(x.data.par_chunks(c)).for_each(|(o, row)| {
             math::vectorized!(|| {
                 // HF Qwen2RMSNorm: variance in f32, x · rsqrt(var + eps), then · weight.
-                let inv = backward::inverse_rms(row, eps);
+                let inv = inverse_rms(row, eps);
                 for ((o, v), g) in o.iter_mut().zip(row).zip(&w.data) {
                     *o = g * (v * inv);
                 }
