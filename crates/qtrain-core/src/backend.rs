@@ -232,6 +232,13 @@ pub trait Backend: Send + Sync {
 
     /// Copy host data to the backend, converting to the backend's storage type.
     fn upload(&self, data: HostData<'_>, shape: &[usize]) -> Result<Self::Tensor>;
+    /// Copy a frozen weight (a matrix the optimizer never updates: base linear weights, the
+    /// embedding table, the LM head) to the backend. A backend may store it in a narrower type
+    /// than [`Backend::upload`] would — the CPU backend's bf16 mode keeps it in bf16, 2 bytes
+    /// per parameter — and every op that reads weights accepts that storage.
+    fn upload_weight(&self, data: HostData<'_>, shape: &[usize]) -> Result<Self::Tensor> {
+        self.upload(data, shape)
+    }
     /// Copy a tensor back to the host as f32.
     fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
     /// A zero-filled tensor in the backend's compute type.

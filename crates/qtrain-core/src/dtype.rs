@@ -60,6 +60,17 @@ impl HostData<'_> {
         }
     }
 
+    /// As bf16: exact for bf16, rounded to nearest even from f32 and f16 (in parallel: a 7B
+    /// checkpoint's weights pass through here).
+    pub fn to_bf16_vec(&self) -> Vec<bf16> {
+        use rayon::prelude::*;
+        match self {
+            HostData::F32(d) => d.par_iter().map(|&x| bf16::from_f32(x)).collect(),
+            HostData::BF16(d) => d.to_vec(),
+            HostData::F16(d) => d.par_iter().map(|x| bf16::from_f32(x.to_f32())).collect(),
+        }
+    }
+
     /// Widen to f32 (exact for bf16 and f16).
     pub fn to_f32_vec(&self) -> Vec<f32> {
         match self {

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod layer;
 pub mod memory;
 pub mod model;
+pub mod random;
 pub mod safetensors_io;
 pub mod sampling;
 pub mod shapes;

@@ -12,7 +12,8 @@
 
 use rayon::prelude::*;
 
-use super::gemm::gemm_f32_serial;
+use super::gemm::{self, Precision};
+use super::gemm_bf16::Operand;
 use super::math::{self, exp};
 use super::CpuTensor;
 use crate::backend::{check_attention_backward_shapes, check_attention_shapes, AttentionMask, TensorInfo};
@@ -32,6 +33,13 @@ fn scatter(dst: &mut [f32], rows: usize, stride: usize, offset: usize, d: usize,
     for r in 0..rows {
         dst[offset + r * stride..][..d].copy_from_slice(&src[r * d..][..d]);
     }
+}
+
+/// One product of an attention block on the calling thread (attention already runs one task
+/// per batch row and key/value head), at the backend's precision.
+#[allow(clippy::too_many_arguments)]
+fn mm(precision: Precision, m: usize, n: usize, k: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], acc: bool, alpha: f32) {
+    gemm::product(precision, m, n, k, Operand::F32(a), ta, Operand::F32(b), tb, c, acc, alpha, true)
 }
 
 /// Query positions per block: big enough for efficient products, small enough that the causal
@@ -97,6 +105,7 @@ pub fn attention(
     mask: &AttentionMask,
     scale: f32,
     block: usize,
+    precision: Precision,
 ) -> Result<(CpuTensor, CpuTensor)> {
     let dims = check_attention_shapes("attention", q.shape(), k.shape(), v.shape(), mask)?;
     let (b, t, h, d, cap, kvh) = (dims.batch, dims.q_len, dims.heads, dims.head_dim, dims.kv_capacity, dims.kv_heads);
@@ -119,9 +128,9 @@ pub fn attention(
                 let (m, keys) = (rows * group, block_key_end(mask, i0, rows).min(s_len));
                 let blk = i0 * gd..(i0 + rows) * gd;
                 let sb = &mut scores[..m * keys];
-                gemm_f32_serial(m, keys, d, &qg[blk.clone()], false, &kg[..keys * d], true, sb, false, scale);
+                mm(precision, m, keys, d, &qg[blk.clone()], false, &kg[..keys * d], true, sb, false, scale);
                 lse.extend(masked_softmax(sb, keys, group, mask, bi, i0));
-                gemm_f32_serial(m, d, keys, sb, false, &vg[..keys * d], false, &mut og[blk], false, 1.0);
+                mm(precision, m, d, keys, sb, false, &vg[..keys * d], false, &mut og[blk], false, 1.0);
             }
             (bi, g, og, lse)
         })
@@ -148,6 +157,7 @@ pub fn attention_backward(
     mask: &AttentionMask,
     scale: f32,
     block: usize,
+    precision: Precision,
 ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
     let dims = check_attention_backward_shapes(q.shape(), k.shape(), v.shape(), out.shape(), lse.shape(), dout.shape(), mask)?;
     let (b, t, h, d, s_len, kvh) = (dims.batch, dims.q_len, dims.heads, dims.head_dim, dims.kv_capacity, dims.kv_heads);
@@ -178,13 +188,13 @@ pub fn attention_backward(
                 let (q_blk, do_blk, o_blk) = (&qg[blk.clone()], &dog[blk.clone()], &og[blk.clone()]);
                 let (p, ds) = (&mut p_buf[..m * keys], &mut ds_buf[..m * keys]);
                 let (kb, vb) = (&kg[..keys * d], &vg[..keys * d]);
-                gemm_f32_serial(m, keys, d, q_blk, false, kb, true, p, false, scale);
+                mm(precision, m, keys, d, q_blk, false, kb, true, p, false, scale);
                 for (r, row) in p.chunks_mut(keys.max(1)).enumerate() {
                     let l = lse_g[i0 * group + r];
                     apply_mask(row, mask, bi, i0 + r / group);
                     math::vectorized!(|| row.iter_mut().for_each(|x| *x = exp(*x - l)));
                 }
-                gemm_f32_serial(m, keys, d, do_blk, false, vb, true, ds, false, 1.0);
+                mm(precision, m, keys, d, do_blk, false, vb, true, ds, false, 1.0);
                 for r in 0..m {
                     let di = math::dot(&do_blk[r * d..][..d], &o_blk[r * d..][..d]);
                     let (ds_row, p_row) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
@@ -194,9 +204,9 @@ pub fn attention_backward(
                         }
                     });
                 }
-                gemm_f32_serial(m, d, keys, ds, false, kb, false, &mut dq[blk], false, 1.0);
-                gemm_f32_serial(keys, d, m, ds, true, q_blk, false, &mut dk[..keys * d], true, 1.0);
-                gemm_f32_serial(keys, d, m, p, true, do_blk, false, &mut dv[..keys * d], true, 1.0);
+                mm(precision, m, d, keys, ds, false, kb, false, &mut dq[blk], false, 1.0);
+                mm(precision, keys, d, m, ds, true, q_blk, false, &mut dk[..keys * d], true, 1.0);
+                mm(precision, keys, d, m, p, true, do_blk, false, &mut dv[..keys * d], true, 1.0);
             }
             (bi, g, dq, dk, dv)
         })

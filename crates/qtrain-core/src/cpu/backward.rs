@@ -4,7 +4,8 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{gemm_f32, gemm_f32_new};
+use super::gemm::{self, gemm_f32, Precision};
+use super::gemm_bf16::Operand;
 use super::math::{self, exp};
 use super::{inverse_rms, rows_cols, CpuTensor};
 use crate::backend::{CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
@@ -34,6 +35,7 @@ pub(super) fn lora_input<'a>(x: &'a CpuTensor, mask: Option<&CpuTensor>) -> Resu
 /// y = x Wᵀ + b + s·(x̃ Aᵀ) Bᵀ with x̃ = x ⊙ mask. Then
 /// dx = dy W + s·((dy B) A) ⊙ mask, dW += dyᵀ x, db += Σₙ dy, dB += s·dyᵀ (x̃ Aᵀ), dA += s·(dy B)ᵀ x̃.
 pub fn linear_backward(
+    precision: Precision,
     x: &CpuTensor,
     w: &CpuTensor,
     lora: Option<LoraWeights<'_, CpuTensor>>,
@@ -45,10 +47,11 @@ pub fn linear_backward(
     ensure_shape!(w.shape().len() == 2 && w.shape()[1] == d_in, "linear_backward", "x {:?} against weight {:?}", x.shape(), w.shape());
     let d_out = w.shape()[0];
     ensure_shape!(dy.data().len() == n * d_out, "linear_backward", "dy {:?} for {n} rows of {d_out}", dy.shape());
-    let mut dx = need_dx.then(|| gemm_f32_new(n, d_in, d_out, dy.data(), false, w.data(), false, 1.0));
+    let (x_op, dy_op) = (Operand::F32(x.f32s("linear_backward")?), Operand::F32(dy.f32s("linear_backward")?));
+    let mut dx = need_dx.then(|| gemm::product_new(precision, n, d_in, d_out, dy_op, false, w.operand(), false, 1.0));
     if let Some(gw) = grads.weight {
         check_grad("linear_backward", "weight", gw, w.shape())?;
-        gemm_f32(d_out, d_in, n, dy.data(), true, x.data(), false, gw.data_mut(), true, 1.0);
+        gemm::product(precision, d_out, d_in, n, dy_op, true, x_op, false, gw.f32s_mut("linear_backward")?, true, 1.0, false);
     }
     if let Some(gb) = grads.bias {
         check_grad("linear_backward", "bias", gb, &[d_out])?;
@@ -216,6 +219,7 @@ pub fn swiglu_backward(gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Resu
 /// [`CE_CHUNK_ROWS`] rows: logits = H Wᵀ, softmax, loss, dlogits = scale·(softmax − onehot),
 /// dH = dlogits W, dW += dlogitsᵀ H.
 pub fn lm_head_cross_entropy(
+    precision: Precision,
     hidden: &CpuTensor,
     w: &CpuTensor,
     targets: &[i32],
@@ -250,7 +254,7 @@ pub fn lm_head_cross_entropy(
         for &i in chunk {
             h.extend_from_slice(&hidden.data()[i * c..(i + 1) * c]);
         }
-        let mut logits = gemm_f32_new(m, vocab, c, &h, false, w.data(), true, 1.0);
+        let mut logits = gemm::product_new(precision, m, vocab, c, Operand::F32(&h), false, w.operand(), true, 1.0);
         let stats: Vec<(f64, bool)> = logits
             .par_chunks_mut(vocab)
             .zip(chunk.par_iter())
@@ -281,12 +285,13 @@ pub fn lm_head_cross_entropy(
             num_correct += ok as usize;
         }
         if let Some(gh) = grad_hidden.as_mut() {
-            let dh = gemm_f32_new(m, c, vocab, &logits, false, w.data(), false, 1.0);
+            let dh = gemm::product_new(precision, m, c, vocab, Operand::F32(&logits), false, w.operand(), false, 1.0);
             for (r, &i) in chunk.iter().enumerate() {
                 gh[i * c..(i + 1) * c].copy_from_slice(&dh[r * c..(r + 1) * c]);
             }
             if let Some(gw) = grad_w.as_deref_mut() {
-                gemm_f32(vocab, c, m, &logits, true, &h, false, gw.data_mut(), true, 1.0);
+                let gw = gw.f32s_mut("lm_head_cross_entropy")?;
+                gemm::product(precision, vocab, c, m, Operand::F32(&logits), true, Operand::F32(&h), false, gw, true, 1.0, false);
             }
         }
     }

@@ -5,6 +5,8 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::gemm_bf16::{self, Operand};
+
 /// Products smaller than this many multiply-adds run single-threaded: spawning rayon tasks
 /// costs more than it saves on tiny decode-step matrices.
 const PARALLEL_MIN_FLOPS: usize = 1 << 18;
@@ -96,6 +98,69 @@ pub fn gemm_f32_new(m: usize, n: usize, k: usize, a: &[f32], trans_a: bool, b: &
         c.set_len(m * n);
     }
     c
+}
+
+/// How the CPU backend multiplies matrices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 × f32 with f32 sums (the `gemm` crate): the reference path, bit for bit as before.
+    #[default]
+    F32,
+    /// Both operands rounded to bf16, exact products, f32 sums ([`super::gemm_bf16`]):
+    /// `torch.autocast(bfloat16)`'s numerics and the hardware's bf16 rate.
+    Bf16,
+}
+
+/// `op(a) · op(b) · alpha` in a new `[m, n]` vector, at `precision`, spread over rayon's threads.
+/// A bf16 operand under [`Precision::F32`] is widened first (exact).
+#[allow(clippy::too_many_arguments)]
+pub fn product_new(
+    precision: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand<'_>,
+    trans_a: bool,
+    b: Operand<'_>,
+    trans_b: bool,
+    alpha: f32,
+) -> Vec<f32> {
+    match precision {
+        Precision::Bf16 => gemm_bf16::gemm_bf16_new(&gemm_bf16::Product::new(m, n, k, a, trans_a, b, trans_b), alpha, true),
+        Precision::F32 => gemm_f32_new(m, n, k, &widen(a), trans_a, &widen(b), trans_b, alpha),
+    }
+}
+
+/// `c = [c +] alpha · op(a) · op(b)` at `precision`; `serial` keeps it on the calling thread
+/// (callers that already run one task per core, as attention).
+#[allow(clippy::too_many_arguments)]
+pub fn product(
+    precision: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Operand<'_>,
+    trans_a: bool,
+    b: Operand<'_>,
+    trans_b: bool,
+    c: &mut [f32],
+    accumulate: bool,
+    alpha: f32,
+    serial: bool,
+) {
+    match precision {
+        Precision::Bf16 => gemm_bf16::gemm_bf16(&gemm_bf16::Product::new(m, n, k, a, trans_a, b, trans_b), c, accumulate, alpha, !serial),
+        Precision::F32 if serial => gemm_f32_serial(m, n, k, &widen(a), trans_a, &widen(b), trans_b, c, accumulate, alpha),
+        Precision::F32 => gemm_f32(m, n, k, &widen(a), trans_a, &widen(b), trans_b, c, accumulate, alpha),
+    }
+}
+
+/// An operand as f32: borrowed when it is f32, widened (exactly) when bf16.
+fn widen<'a>(x: Operand<'a>) -> std::borrow::Cow<'a, [f32]> {
+    match x {
+        Operand::F32(d) => std::borrow::Cow::Borrowed(d),
+        Operand::Bf16(d) => std::borrow::Cow::Owned(d.iter().map(|v| v.to_f32()).collect()),
+    }
 }
 
 /// The operands of one product, size-checked: `op(a)` is `[m, k]`, `op(b)` is `[k, n]`, each as

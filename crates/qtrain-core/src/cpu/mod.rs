@@ -1,42 +1,63 @@
-//! The CPU backend: f32 everywhere, rayon across rows, the `gemm` crate for products.
+//! The CPU backend: f32 activations, rayon across rows, and matrix products in one of two
+//! precisions ([`Precision`]): f32 through the `gemm` crate (the reference), or bf16 × bf16 with
+//! f32 sums through [`gemm_bf16`] (`torch.autocast(bfloat16)`'s numerics), with frozen weights
+//! then kept in bf16.
 //!
 //! This is the reference implementation of [`Backend`]: each op is written as plain, readable
 //! loops (plus one GEMM call where there is a product) so that a reader can check it against
 //! the formula in the op's doc comment, and so other backends have a twin to compare against.
-//! It must not take numerical shortcuts (no reduced precision; `exp` is [`math::exp`], within
-//! 1 ulp, so that element-wise loops vectorise).
+//! It must not take numerical shortcuts beyond the chosen precision of products (everything
+//! else — norms, softmax, losses, reductions, optimizer — is f32; `exp` is [`math::exp`],
+//! within 1 ulp, so that element-wise loops vectorise).
 
 pub mod attention;
 pub mod backward;
 pub mod gemm;
+pub mod gemm_bf16;
 pub mod math;
 
+use half::bf16;
 use rayon::prelude::*;
+
+pub use gemm::Precision;
+use gemm_bf16::Operand;
 
 use crate::backend::{
     check_matmul_shapes, check_rope_shapes, AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights,
     TensorInfo,
 };
 use crate::error::{CoreError, Result};
-use crate::{ensure_shape, HostData};
+use crate::{ensure_shape, DType, HostData};
 
-/// A contiguous row-major f32 tensor in host memory.
+/// A contiguous row-major tensor in host memory: f32, or bf16 for a frozen weight uploaded by
+/// [`Backend::upload_weight`] in bf16 mode (only products, embedding lookups, row gathers and
+/// downloads read those; every other op takes f32 tensors and says so when it gets a bf16 one).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CpuTensor {
     shape: Vec<usize>,
+    /// The elements when stored as f32; empty for a bf16 tensor.
     data: Vec<f32>,
+    /// The elements when stored as bf16; empty for an f32 tensor.
+    bf16: Vec<bf16>,
 }
 
 impl CpuTensor {
     /// Wrap `data` with `shape`; the element counts must agree.
     pub fn new(data: Vec<f32>, shape: &[usize]) -> Result<Self> {
-        let expected: usize = shape.iter().product();
-        if expected != data.len() {
-            return Err(CoreError::ElementCount { op: "CpuTensor::new", shape: shape.to_vec(), expected, got: data.len() });
-        }
-        Ok(CpuTensor { shape: shape.to_vec(), data })
+        check_count("CpuTensor::new", shape, data.len())?;
+        Ok(CpuTensor { shape: shape.to_vec(), data, bf16: Vec::new() })
     }
 
+    /// Wrap bf16 `data` with `shape` (a frozen weight).
+    pub fn new_bf16(data: Vec<bf16>, shape: &[usize]) -> Result<Self> {
+        check_count("CpuTensor::new_bf16", shape, data.len())?;
+        let empty = data.is_empty();
+        let t = CpuTensor { shape: shape.to_vec(), data: Vec::new(), bf16: data };
+        // An empty tensor is the same in both types: store it as f32.
+        Ok(if empty { CpuTensor { bf16: Vec::new(), ..t } } else { t })
+    }
+
+    /// The f32 elements (empty when the tensor is stored in bf16: see [`CpuTensor::dtype`]).
     pub fn data(&self) -> &[f32] {
         &self.data
     }
@@ -48,6 +69,59 @@ impl CpuTensor {
     pub fn into_data(self) -> Vec<f32> {
         self.data
     }
+
+    /// How the elements are stored.
+    pub fn dtype(&self) -> DType {
+        if self.bf16.is_empty() {
+            DType::F32
+        } else {
+            DType::BF16
+        }
+    }
+
+    /// Bytes of element storage.
+    pub fn storage_bytes(&self) -> usize {
+        self.data.len() * 4 + self.bf16.len() * 2
+    }
+
+    /// The elements as a product operand, in their stored type.
+    pub fn operand(&self) -> Operand<'_> {
+        if self.bf16.is_empty() {
+            Operand::F32(&self.data)
+        } else {
+            Operand::Bf16(&self.bf16)
+        }
+    }
+
+    /// The elements as f32: borrowed, or widened from bf16 (exact).
+    pub fn to_f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        if self.bf16.is_empty() {
+            std::borrow::Cow::Borrowed(&self.data)
+        } else {
+            std::borrow::Cow::Owned(self.bf16.iter().map(|v| v.to_f32()).collect())
+        }
+    }
+
+    /// The f32 elements of a tensor an op can only take in f32; a bf16 tensor is an error
+    /// naming the op.
+    fn f32s(&self, op: &'static str) -> Result<&[f32]> {
+        ensure_shape!(self.bf16.is_empty(), op, "takes f32 tensors, got a bf16 weight {:?}", self.shape);
+        Ok(&self.data)
+    }
+
+    /// [`CpuTensor::f32s`], writable (gradient buffers).
+    fn f32s_mut(&mut self, op: &'static str) -> Result<&mut [f32]> {
+        ensure_shape!(self.bf16.is_empty(), op, "takes f32 tensors, got a bf16 weight {:?}", self.shape);
+        Ok(&mut self.data)
+    }
+}
+
+fn check_count(op: &'static str, shape: &[usize], got: usize) -> Result<()> {
+    let expected: usize = shape.iter().product();
+    if expected != got {
+        return Err(CoreError::ElementCount { op, shape: shape.to_vec(), expected, got });
+    }
+    Ok(())
 }
 
 impl TensorInfo for CpuTensor {
@@ -58,11 +132,41 @@ impl TensorInfo for CpuTensor {
 
 /// The CPU backend. Threads come from rayon's global pool (set `RAYON_NUM_THREADS` to pin).
 #[derive(Clone, Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    precision: Precision,
+    /// Frozen weights ([`Backend::upload_weight`]) kept in bf16 (only with [`Precision::Bf16`]).
+    bf16_weights: bool,
+}
 
 impl CpuBackend {
+    /// The f32 reference backend.
     pub fn new() -> Self {
-        CpuBackend
+        CpuBackend::default()
+    }
+
+    /// bf16 products with f32 sums; `bf16_weights` keeps frozen weights in bf16 (LoRA and
+    /// inference). Full fine-tuning passes false: its weights stay f32 masters and the products
+    /// round them to bf16 as they are packed, as torch's mixed precision computes with bf16
+    /// copies.
+    pub fn bf16(bf16_weights: bool) -> Self {
+        CpuBackend { precision: Precision::Bf16, bf16_weights }
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// One line saying which numeric path runs, for logs: "f32 weights, f32 GEMMs" or
+    /// "bf16 weights, AVX512-BF16 GEMMs".
+    pub fn describe_precision(&self) -> String {
+        match self.precision {
+            Precision::F32 => "f32 weights, f32 GEMMs".to_string(),
+            Precision::Bf16 => format!(
+                "{} weights, bf16 × bf16 → f32 GEMMs ({})",
+                if self.bf16_weights { "bf16" } else { "f32 master" },
+                gemm_bf16::Kernel::detect().describe()
+            ),
+        }
     }
 
     /// Runs `work` on one of rayon's worker threads while the calling thread waits, and returns
@@ -100,6 +204,24 @@ fn inverse_rms(row: &[f32], eps: f32) -> f32 {
 /// the inner loop runs as SIMD code, small enough to balance across threads.
 pub(super) const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
+/// Rows `rows` of a `[N, C]` tensor (f32, or a bf16 table widened row by row) as an f32
+/// `[rows.len(), C]`: the embedding lookup and `gather_rows`.
+fn gather_table_rows(op: &'static str, x: &CpuTensor, rows: impl ExactSizeIterator<Item = usize>) -> Result<CpuTensor> {
+    let (n, c) = rows_cols(&x.shape);
+    let count = rows.len();
+    let mut out = Vec::with_capacity(count * c);
+    for r in rows {
+        if r >= n {
+            return Err(CoreError::Index { op, index: r, size: n });
+        }
+        match x.operand() {
+            Operand::F32(d) => out.extend_from_slice(&d[r * c..(r + 1) * c]),
+            Operand::Bf16(d) => out.extend(d[r * c..(r + 1) * c].iter().map(|v| v.to_f32())),
+        }
+    }
+    CpuTensor::new(out, &[count, c])
+}
+
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
 
@@ -111,30 +233,29 @@ impl Backend for CpuBackend {
         CpuTensor::new(data.to_f32_vec(), shape)
     }
 
+    fn upload_weight(&self, data: HostData<'_>, shape: &[usize]) -> Result<CpuTensor> {
+        if !(self.bf16_weights && shape.len() == 2) {
+            return self.upload(data, shape);
+        }
+        CpuTensor::new_bf16(data.to_bf16_vec(), shape)
+    }
+
     fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
-        Ok(t.data.clone())
+        Ok(t.to_f32().into_owned())
     }
 
     fn zeros(&self, shape: &[usize]) -> Result<CpuTensor> {
-        Ok(CpuTensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] })
+        CpuTensor::new(vec![0.0; shape.iter().product()], shape)
     }
 
     fn reshape(&self, t: CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
         let n: usize = shape.iter().product();
-        ensure_shape!(n == t.data.len(), "reshape", "{:?} → {:?}", t.shape, shape);
-        Ok(CpuTensor { shape: shape.to_vec(), data: t.data })
+        ensure_shape!(n == t.numel(), "reshape", "{:?} → {:?}", t.shape, shape);
+        Ok(CpuTensor { shape: shape.to_vec(), ..t })
     }
 
     fn gather_rows(&self, x: &CpuTensor, rows: &[usize]) -> Result<CpuTensor> {
-        let (n, c) = rows_cols(&x.shape);
-        let mut out = Vec::with_capacity(rows.len() * c);
-        for &r in rows {
-            if r >= n {
-                return Err(CoreError::Index { op: "gather_rows", index: r, size: n });
-            }
-            out.extend_from_slice(&x.data[r * c..(r + 1) * c]);
-        }
-        CpuTensor::new(out, &[rows.len(), c])
+        gather_table_rows("gather_rows", x, rows.iter().copied())
     }
 
     fn write_seq(&self, dst: &mut CpuTensor, src: &CpuTensor, at: usize) -> Result<()> {
@@ -158,19 +279,21 @@ impl Backend for CpuBackend {
 
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         ensure_shape!(a.shape == b.shape, "add", "{:?} vs {:?}", a.shape, b.shape);
-        let data = a.data.par_iter().zip(&b.data).map(|(x, y)| x + y).collect();
-        Ok(CpuTensor { shape: a.shape.clone(), data })
+        let data = a.f32s("add")?.par_iter().zip(b.f32s("add")?).map(|(x, y)| x + y).collect();
+        CpuTensor::new(data, &a.shape)
     }
 
     fn add_scaled_assign(&self, acc: &mut CpuTensor, x: &CpuTensor, alpha: f32) -> Result<()> {
-        ensure_shape!(acc.data.len() == x.data.len(), "add_scaled_assign", "{:?} vs {:?}", acc.shape, x.shape);
-        acc.data.par_iter_mut().zip(&x.data).for_each(|(a, v)| *a += alpha * v);
+        ensure_shape!(acc.numel() == x.numel(), "add_scaled_assign", "{:?} vs {:?}", acc.shape, x.shape);
+        acc.f32s("add_scaled_assign")?;
+        let x = x.f32s("add_scaled_assign")?;
+        acc.data.par_iter_mut().zip(x).for_each(|(a, v)| *a += alpha * v);
         Ok(())
     }
 
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> Result<CpuTensor> {
         let (m, k, n) = check_matmul_shapes(&a.shape, &b.shape, trans_a, trans_b)?;
-        CpuTensor::new(gemm::gemm_f32_new(m, n, k, &a.data, trans_a, &b.data, trans_b, 1.0), &[m, n])
+        CpuTensor::new(gemm::product_new(self.precision, m, n, k, a.operand(), trans_a, b.operand(), trans_b, 1.0), &[m, n])
     }
 
     fn linear(
@@ -183,7 +306,7 @@ impl Backend for CpuBackend {
         let (n, d_in) = rows_cols(&x.shape);
         ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, "linear", "x {:?} against weight {:?}", x.shape, w.shape);
         let d_out = w.shape[0];
-        let mut y = gemm::gemm_f32_new(n, d_out, d_in, &x.data, false, &w.data, true, 1.0);
+        let mut y = gemm::product_new(self.precision, n, d_out, d_in, Operand::F32(x.f32s("linear")?), false, w.operand(), true, 1.0);
         if let Some(bias) = bias {
             ensure_shape!(bias.data.len() == d_out, "linear", "bias {:?} for {d_out} outputs", bias.shape);
             y.par_chunks_mut(d_out).for_each(|row| row.iter_mut().zip(&bias.data).for_each(|(v, b)| *v += b));
@@ -210,16 +333,7 @@ impl Backend for CpuBackend {
 
     fn embedding(&self, table: &CpuTensor, ids: &[u32]) -> Result<CpuTensor> {
         ensure_shape!(table.shape.len() == 2, "embedding", "table must be [V, C], got {:?}", table.shape);
-        let (v, c) = (table.shape[0], table.shape[1]);
-        let mut out = Vec::with_capacity(ids.len() * c);
-        for &id in ids {
-            let id = id as usize;
-            if id >= v {
-                return Err(CoreError::Index { op: "embedding", index: id, size: v });
-            }
-            out.extend_from_slice(&table.data[id * c..(id + 1) * c]);
-        }
-        CpuTensor::new(out, &[ids.len(), c])
+        gather_table_rows("embedding", table, ids.iter().map(|&id| id as usize))
     }
 
     fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32) -> Result<CpuTensor> {
@@ -260,7 +374,7 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, mask: &AttentionMask, scale: f32) -> Result<(CpuTensor, CpuTensor)> {
-        attention::attention(q, k, v, mask, scale, attention::QUERY_BLOCK)
+        attention::attention(q, k, v, mask, scale, attention::QUERY_BLOCK, self.precision)
     }
 
     fn swiglu(&self, gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
@@ -278,7 +392,7 @@ impl Backend for CpuBackend {
                     }
                 })
             });
-        Ok(CpuTensor { shape: gate.shape.clone(), data })
+        CpuTensor::new(data, &gate.shape)
     }
 
     fn linear_backward(
@@ -290,7 +404,7 @@ impl Backend for CpuBackend {
         grads: LinearGrads<'_, CpuTensor>,
         need_dx: bool,
     ) -> Result<Option<CpuTensor>> {
-        backward::linear_backward(x, w, lora, dy, grads, need_dx)
+        backward::linear_backward(self.precision, x, w, lora, dy, grads, need_dx)
     }
 
     fn embedding_backward(&self, grad_table: &mut CpuTensor, ids: &[u32], dy: &CpuTensor) -> Result<()> {
@@ -323,7 +437,7 @@ impl Backend for CpuBackend {
         mask: &AttentionMask,
         scale: f32,
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-        attention::attention_backward(q, k, v, out, lse, dout, mask, scale, attention::QUERY_BLOCK)
+        attention::attention_backward(q, k, v, out, lse, dout, mask, scale, attention::QUERY_BLOCK, self.precision)
     }
 
     fn swiglu_backward(&self, gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
@@ -337,17 +451,17 @@ impl Backend for CpuBackend {
         targets: &[i32],
         grad: Option<CrossEntropyGrad<'_, CpuTensor>>,
     ) -> Result<CrossEntropyOutput<CpuTensor>> {
-        backward::lm_head_cross_entropy(hidden, w, targets, grad)
+        backward::lm_head_cross_entropy(self.precision, hidden, w, targets, grad)
     }
 
     fn sum_squares(&self, x: &CpuTensor) -> Result<f64> {
-        Ok(qtrain_optim::clip::sum_of_squares(&x.data))
+        Ok(qtrain_optim::clip::sum_of_squares(x.f32s("sum_squares")?))
     }
 
     fn mul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
         ensure_shape!(a.shape == b.shape, "mul", "{:?} vs {:?}", a.shape, b.shape);
-        let data = a.data.par_iter().zip(&b.data).map(|(x, y)| x * y).collect();
-        Ok(CpuTensor { shape: a.shape.clone(), data })
+        let data = a.f32s("mul")?.par_iter().zip(b.f32s("mul")?).map(|(x, y)| x * y).collect();
+        CpuTensor::new(data, &a.shape)
     }
 
     fn adamw_step(
@@ -361,7 +475,7 @@ impl Backend for CpuBackend {
         lr: f64,
         grad_scale: f32,
     ) -> Result<()> {
-        let n = param.data.len();
+        let n = param.f32s("adamw_step")?.len();
         ensure_shape!(
             grad.data.len() == n && exp_avg.data.len() == n && exp_avg_sq.data.len() == n,
             "adamw_step",
@@ -377,6 +491,7 @@ impl Backend for CpuBackend {
     }
 
     fn fill_zero(&self, x: &mut CpuTensor) -> Result<()> {
+        x.f32s("fill_zero")?;
         x.data.fill(0.0);
         Ok(())
     }

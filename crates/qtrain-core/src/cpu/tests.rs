@@ -151,7 +151,7 @@ fn attention_causal_padding_gqa_and_segments() {
         assert_eq!(lse.shape(), &[b, t, h]);
         // Query blocks of 1, 2 and 4 rows cross block boundaries inside every row.
         for block in [1, 2, 4] {
-            let (ob, lse_b) = super::attention::attention(&q, &k, &v, mask, scale, block).unwrap();
+            let (ob, lse_b) = super::attention::attention(&q, &k, &v, mask, scale, block, super::Precision::F32).unwrap();
             assert_close(ob.data(), &want, 1e-5, "blocked attention");
             assert_close(lse_b.data(), &lse.data().iter().map(|&x| x as f64).collect::<Vec<_>>(), 1e-5, "blocked lse");
         }
@@ -323,7 +323,8 @@ fn attention_backward_matches_finite_differences_with_padding_gqa_and_segments()
         check_gradient("dk", k.data(), dk.data(), |x| f(&q, &t(x, k.shape()), &v));
         check_gradient("dv", v.data(), dv.data(), |x| f(&q, &k, &t(x, v.shape())));
         // Blocked backward (blocks of 2 rows: dK/dV accumulate over blocks) gives the same.
-        let (dqb, dkb, dvb) = super::attention::attention_backward(&q, &k, &v, &out, &lse, &dy, mask, 0.5, 2).unwrap();
+        let (dqb, dkb, dvb) =
+            super::attention::attention_backward(&q, &k, &v, &out, &lse, &dy, mask, 0.5, 2, super::Precision::F32).unwrap();
         for (got, want, what) in [(&dqb, &dq, "dq"), (&dkb, &dk, "dk"), (&dvb, &dv, "dv")] {
             assert_close(got.data(), &want.data().iter().map(|&x| x as f64).collect::<Vec<_>>(), 1e-5, what);
         }
@@ -384,4 +385,107 @@ fn chunked_cross_entropy_matches_naive_loss_and_finite_differences() {
     // Ignored rows get no gradient.
     assert!(gh.data()[3 * c..4 * c].iter().all(|&g| g == 0.0));
     assert!(be.lm_head_cross_entropy(&hidden, &w, &vec![vocab as i32; n], None).is_err());
+}
+
+/// Norm-wise relative error `‖got − want‖₂ / ‖want‖₂`: bf16 rounding errors scale with the
+/// operands, not with each output element (a near-zero output may carry a large relative error).
+fn rms_relative_error(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    let diff: f64 = got.iter().zip(want).map(|(g, w)| ((g - w) as f64).powi(2)).sum();
+    let norm: f64 = want.iter().map(|w| (*w as f64).powi(2)).sum();
+    (diff.sqrt() / norm.sqrt().max(1e-30)) as f32
+}
+
+/// Every op that multiplies matrices, in bf16 mode (bf16 weights, bf16 × bf16 → f32 products)
+/// against its f32 twin on fresh random inputs: the error is bf16 rounding of the operands
+/// (8 significant bits, ≤ 1e-2 relative), and it is not zero (the bf16 path really ran).
+#[test]
+fn bf16_mode_ops_track_their_f32_twins() {
+    let (f32_be, bf16_be) = (CpuBackend::new(), CpuBackend::bf16(true));
+    let mut rng = Rng::new(41);
+    let (n, din, dout, r) = (37, 96, 80, 4);
+    let x = rand_tensor(&mut rng, &[n, din]);
+    let w_host: Vec<f32> = (0..dout * din).map(|_| rng.normal() as f32 * 0.1).collect();
+    let w32 = f32_be.upload_weight(HostData::F32(&w_host), &[dout, din]).unwrap();
+    let w16 = bf16_be.upload_weight(HostData::F32(&w_host), &[dout, din]).unwrap();
+    assert_eq!((w32.dtype(), w16.dtype()), (DType::F32, DType::BF16));
+    assert_eq!(w16.storage_bytes(), 2 * dout * din, "bf16 weights take 2 bytes per parameter");
+    // The bf16 backend keeps LoRA weights (plain `upload`) and 1-D weights in f32.
+    assert_eq!(bf16_be.upload(HostData::F32(&w_host), &[dout, din]).unwrap().dtype(), DType::F32);
+    assert_eq!(bf16_be.upload_weight(HostData::F32(&w_host[..din]), &[din]).unwrap().dtype(), DType::F32);
+    let a = rand_tensor(&mut rng, &[r, din]);
+    let b = rand_tensor(&mut rng, &[dout, r]);
+    let check = |what: &str, got: &[f32], want: &[f32]| {
+        let err = rms_relative_error(got, want);
+        assert!(err <= 1e-2, "{what}: relative error {err}");
+        assert!(err > 0.0, "{what}: identical to f32, the bf16 path did not run");
+    };
+    let y32 = f32_be.linear(&x, &w32, None, Some(LoraWeights { a: &a, b: &b, scale: 0.5, dropout_mask: None })).unwrap();
+    let y16 = bf16_be.linear(&x, &w16, None, Some(LoraWeights { a: &a, b: &b, scale: 0.5, dropout_mask: None })).unwrap();
+    check("linear", y16.data(), y32.data());
+
+    let dy = rand_tensor(&mut rng, &[n, dout]);
+    let grads_of = |be: &CpuBackend, w: &CpuTensor| {
+        let (mut ga, mut gb) = (be.zeros(&[r, din]).unwrap(), be.zeros(&[dout, r]).unwrap());
+        let lw = LoraWeights { a: &a, b: &b, scale: 0.5, dropout_mask: None };
+        let grads = LinearGrads { lora_a: Some(&mut ga), lora_b: Some(&mut gb), ..Default::default() };
+        let dx = be.linear_backward(&x, w, Some(lw), &dy, grads, true).unwrap().unwrap();
+        (dx, ga, gb)
+    };
+    let (dx32, ga32, gb32) = grads_of(&f32_be, &w32);
+    let (dx16, ga16, gb16) = grads_of(&bf16_be, &w16);
+    check("linear_backward dx", dx16.data(), dx32.data());
+    // LoRA factors stay f32 products: their gradients see bf16 only through nothing at all.
+    assert!(rms_relative_error(ga16.data(), ga32.data()) < 1e-5 && rms_relative_error(gb16.data(), gb32.data()) < 1e-5);
+
+    // Full fine-tuning: f32 master weights, products rounded to bf16, weight gradient in f32.
+    let f32_master = CpuBackend::bf16(false);
+    let wm = f32_master.upload_weight(HostData::F32(&w_host), &[dout, din]).unwrap();
+    assert_eq!(wm.dtype(), DType::F32);
+    let (mut gw32, mut gw16) = (f32_be.zeros(&[dout, din]).unwrap(), f32_master.zeros(&[dout, din]).unwrap());
+    f32_be.linear_backward(&x, &w32, None, &dy, LinearGrads { weight: Some(&mut gw32), ..Default::default() }, false).unwrap();
+    f32_master.linear_backward(&x, &wm, None, &dy, LinearGrads { weight: Some(&mut gw16), ..Default::default() }, false).unwrap();
+    check("linear_backward dW", gw16.data(), gw32.data());
+
+    // Attention (q·kᵀ, p·v and the four backward products), GQA 4 query heads on 2 kv heads.
+    let (bsz, t, h, kvh, d) = (2, 19, 4, 2, 16);
+    let q = rand_tensor(&mut rng, &[bsz, t, h, d]);
+    let k = rand_tensor(&mut rng, &[bsz, t, kvh, d]);
+    let v = rand_tensor(&mut rng, &[bsz, t, kvh, d]);
+    let mask = AttentionMask::causal(bsz, t);
+    let (o32, lse32) = f32_be.attention(&q, &k, &v, &mask, 0.25).unwrap();
+    let (o16, lse16) = bf16_be.attention(&q, &k, &v, &mask, 0.25).unwrap();
+    check("attention out", o16.data(), o32.data());
+    check("attention lse", lse16.data(), lse32.data());
+    let dout = rand_tensor(&mut rng, &[bsz, t, h, d]);
+    let g32 = f32_be.attention_backward(&q, &k, &v, &o32, &lse32, &dout, &mask, 0.25).unwrap();
+    let g16 = bf16_be.attention_backward(&q, &k, &v, &o16, &lse16, &dout, &mask, 0.25).unwrap();
+    check("attention dq", g16.0.data(), g32.0.data());
+    check("attention dk", g16.1.data(), g32.1.data());
+    check("attention dv", g16.2.data(), g32.2.data());
+
+    // Chunked LM head + cross-entropy over a bf16 head.
+    let (rows, vocab, c) = (300, 257, 48);
+    let hidden = rand_tensor(&mut rng, &[rows, c]);
+    let head: Vec<f32> = (0..vocab * c).map(|_| rng.normal() as f32 * 0.2).collect();
+    let (h32, h16) = (
+        f32_be.upload_weight(HostData::F32(&head), &[vocab, c]).unwrap(),
+        bf16_be.upload_weight(HostData::F32(&head), &[vocab, c]).unwrap(),
+    );
+    let targets: Vec<i32> = (0..rows).map(|i| if i % 7 == 3 { -100 } else { (i * 31 % vocab) as i32 }).collect();
+    let grad = || Some(CrossEntropyGrad { scale: 0.01, grad_w: None });
+    let ce32 = f32_be.lm_head_cross_entropy(&hidden, &h32, &targets, grad()).unwrap();
+    let ce16 = bf16_be.lm_head_cross_entropy(&hidden, &h16, &targets, grad()).unwrap();
+    let rel = ((ce16.loss_sum - ce32.loss_sum) / ce32.loss_sum).abs();
+    assert!(rel < 1e-2 && rel > 0.0, "loss relative error {rel}");
+    check("lm head dhidden", ce16.grad_hidden.unwrap().data(), ce32.grad_hidden.unwrap().data());
+
+    // Embedding rows of a bf16 table are the bf16 values, widened exactly.
+    let e16 = bf16_be.embedding(&h16, &[3, 0, 256]).unwrap();
+    let e32 = f32_be.embedding(&h32, &[3, 0, 256]).unwrap();
+    assert_eq!(e16.data(), &super::gemm_bf16::round_to_bf16(e32.data())[..]);
+    assert_eq!(bf16_be.download(&h16).unwrap(), super::gemm_bf16::round_to_bf16(&head));
+    // Element-wise ops refuse a bf16 weight with the op's name instead of reading nothing.
+    let err = bf16_be.add(&h16, &h16).unwrap_err().to_string();
+    assert!(err.contains("add") && err.contains("bf16"), "{err}");
 }

@@ -1,0 +1,955 @@
+//! bf16 × bf16 → f32 matrix products, `torch.autocast(bfloat16)`'s numerics on the CPU: both
+//! operands are rounded to bf16 (round to nearest even), every product is exact, and the sums
+//! are accumulated in f32.
+//!
+//! The layout is the classic Goto/BLIS blocking (Goto & van de Geijn 2008, "Anatomy of
+//! high-performance matrix multiplication"): `op(b)` is packed one `[KC × NC]` block at a time
+//! into panels of [`NR`] columns, `op(a)` one `[MC × KC]` block at a time into row-major bf16,
+//! and a register-tile micro-kernel of [`MR`] × [`NR`] runs over them. What is special about
+//! bf16 is the pairing: `vdpbf16ps` multiplies *pairs* of bf16 along k and adds both products
+//! to one f32 lane, so a packed B panel holds, for each k pair, the NR columns' two values
+//! side by side (one `u32` per column), and the micro-kernel broadcasts the matching `u32` pair
+//! of each A row. k is padded to an even length with zeros.
+//!
+//! Kernels: AVX512-BF16 (`_mm512_dpbf16_ps`) chosen at run time; on every other CPU a portable
+//! kernel over the same packed panels (bf16 widened to f32, exact products, f32 sums). Both
+//! give the same result up to the order of f32 additions. This module must not know about
+//! tensors or ops: it turns (transpose flags, row-major slices of f32 or bf16) into one product.
+
+use half::bf16;
+use rayon::prelude::*;
+
+/// Columns of a packed B panel: two 16-lane vectors (AVX-512) or two 16-column tiles (AMX).
+pub const NR: usize = 32;
+
+/// Block sizes and register-tile shape of one kernel.
+#[derive(Clone, Copy, Debug)]
+struct Blocking {
+    /// Rows of one register tile (A side); packed A blocks are padded to a multiple.
+    mr: usize,
+    /// k pairs one kernel step consumes: packed blocks are padded to a multiple with zeros.
+    k_step: usize,
+    /// k pairs per block.
+    kcp: usize,
+    /// Rows of A per block (a multiple of `mr`).
+    mc: usize,
+    /// Columns of B per block (a multiple of NR).
+    nc: usize,
+}
+/// Products with fewer multiply-adds than this run on the calling thread.
+const PARALLEL_MIN_FLOPS: usize = 1 << 20;
+
+/// One operand of a product as it is stored.
+#[derive(Clone, Copy, Debug)]
+pub enum Operand<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [bf16]),
+}
+
+impl Operand<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Operand::F32(d) => d.len(),
+            Operand::Bf16(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `idx` as a bf16 bit pattern (f32 rounded to nearest even).
+    #[inline(always)]
+    fn bits(&self, idx: usize) -> u16 {
+        match self {
+            Operand::F32(d) => f32_to_bf16_bits(d[idx]),
+            Operand::Bf16(d) => d[idx].to_bits(),
+        }
+    }
+}
+
+/// f32 → bf16 bits, round to nearest even; NaN stays NaN (quiet). Same result as
+/// `half::bf16::from_f32`, written so that loops over it vectorise.
+#[inline(always)]
+pub fn f32_to_bf16_bits(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// bf16 bits → f32 (exact).
+#[inline(always)]
+fn bf16_bits_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// Round every element to bf16 and back: the values a bf16 product sees (tests and twins).
+pub fn round_to_bf16(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| bf16_bits_to_f32(f32_to_bf16_bits(v))).collect()
+}
+
+/// Which micro-kernel this CPU runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// Intel AMX tiles (`tdpbf16ps`, 16 × 16 × 32 per instruction): ≈ 800 GFLOP/s per core on
+    /// the development machine, 8× its `vdpbf16ps` rate.
+    Amx,
+    /// `vdpbf16ps` on 512-bit vectors (AMD Zen 4: two per cycle; Intel: one per two cycles).
+    Avx512Bf16,
+    /// bf16 widened to f32 in registers, f32 multiply-adds (any CPU).
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU supports, checked once. `QTRAIN_BF16_KERNEL=amx|avx512bf16|
+    /// portable` picks a slower one (benchmarks, tests); asking for one the CPU lacks falls
+    /// back to detection.
+    pub fn detect() -> Kernel {
+        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            let supported = Kernel::supported();
+            let wanted = match std::env::var("QTRAIN_BF16_KERNEL").as_deref() {
+                Ok("amx") => Some(Kernel::Amx),
+                Ok("avx512bf16") => Some(Kernel::Avx512Bf16),
+                Ok("portable") => Some(Kernel::Portable),
+                _ => None,
+            };
+            wanted.filter(|k| supported.contains(k)).unwrap_or(supported[0])
+        })
+    }
+
+    /// Every kernel this CPU can run, fastest first (always ends with `Portable`).
+    pub fn supported() -> Vec<Kernel> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            if amx::available() {
+                out.push(Kernel::Amx);
+            }
+            if std::arch::is_x86_feature_detected!("avx512bf16") && std::arch::is_x86_feature_detected!("avx512f") {
+                out.push(Kernel::Avx512Bf16);
+            }
+        }
+        out.push(Kernel::Portable);
+        out
+    }
+
+    /// "AMX-BF16" / "AVX512-BF16" / "portable": for the one log line that says which path runs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kernel::Amx => "AMX-BF16",
+            Kernel::Avx512Bf16 => "AVX512-BF16",
+            Kernel::Portable => "portable f32-widening",
+        }
+    }
+
+    fn blocking(self) -> Blocking {
+        match self {
+            // A 32 × 32 tile of four accumulator tiles; k blocks of 256 pairs keep a B panel
+            // (32 KiB) in L1 while A streams from L2.
+            Kernel::Amx => Blocking { mr: 32, k_step: 16, kcp: 512, mc: 128, nc: 1024 },
+            // 12 rows × 2 vectors = 24 accumulators of the 32 zmm registers; a B micro-panel is
+            // 128 pairs × 128 B = 16 KiB.
+            Kernel::Avx512Bf16 | Kernel::Portable => Blocking { mr: 12, k_step: 1, kcp: 128, mc: 96, nc: 2048 },
+        }
+    }
+}
+
+/// `op(a)` `[m, k]` and `op(b)` `[k, n]` of one product, row-major slices, size-checked.
+#[derive(Clone, Copy)]
+pub struct Product<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Operand<'a>,
+    pub trans_a: bool,
+    pub b: Operand<'a>,
+    pub trans_b: bool,
+}
+
+impl<'a> Product<'a> {
+    /// Panics when a slice does not hold its `[m, k]` / `[k, n]`: callers check shapes first
+    /// (the backend ops return typed errors), so a mismatch here is a bug in this crate.
+    pub fn new(m: usize, n: usize, k: usize, a: Operand<'a>, trans_a: bool, b: Operand<'a>, trans_b: bool) -> Self {
+        assert_eq!(a.len(), m * k, "gemm_bf16: a has the wrong size");
+        assert_eq!(b.len(), k * n, "gemm_bf16: b has the wrong size");
+        Product { m, n, k, a, trans_a, b, trans_b }
+    }
+
+    /// `op(a)[i][kk]` as bf16 bits, zero past k (the pad of an odd k).
+    #[inline(always)]
+    fn a_bits(&self, i: usize, kk: usize) -> u16 {
+        if kk >= self.k {
+            0
+        } else if self.trans_a {
+            self.a.bits(kk * self.m + i)
+        } else {
+            self.a.bits(i * self.k + kk)
+        }
+    }
+
+    /// `op(b)[kk][j]` as bf16 bits, zero past k.
+    #[inline(always)]
+    fn b_bits(&self, kk: usize, j: usize) -> u16 {
+        if kk >= self.k {
+            0
+        } else if self.trans_b {
+            self.b.bits(j * self.k + kk)
+        } else {
+            self.b.bits(kk * self.n + j)
+        }
+    }
+
+    fn flops(&self) -> usize {
+        self.m * self.n * self.k
+    }
+}
+
+/// Two bf16 (k, k+1) in one `u32`, k in the low half: `vdpbf16ps`'s pair layout.
+#[inline(always)]
+fn pair(lo: u16, hi: u16) -> u32 {
+    lo as u32 | (hi as u32) << 16
+}
+
+/// `c = [c +] alpha · bf16(op(a)) · bf16(op(b))`, c `[m, n]` row-major. With `accumulate`
+/// false, c's old contents are never read. `parallel` spreads the work over rayon's threads.
+pub fn gemm_bf16(p: &Product<'_>, c: &mut [f32], accumulate: bool, alpha: f32, parallel: bool) {
+    assert_eq!(c.len(), p.m * p.n, "gemm_bf16: c has the wrong size");
+    // SAFETY: `c` is a uniquely borrowed, initialised `[m, n]`.
+    unsafe { gemm_bf16_raw(p, c.as_mut_ptr(), accumulate, alpha, parallel, Kernel::detect()) }
+}
+
+/// [`gemm_bf16`] into a new vector (not zero-filled first: the product writes every element).
+pub fn gemm_bf16_new(p: &Product<'_>, alpha: f32, parallel: bool) -> Vec<f32> {
+    let mut c = Vec::with_capacity(p.m * p.n);
+    // SAFETY: room for m·n elements; with `accumulate` false each is written before it is read
+    // (k = 0 products are zero-filled), so all are initialised when the length is set.
+    unsafe {
+        gemm_bf16_raw(p, c.as_mut_ptr(), false, alpha, parallel, Kernel::detect());
+        c.set_len(p.m * p.n);
+    }
+    c
+}
+
+/// A `*mut f32` that may cross threads: the tasks below write disjoint tiles of `c`.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: only used for disjoint writes (each task owns whole tiles).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// A method, not a field access, so closures capture the whole `Send` wrapper.
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// The product into `c` (`m · n` writable f32s aliasing neither operand; initialised when
+/// `accumulate`), with an explicit kernel (tests run both).
+///
+/// # Safety
+/// `c` must be valid for `m · n` writes (and reads when `accumulate`).
+pub unsafe fn gemm_bf16_raw(p: &Product<'_>, c: *mut f32, accumulate: bool, alpha: f32, parallel: bool, kernel: Kernel) {
+    let (m, n) = (p.m, p.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if p.k == 0 {
+        if !accumulate {
+            // SAFETY: the caller's contract; all-zero bits are 0.0f32.
+            unsafe { std::ptr::write_bytes(c, 0, m * n) };
+        }
+        return;
+    }
+    let threads = if parallel && p.flops() >= PARALLEL_MIN_FLOPS { rayon::current_num_threads().max(1) } else { 1 };
+    let bl = kernel.blocking();
+    let pairs = p.k.div_ceil(2);
+    let out = OutPtr(c);
+    // op(a) as bf16 pairs once for the whole product: `[m_pad][lda]`, lda = pairs rounded up to
+    // the kernel's k step, rows padded to a multiple of the register tile.
+    let lda = pairs.div_ceil(bl.k_step) * bl.k_step;
+    // Packing buffers are reused between products on the same thread: a fresh multi-megabyte
+    // allocation per product is a fresh mmap, whose page faults cost 10 % of a 512 × 896 × 896
+    // product.
+    let (mut a_pack, mut b_pack) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    pack_a(p, lda, bl.mr, threads, &mut a_pack);
+    for jc in (0..n).step_by(bl.nc) {
+        let nc = bl.nc.min(n - jc);
+        let panels = nc.div_ceil(NR);
+        for pc in (0..pairs).step_by(bl.kcp) {
+            let kcp = bl.kcp.min(pairs - pc);
+            let kstride = kcp.div_ceil(bl.k_step) * bl.k_step;
+            b_pack.resize(panels * kstride * NR, 0);
+            pack_b(p, &mut b_pack, jc, nc, pc, kcp, kstride, threads);
+            // The first k block overwrites c (unless the caller accumulates), later ones add.
+            let add = accumulate || pc > 0;
+            let row_blocks = m.div_ceil(bl.mc);
+            // Enough tasks to keep every thread busy: row blocks × bands of panels.
+            let bands = (4 * threads).div_ceil(row_blocks).clamp(1, panels);
+            let per_band = panels.div_ceil(bands);
+            let task = |t: usize| {
+                let (ib, band) = (t / bands, t % bands);
+                let (i0, j_panels) = (ib * bl.mc, band * per_band..((band + 1) * per_band).min(panels));
+                if j_panels.is_empty() {
+                    return;
+                }
+                let mc = bl.mc.min(m - i0);
+                let _tiles = TileState::enter(kernel);
+                for jp in j_panels {
+                    let j0 = jc + jp * NR;
+                    let cols = NR.min(n - j0);
+                    let b_panel = &b_pack[jp * kstride * NR..(jp + 1) * kstride * NR];
+                    for ir in (0..mc).step_by(bl.mr) {
+                        let rows = bl.mr.min(mc - ir);
+                        let a_rows = &a_pack[(i0 + ir) * lda + pc..(i0 + ir + bl.mr - 1) * lda + pc + kstride];
+                        // Tile (i0 + ir .. + rows, j0 .. + cols) lies inside c and belongs to this
+                        // task alone (tasks own disjoint row blocks × panel bands).
+                        let c_tile = out.at((i0 + ir) * n + j0);
+                        let tile = Tile { kstride, a: a_rows, lda, b: b_panel, c: c_tile, ldc: n, rows, cols, alpha, add };
+                        // SAFETY: `tile` describes valid memory (see above); AMX tiles are
+                        // configured by `_tiles` when that kernel runs.
+                        unsafe { run_kernel(kernel, &tile) };
+                    }
+                }
+            };
+            if threads > 1 {
+                (0..row_blocks * bands).into_par_iter().for_each(task);
+            } else {
+                (0..row_blocks * bands).for_each(task);
+            }
+        }
+    }
+    SCRATCH.with(|s| *s.borrow_mut() = (a_pack, b_pack));
+}
+
+thread_local! {
+    /// (packed A, packed B) of the last product on this thread, kept for their capacity.
+    static SCRATCH: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// AMX tile registers configured for one task (per thread state: `ldtilecfg` on entry,
+/// `tilerelease` on drop); nothing for the other kernels.
+struct TileState(bool);
+
+impl TileState {
+    fn enter(kernel: Kernel) -> TileState {
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Amx {
+            // SAFETY: `Kernel::Amx` is only chosen after `amx::available()` succeeded.
+            unsafe { amx::configure() };
+            return TileState(true);
+        }
+        let _ = kernel;
+        TileState(false)
+    }
+}
+
+impl Drop for TileState {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        if self.0 {
+            // SAFETY: tiles were configured by `enter` on this thread.
+            unsafe { amx::release() };
+        }
+    }
+}
+
+/// Packs `op(b)[2·pc .. 2·(pc + kcp), jc .. jc + nc]` into `nc / NR` panels of
+/// `[kstride][NR]` pairs, zero-padding the missing columns of the last panel and the pairs
+/// `kcp .. kstride` (the kernel's k granularity).
+#[allow(clippy::too_many_arguments)]
+fn pack_b(p: &Product<'_>, out: &mut [u32], jc: usize, nc: usize, pc: usize, kcp: usize, kstride: usize, threads: usize) {
+    let fill = |(jp, panel): (usize, &mut [u32])| {
+        let j0 = jc + jp * NR;
+        let cols = NR.min(jc + nc - j0);
+        panel[kcp * NR..].fill(0);
+        match (p.b, p.trans_b) {
+            // A weight `[n, k]` read as `op(b) = Wᵀ`: column j's pairs are consecutive u32s of
+            // row j (k even), so this is a u32 transpose — the hot packing of forward GEMMs.
+            (Operand::Bf16(w), true) if p.k.is_multiple_of(2) => {
+                let words: &[u32] = bytemuck::cast_slice(w);
+                let row_words = p.k / 2;
+                #[cfg(target_arch = "x86_64")]
+                if cols == NR && std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the feature was just checked; rows j0 .. j0 + 32 of `words` hold
+                    // pairs pc .. pc + kcp (k even, pc + kcp ≤ k / 2).
+                    unsafe { avx512::transpose_panel(&words[j0 * row_words..(j0 + NR) * row_words], row_words, pc, kcp, panel) };
+                    return;
+                }
+                for jj in 0..cols {
+                    let src = &words[(j0 + jj) * row_words + pc..(j0 + jj) * row_words + pc + kcp];
+                    for (kp, &v) in src.iter().enumerate() {
+                        panel[kp * NR + jj] = v;
+                    }
+                }
+                for jj in cols..NR {
+                    (0..kcp).for_each(|kp| panel[kp * NR + jj] = 0);
+                }
+            }
+            // A weight `[k, n]` read as it is (backward `dy · W`): rows 2kp and 2kp+1 side by side.
+            (Operand::Bf16(w), false) => super::math::vectorized!(|| {
+                #[cfg(target_arch = "x86_64")]
+                let bw = cols == NR && std::arch::is_x86_feature_detected!("avx512bw");
+                for kp in 0..kcp {
+                    let (k0, k1) = (2 * (pc + kp), 2 * (pc + kp) + 1);
+                    let dst = &mut panel[kp * NR..(kp + 1) * NR];
+                    let r0 = &w[k0 * p.n + j0..k0 * p.n + j0 + cols];
+                    #[cfg(target_arch = "x86_64")]
+                    if bw && k1 < p.k {
+                        // SAFETY: avx512bw checked above; both rows hold NR values from j0.
+                        unsafe { avx512::interleave_rows(r0, &w[k1 * p.n + j0..k1 * p.n + j0 + cols], dst) };
+                        continue;
+                    }
+                    if k1 < p.k {
+                        let r1 = &w[k1 * p.n + j0..k1 * p.n + j0 + cols];
+                        for ((d, a), b) in dst.iter_mut().zip(r0).zip(r1) {
+                            *d = pair(a.to_bits(), b.to_bits());
+                        }
+                    } else {
+                        for (d, a) in dst.iter_mut().zip(r0) {
+                            *d = pair(a.to_bits(), 0);
+                        }
+                    }
+                    dst[cols..].fill(0);
+                }
+            }),
+            _ => {
+                for kp in 0..kcp {
+                    let kk = 2 * (pc + kp);
+                    let dst = &mut panel[kp * NR..(kp + 1) * NR];
+                    for (jj, d) in dst.iter_mut().enumerate() {
+                        *d = if jj < cols { pair(p.b_bits(kk, j0 + jj), p.b_bits(kk + 1, j0 + jj)) } else { 0 };
+                    }
+                }
+            }
+        }
+    };
+    if threads > 1 {
+        out.par_chunks_mut(kstride * NR).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut(kstride * NR).enumerate().for_each(fill);
+    }
+}
+
+/// `op(a)` as row-major bf16 pairs `[m_pad][lda]`: rows padded with zeros up to a multiple of
+/// `mr` (the micro-kernel always reads whole tiles), pairs past `k / 2` zero.
+fn pack_a(p: &Product<'_>, lda: usize, mr: usize, threads: usize, out: &mut Vec<u32>) {
+    let rows_pad = p.m.div_ceil(mr) * mr;
+    out.clear();
+    out.resize(rows_pad * lda, 0);
+    let fill = |(i, dst): (usize, &mut [u32])| {
+        if i >= p.m {
+            return;
+        }
+        match (p.a, p.trans_a) {
+            (Operand::F32(a), false) => {
+                let row = &a[i * p.k..(i + 1) * p.k];
+                let full = p.k / 2;
+                convert_pairs(&row[..2 * full], &mut dst[..full]);
+                if p.k % 2 == 1 {
+                    dst[full] = pair(f32_to_bf16_bits(row[p.k - 1]), 0);
+                }
+            }
+            (Operand::Bf16(a), false) if p.k.is_multiple_of(2) => {
+                dst[..p.k / 2].copy_from_slice(bytemuck::cast_slice(&a[i * p.k..(i + 1) * p.k]))
+            }
+            _ => {
+                for (kp, d) in dst[..p.k.div_ceil(2)].iter_mut().enumerate() {
+                    *d = pair(p.a_bits(i, 2 * kp), p.a_bits(i, 2 * kp + 1));
+                }
+            }
+        }
+    };
+    if threads > 1 {
+        out.par_chunks_mut(lda).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut(lda).enumerate().for_each(fill);
+    }
+}
+
+/// `src` (2·n f32) rounded to bf16 as n pairs: AVX512-BF16's `vcvtne2ps2bf16` where the CPU has
+/// it (round to nearest even like [`f32_to_bf16_bits`]; it also flushes f32 subnormals, below
+/// 1.2e-38, to zero), else the scalar rounding compiled 16-wide.
+fn convert_pairs(src: &[f32], dst: &mut [u32]) {
+    debug_assert_eq!(src.len(), 2 * dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bf16") {
+        // SAFETY: the feature was just checked; lengths as asserted.
+        unsafe { avx512::convert_pairs(src, dst) };
+        return;
+    }
+    super::math::vectorized!(|| {
+        for (idx, d) in dst.iter_mut().enumerate() {
+            *d = pair(f32_to_bf16_bits(src[2 * idx]), f32_to_bf16_bits(src[2 * idx + 1]));
+        }
+    })
+}
+
+/// One register tile's work: `c[rows, cols] (+)= alpha · A[mr × kstride pairs] · B[kstride pairs × NR]`.
+struct Tile<'a> {
+    kstride: usize,
+    /// `mr` rows of `kstride` pairs at row stride `lda`.
+    a: &'a [u32],
+    lda: usize,
+    /// `[kstride][NR]` pairs.
+    b: &'a [u32],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    alpha: f32,
+    add: bool,
+}
+
+/// # Safety
+/// `tile.c` must be valid for `rows` rows of `cols` elements at stride `ldc`.
+unsafe fn run_kernel(kernel: Kernel, tile: &Tile<'_>) {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Kernel::supported` lists Avx512Bf16 only after checking the CPU features.
+        Kernel::Avx512Bf16 => unsafe { avx512::tile(tile) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above for AMX; the caller configured the tiles (`TileState`).
+        Kernel::Amx => unsafe { amx::tile(tile) },
+        #[allow(unreachable_patterns)]
+        _ => unsafe { portable_tile(tile) },
+    }
+}
+
+/// Rows of the portable and AVX-512 register tiles.
+const PORTABLE_MR: usize = 12;
+
+/// The portable micro-kernel: the same packed panels, bf16 widened to f32, exact products.
+///
+/// # Safety
+/// As [`run_kernel`].
+unsafe fn portable_tile(t: &Tile<'_>) {
+    let mut acc = [[0.0f32; NR]; PORTABLE_MR];
+    for kp in 0..t.kstride {
+        let b = &t.b[kp * NR..(kp + 1) * NR];
+        for (i, acc_row) in acc.iter_mut().enumerate() {
+            let a = t.a[i * t.lda + kp];
+            let (a0, a1) = (bf16_bits_to_f32(a as u16), bf16_bits_to_f32((a >> 16) as u16));
+            for (s, &bv) in acc_row.iter_mut().zip(b) {
+                *s += a0 * bf16_bits_to_f32(bv as u16) + a1 * bf16_bits_to_f32((bv >> 16) as u16);
+            }
+        }
+    }
+    for (i, acc_row) in acc.iter().enumerate().take(t.rows) {
+        // SAFETY: row i < rows, columns < cols, as the caller guarantees.
+        let c = unsafe { std::slice::from_raw_parts_mut(t.c.add(i * t.ldc), t.cols) };
+        for (c, &s) in c.iter_mut().zip(acc_row) {
+            *c = if t.add { *c + t.alpha * s } else { t.alpha * s };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Tile, NR, PORTABLE_MR as MR};
+
+    /// The AVX512-BF16 micro-kernel: 24 f32 accumulators (`MR` rows × two 16-lane vectors), per
+    /// k pair two loads of B and one broadcast of each A row's pair.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f and avx512bf16; `t.c` as in [`super::run_kernel`].
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn tile(t: &Tile<'_>) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let (a, b, kcp, lda) = (t.a.as_ptr(), t.b.as_ptr(), t.kstride, t.lda);
+        debug_assert!(t.a.len() >= (MR - 1) * lda + kcp && t.b.len() >= kcp * NR);
+        for kp in 0..kcp {
+            // SAFETY: kp < kcp, so both B vectors lie in the `[kcp][NR]` panel.
+            let (b0, b1) = unsafe {
+                (_mm512_loadu_si512(b.add(kp * NR) as *const __m512i), _mm512_loadu_si512(b.add(kp * NR + 16) as *const __m512i))
+            };
+            let (b0, b1) = (std::mem::transmute::<__m512i, __m512bh>(b0), std::mem::transmute::<__m512i, __m512bh>(b1));
+            for (i, acc_row) in acc.iter_mut().enumerate() {
+                // SAFETY: i < MR rows of kcp pairs.
+                let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(unsafe { *a.add(i * lda + kp) } as i32));
+                acc_row[0] = _mm512_dpbf16_ps(acc_row[0], av, b0);
+                acc_row[1] = _mm512_dpbf16_ps(acc_row[1], av, b1);
+            }
+        }
+        let alpha = _mm512_set1_ps(t.alpha);
+        let mask_of = |cols: usize| -> __mmask16 {
+            if cols >= 16 {
+                0xffff
+            } else {
+                ((1u32 << cols) - 1) as __mmask16
+            }
+        };
+        let masks = [mask_of(t.cols.min(16)), mask_of(t.cols.saturating_sub(16))];
+        for (i, acc_row) in acc.iter().enumerate().take(t.rows) {
+            for (half, &v) in acc_row.iter().enumerate() {
+                if masks[half] == 0 {
+                    continue;
+                }
+                // SAFETY: row i < rows; the mask limits the lanes to columns < cols.
+                unsafe {
+                    let c = t.c.add(i * t.ldc + half * 16);
+                    let mut out = _mm512_mul_ps(v, alpha);
+                    if t.add {
+                        out = _mm512_add_ps(out, _mm512_maskz_loadu_ps(masks[half], c));
+                    }
+                    _mm512_mask_storeu_ps(c, masks[half], out);
+                }
+            }
+        }
+    }
+    /// `src` (2·n f32) as n bf16 pairs with `vcvtne2ps2bf16`, 32 values per instruction.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f and avx512bf16; `src.len() == 2 · dst.len()`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn convert_pairs(src: &[f32], dst: &mut [u32]) {
+        let n = dst.len();
+        let full = n / 16 * 16;
+        for i in (0..full).step_by(16) {
+            // SAFETY: pairs i .. i + 16 are f32 2i .. 2i + 32 of src, all in bounds.
+            unsafe {
+                let lo = _mm512_loadu_ps(src.as_ptr().add(2 * i));
+                let hi = _mm512_loadu_ps(src.as_ptr().add(2 * i + 16));
+                let packed = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(dst.as_mut_ptr().add(i) as *mut __m512i, packed);
+            }
+        }
+        for i in full..n {
+            dst[i] = super::pair(super::f32_to_bf16_bits(src[2 * i]), super::f32_to_bf16_bits(src[2 * i + 1]));
+        }
+    }
+
+    /// Two bf16 rows (k, k+1) of 32 columns interleaved into 32 pairs, `vpermt2w`.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f and avx512bw; `r0`, `r1` hold ≥ 32 values, `dst` ≥ 32.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn interleave_rows(r0: &[half::bf16], r1: &[half::bf16], dst: &mut [u32]) {
+        debug_assert!(r0.len() >= 32 && r1.len() >= 32 && dst.len() >= 32);
+        let lo_idx: [u16; 32] = std::array::from_fn(|i| if i % 2 == 0 { (i / 2) as u16 } else { 32 + (i / 2) as u16 });
+        let hi_idx: [u16; 32] = std::array::from_fn(|i| lo_idx[i] + 16);
+        // SAFETY: 32 values of each row and 32 pairs of dst are in bounds (asserted).
+        unsafe {
+            let a = _mm512_loadu_si512(r0.as_ptr() as *const __m512i);
+            let b = _mm512_loadu_si512(r1.as_ptr() as *const __m512i);
+            let lo = _mm512_permutex2var_epi16(a, _mm512_loadu_si512(lo_idx.as_ptr() as *const __m512i), b);
+            let hi = _mm512_permutex2var_epi16(a, _mm512_loadu_si512(hi_idx.as_ptr() as *const __m512i), b);
+            _mm512_storeu_si512(dst.as_mut_ptr() as *mut __m512i, lo);
+            _mm512_storeu_si512(dst.as_mut_ptr().add(16) as *mut __m512i, hi);
+        }
+    }
+
+    /// Packs rows `j0 .. j0 + 32` of a bf16 weight seen as u32 pairs (`rows[jj · row_words + p]`)
+    /// into a `[kcp][32]` panel: a u32 transpose, 16 × 16 blocks in registers (unpack 32-bit,
+    /// unpack 64-bit, two 128-bit lane shuffles), the remainder of `kcp` element by element.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f; `rows` holds 32 rows of `row_words ≥ pc + kcp` words and
+    /// `panel` at least `kcp · NR`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose_panel(rows: &[u32], row_words: usize, pc: usize, kcp: usize, panel: &mut [u32]) {
+        debug_assert!(rows.len() >= NR * row_words && row_words >= pc + kcp && panel.len() >= kcp * NR);
+        let full = kcp / 16 * 16;
+        for half in 0..2 {
+            for kp0 in (0..full).step_by(16) {
+                let mut r = [_mm512_setzero_si512(); 16];
+                for (i, v) in r.iter_mut().enumerate() {
+                    // SAFETY: row half·16 + i, words pc + kp0 .. + 16, inside `rows` (asserted).
+                    *v = unsafe { _mm512_loadu_si512(rows.as_ptr().add((half * 16 + i) * row_words + pc + kp0) as *const __m512i) };
+                }
+                let mut t = [_mm512_setzero_si512(); 16];
+                for i in 0..8 {
+                    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+                    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+                }
+                // u[4g + c]: columns {c, c+4, c+8, c+12} of rows 4g .. 4g+3, one 128-bit lane each.
+                let mut u = [_mm512_setzero_si512(); 16];
+                for g in 0..4 {
+                    let (a, b) = (4 * g, 4 * g + 2);
+                    u[4 * g] = _mm512_unpacklo_epi64(t[a], t[b]);
+                    u[4 * g + 1] = _mm512_unpackhi_epi64(t[a], t[b]);
+                    u[4 * g + 2] = _mm512_unpacklo_epi64(t[a + 1], t[b + 1]);
+                    u[4 * g + 3] = _mm512_unpackhi_epi64(t[a + 1], t[b + 1]);
+                }
+                let mut out = [_mm512_setzero_si512(); 16];
+                for c in 0..4 {
+                    let (v, v2) = (_mm512_shuffle_i32x4::<0x88>(u[c], u[4 + c]), _mm512_shuffle_i32x4::<0xdd>(u[c], u[4 + c]));
+                    let (w, w2) = (_mm512_shuffle_i32x4::<0x88>(u[8 + c], u[12 + c]), _mm512_shuffle_i32x4::<0xdd>(u[8 + c], u[12 + c]));
+                    out[c] = _mm512_shuffle_i32x4::<0x88>(v, w);
+                    out[c + 8] = _mm512_shuffle_i32x4::<0xdd>(v, w);
+                    out[c + 4] = _mm512_shuffle_i32x4::<0x88>(v2, w2);
+                    out[c + 12] = _mm512_shuffle_i32x4::<0xdd>(v2, w2);
+                }
+                for (kk, v) in out.iter().enumerate() {
+                    // SAFETY: panel row kp0 + kk < kcp, columns half·16 .. + 16 < NR.
+                    unsafe { _mm512_storeu_si512(panel.as_mut_ptr().add((kp0 + kk) * NR + half * 16) as *mut __m512i, *v) };
+                }
+            }
+        }
+        for kp in full..kcp {
+            for jj in 0..NR {
+                panel[kp * NR + jj] = rows[jj * row_words + pc + kp];
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    //! Intel AMX: eight tile registers of up to 16 rows × 64 bytes. `tdpbf16ps C, A, B` adds
+    //! `A [16 × 16 pairs] · B [16 pairs × 16]` into C `[16 × 16 f32]`; B's rows hold one k pair
+    //! for 16 columns — exactly a half of a packed panel. A register tile here is 32 × 32: four
+    //! C tiles (tmm0–3), two A tiles (tmm4–5: rows 0–15, 16–31) and two B tiles (tmm6–7:
+    //! columns 0–15, 16–31). The instructions are written in `asm!` (the intrinsics are not
+    //! stable); the compiler never uses tile registers itself, so they keep their contents
+    //! between the `asm!` blocks of one function.
+    use std::arch::asm;
+
+    use super::{Tile, NR};
+
+    /// Rows of one register tile (two A tiles).
+    const ROWS: usize = 32;
+    /// `arch_prctl` request and the XTILEDATA state component (Linux ≥ 5.16): a process must
+    /// ask before its first tile instruction, or the instruction faults.
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+
+    /// The palette-1 configuration: every tile 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+
+    static CONFIG: Config = {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        let mut t = 0;
+        while t < 8 {
+            c[16 + 2 * t] = 64;
+            c[48 + t] = 16;
+            t += 1;
+        }
+        Config(c)
+    };
+
+    /// AMX-TILE and AMX-BF16 in CPUID (leaf 7, EDX bits 24 and 22), and the kernel's permission
+    /// to use tile data. Checked once per process by [`super::Kernel::supported`]'s callers.
+    pub(super) fn available() -> bool {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| {
+            let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+            let cpu = leaf7.edx & (1 << 24) != 0 && leaf7.edx & (1 << 22) != 0;
+            cpu && cfg!(target_os = "linux") && request_permission()
+        })
+    }
+
+    #[cfg(target_os = "linux")]
+    fn request_permission() -> bool {
+        let ret: i64;
+        // SAFETY: the arch_prctl system call (158) with a request that only changes this
+        // process's permission to use the XTILEDATA state; it reads and writes no memory.
+        unsafe {
+            asm!("syscall", inlateout("rax") 158i64 => ret, in("rdi") ARCH_REQ_XCOMP_PERM, in("rsi") XFEATURE_XTILEDATA,
+                 lateout("rcx") _, lateout("r11") _, options(nostack));
+        }
+        ret == 0
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn request_permission() -> bool {
+        false
+    }
+
+    /// # Safety
+    /// [`available`] must have returned true.
+    pub(super) unsafe fn configure() {
+        // SAFETY: a valid palette-1 configuration, 64-byte aligned.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+    }
+
+    /// # Safety
+    /// Tiles were configured on this thread.
+    pub(super) unsafe fn release() {
+        // SAFETY: releases this thread's tile state; touches no memory.
+        asm!("tilerelease", options(nostack, nomem));
+    }
+
+    /// One 32 × 32 register tile over `t.kstride` pairs (a multiple of 16). Full tiles with
+    /// `alpha == 1` load and store their accumulators straight from and to `c`; edges and
+    /// scaled products go through a 32 × 32 buffer.
+    ///
+    /// # Safety
+    /// Tiles configured on this thread; `t.a` holds 32 rows of `kstride` pairs, `t.b` `kstride`
+    /// rows of NR pairs, and `t.c` as in [`super::run_kernel`].
+    pub(super) unsafe fn tile(t: &Tile<'_>) {
+        debug_assert!(t.kstride.is_multiple_of(16) && t.a.len() >= (ROWS - 1) * t.lda + t.kstride && t.b.len() >= t.kstride * NR);
+        let direct = t.rows == ROWS && t.cols == NR && t.alpha == 1.0;
+        // Written whole by the tile stores below before it is read (edges and scaled tiles only).
+        let mut buf = std::mem::MaybeUninit::<[f32; ROWS * NR]>::uninit();
+        let (c, ldc_bytes) = if direct { (t.c, t.ldc * 4) } else { (buf.as_mut_ptr() as *mut f32, NR * 4) };
+        // SAFETY (all blocks): tile loads read 16 rows × 64 bytes at the given stride inside
+        // `t.a` / `t.b` (sizes asserted above) or inside the caller's c / the local buffer.
+        unsafe {
+            if direct && t.add {
+                asm!(
+                    "tileloadd tmm0, [{c0} + {s}*1]",
+                    "tileloadd tmm1, [{c1} + {s}*1]",
+                    "tileloadd tmm2, [{c2} + {s}*1]",
+                    "tileloadd tmm3, [{c3} + {s}*1]",
+                    c0 = in(reg) c, c1 = in(reg) c.add(16), c2 = in(reg) c.add(16 * t.ldc), c3 = in(reg) c.add(16 * t.ldc + 16),
+                    s = in(reg) ldc_bytes, options(nostack, readonly)
+                );
+            } else {
+                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+            }
+            let a_stride = t.lda * 4;
+            let (a, b) = (t.a.as_ptr(), t.b.as_ptr());
+            for kp in (0..t.kstride).step_by(16) {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a.add(kp), a1 = in(reg) a.add(16 * t.lda + kp), sa = in(reg) a_stride,
+                    b0 = in(reg) b.add(kp * NR), b1 = in(reg) b.add(kp * NR + 16), sb = in(reg) NR * 4,
+                    options(nostack, readonly)
+                );
+            }
+            let ldc = ldc_bytes / 4;
+            asm!(
+                "tilestored [{c0} + {s}*1], tmm0",
+                "tilestored [{c1} + {s}*1], tmm1",
+                "tilestored [{c2} + {s}*1], tmm2",
+                "tilestored [{c3} + {s}*1], tmm3",
+                c0 = in(reg) c, c1 = in(reg) c.add(16), c2 = in(reg) c.add(16 * ldc), c3 = in(reg) c.add(16 * ldc + 16),
+                s = in(reg) ldc_bytes, options(nostack)
+            );
+        }
+        if !direct {
+            // SAFETY: the four tile stores wrote all 32 × 32 values.
+            let buf = unsafe { buf.assume_init() };
+            for (i, row) in buf.chunks(NR).take(t.rows).enumerate() {
+                // SAFETY: row i < rows and columns < cols lie inside the caller's c.
+                let out = unsafe { std::slice::from_raw_parts_mut(t.c.add(i * t.ldc), t.cols) };
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = if t.add { *o + t.alpha * v } else { t.alpha * v };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// f64 reference over bf16-rounded operands: the exact answer a bf16 product approximates
+    /// only by its f32 summation.
+    fn reference(p: &Product<'_>) -> Vec<f64> {
+        let mut c = vec![0.0f64; p.m * p.n];
+        for i in 0..p.m {
+            for j in 0..p.n {
+                c[i * p.n + j] =
+                    (0..p.k).map(|kk| bf16_bits_to_f32(p.a_bits(i, kk)) as f64 * bf16_bits_to_f32(p.b_bits(kk, j)) as f64).sum();
+            }
+        }
+        c
+    }
+
+    fn random(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.normal() as f32).collect()
+    }
+
+    #[test]
+    fn rounding_matches_half() {
+        #[allow(clippy::excessive_precision)]
+        for x in [0.0f32, -0.0, 1.0, 1.003_906_25, 1.011_718_75, -3.3e-39, 3.4e38, f32::INFINITY, f32::NEG_INFINITY, 1.0e-40] {
+            assert_eq!(f32_to_bf16_bits(x), bf16::from_f32(x).to_bits(), "{x}");
+        }
+        assert!(bf16_bits_to_f32(f32_to_bf16_bits(f32::NAN)).is_nan());
+        let mut rng = Rng::new(5);
+        for _ in 0..10_000 {
+            let x = (rng.normal() * 1e3) as f32;
+            assert_eq!(f32_to_bf16_bits(x), bf16::from_f32(x).to_bits(), "{x}");
+        }
+    }
+
+    /// Every kernel, transpose pair, storage type and edge shape against the f64 reference of
+    /// the rounded operands: only f32 summation error remains (≤ k · 2⁻²⁴ relative to Σ|a·b|).
+    #[test]
+    fn all_kernels_layouts_and_edges_match_the_rounded_reference() {
+        let mut rng = Rng::new(17);
+        let kernels = Kernel::supported();
+        let shapes =
+            [(1, 1, 1), (3, 5, 7), (13, 33, 2), (12, 32, 256), (25, 70, 257), (97, 40, 300), (1, 2100, 64), (200, 9, 31), (4, 3, 0)];
+        for &(m, n, k) in &shapes {
+            let (a32, b32) = (random(&mut rng, m * k), random(&mut rng, k * n));
+            let a16: Vec<bf16> = a32.iter().map(|&x| bf16::from_f32(x)).collect();
+            let b16: Vec<bf16> = b32.iter().map(|&x| bf16::from_f32(x)).collect();
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                for (a, b) in [
+                    (Operand::F32(&a32), Operand::F32(&b32)),
+                    (Operand::F32(&a32), Operand::Bf16(&b16)),
+                    (Operand::Bf16(&a16), Operand::Bf16(&b16)),
+                ] {
+                    let p = Product::new(m, n, k, a, ta, b, tb);
+                    let want = reference(&p);
+                    let abs: Vec<f64> = {
+                        let pa = Product::new(m, n, k, a, ta, b, tb);
+                        let mut s = vec![0.0f64; m * n];
+                        for i in 0..m {
+                            for j in 0..n {
+                                s[i * n + j] = (0..k)
+                                    .map(|kk| (bf16_bits_to_f32(pa.a_bits(i, kk)) as f64 * bf16_bits_to_f32(pa.b_bits(kk, j)) as f64).abs())
+                                    .sum();
+                            }
+                        }
+                        s
+                    };
+                    for &kernel in &kernels {
+                        for parallel in [false, true] {
+                            let mut c = vec![f32::NAN; m * n];
+                            unsafe { gemm_bf16_raw(&p, c.as_mut_ptr(), false, 0.5, parallel, kernel) };
+                            for (idx, (&x, &y)) in c.iter().zip(&want).enumerate() {
+                                let tol = 1e-6 * abs[idx] * (k as f64).max(1.0).sqrt() + 1e-30;
+                                assert!(
+                                    (x as f64 - 0.5 * y).abs() <= tol,
+                                    "{kernel:?} {m}x{n}x{k} ta={ta} tb={tb} [{idx}]: {x} vs {}",
+                                    0.5 * y
+                                );
+                            }
+                            unsafe { gemm_bf16_raw(&p, c.as_mut_ptr(), true, 1.0, parallel, kernel) };
+                            for (idx, (&x, &y)) in c.iter().zip(&want).enumerate() {
+                                let tol = 2e-6 * abs[idx] * (k as f64).max(1.0).sqrt() + 1e-30;
+                                assert!((x as f64 - 1.5 * y).abs() <= tol, "accumulate {kernel:?} {m}x{n}x{k} [{idx}]");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The bf16 product against its f32 twin on fresh random inputs: the relative error is what
+    /// rounding both operands to 8 significant bits gives (≤ 1e-2 of the result's scale).
+    #[test]
+    fn bf16_product_tracks_the_f32_twin_within_bf16_rounding() {
+        let mut rng = Rng::new(23);
+        let (m, n, k) = (64, 96, 512);
+        let (a, b) = (random(&mut rng, m * k), random(&mut rng, n * k));
+        let got = gemm_bf16_new(&Product::new(m, n, k, Operand::F32(&a), false, Operand::F32(&b), true), 1.0, true);
+        let want = super::super::gemm::gemm_f32_new(m, n, k, &a, false, &b, true, 1.0);
+        let scale = (want.iter().map(|x| x * x).sum::<f32>() / want.len() as f32).sqrt();
+        let worst = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst / scale < 1e-2, "worst {worst} for rms {scale}");
+        assert!(worst > 0.0, "bf16 rounding must change something");
+    }
+}
