@@ -8,7 +8,7 @@ use clap::{ArgAction, Args};
 
 use qtrain_core::Backend;
 
-use super::device::{resolve, run_on, BackendTask};
+use super::device::{checkpoint_dtype, resolve, run_on, BackendTask, Numerics};
 use qtrain_model::bench::{bench_inference, bench_lora_train, BenchOptions, BenchReport};
 use qtrain_model::QwenModel;
 
@@ -42,11 +42,20 @@ pub struct BenchArgs {
     /// cpu | cuda | cuda:N | auto (CUDA when usable).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// auto | bfloat16 | float16 | float32. auto: the model's config.json `torch_dtype`; with
+    /// --shape, bfloat16 (the dtype of the published checkpoints).
+    #[arg(long, default_value = "auto")]
+    pub torch_dtype: String,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let device = resolve(&args.device)?;
-    run_on(device, args)
+    let stored = match &args.model {
+        Some(dir) => checkpoint_dtype(dir),
+        None => Some(qtrain_core::DType::BF16),
+    };
+    let numerics = Numerics::resolve(&args.torch_dtype, stored, false)?;
+    run_on(device, numerics, args)
 }
 
 impl BackendTask for BenchArgs {
@@ -59,7 +68,7 @@ impl BackendTask for BenchArgs {
 fn bench_on<B: Backend>(be: &B, args: BenchArgs) -> Result<()> {
     let mut model = match (&args.model, &args.shape) {
         (Some(dir), _) => QwenModel::load(be, dir)?,
-        (None, Some(shape)) => QwenModel::random(be, qtrain_model::shapes::shape(shape)?, 0)?,
+        (None, Some(shape)) => QwenModel::random_bf16(be, qtrain_model::shapes::shape(shape)?, 0)?,
         (None, None) => bail!("give --model DIR or --shape NAME"),
     };
     if args.max_length == 0 || args.per_device_train_batch_size == 0 || args.steps == 0 {

@@ -5,8 +5,55 @@
 
 use anyhow::{bail, Context, Result};
 
-use qtrain_core::{Backend, CpuBackend};
+use qtrain_core::{Backend, CpuBackend, DType};
 use qtrain_cuda::CudaBackend;
+
+/// How a run computes, from `--torch_dtype` (ms-swift's flag) and the checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Numerics {
+    /// The dtype the run computes in.
+    pub dtype: DType,
+    /// The base weights are trained (full fine-tuning): on the CPU they stay f32 masters and
+    /// the bf16 products round them as they pack, as torch's mixed precision does.
+    pub trains_base_weights: bool,
+}
+
+impl Numerics {
+    /// `--torch_dtype FLAG` against the checkpoint's own dtype (`config.json`'s `torch_dtype`):
+    /// `auto` (ms-swift's default) takes the checkpoint's, f32 when it states none.
+    pub fn resolve(flag: &str, checkpoint: Option<DType>, trains_base_weights: bool) -> Result<Numerics> {
+        let dtype = match flag {
+            "auto" => checkpoint.unwrap_or(DType::F32),
+            other => DType::from_hf_name(other)
+                .with_context(|| format!("--torch_dtype {other:?}: valid values are auto, bfloat16, float16, float32"))?,
+        };
+        Ok(Numerics { dtype, trains_base_weights })
+    }
+}
+
+/// The `torch_dtype` a model folder's `config.json` states, if it can be read (a missing or
+/// unreadable folder is reported by the loader itself, with its own message).
+pub fn checkpoint_dtype(model_dir: &std::path::Path) -> Option<DType> {
+    let config = qtrain_model::QwenConfig::from_file(&model_dir.join("config.json")).ok()?;
+    config.torch_dtype.as_deref().and_then(DType::from_hf_name)
+}
+
+/// The CPU backend for `numerics`, and the line the log says about it.
+pub fn cpu_backend(numerics: Numerics) -> (CpuBackend, String) {
+    match numerics.dtype {
+        DType::BF16 => {
+            let be = CpuBackend::bf16(!numerics.trains_base_weights);
+            let line = be.describe_precision();
+            (be, line)
+        }
+        DType::F32 => (CpuBackend::new(), CpuBackend::new().describe_precision()),
+        DType::F16 => (
+            CpuBackend::new(),
+            "float16: the CPU has no float16 products; weights are widened to f32 and products run in f32 (use bfloat16 for the fast path)"
+                .to_string(),
+        ),
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
@@ -44,12 +91,16 @@ pub trait BackendTask {
 
 /// Build the backend for `device` and run `task` on it (on the CPU, from inside rayon's pool:
 /// see [`CpuBackend::run`]).
-pub fn run_on<T: BackendTask + Send>(device: Device, task: T) -> Result<T::Output>
+pub fn run_on<T: BackendTask + Send>(device: Device, numerics: Numerics, task: T) -> Result<T::Output>
 where
     T::Output: Send,
 {
     match device {
-        Device::Cpu => CpuBackend::new().run(|be| task.run(be)),
+        Device::Cpu => {
+            let (be, line) = cpu_backend(numerics);
+            eprintln!("[qtrain] cpu: {line}");
+            be.run(|be| task.run(be))
+        }
         Device::Cuda(n) => {
             let be = CudaBackend::new(n).with_context(|| format!("--device cuda:{n}"))?;
             eprintln!("[qtrain] {}", be.name());
@@ -68,5 +119,17 @@ mod tests {
         assert_eq!(resolve("cuda:3").unwrap(), Device::Cuda(3));
         assert!(resolve("gpu").is_err());
         assert!(resolve("cuda:x").is_err());
+    }
+
+    #[test]
+    fn torch_dtype_auto_follows_the_checkpoint() {
+        assert_eq!(Numerics::resolve("auto", Some(DType::BF16), false).unwrap().dtype, DType::BF16);
+        assert_eq!(Numerics::resolve("auto", None, false).unwrap().dtype, DType::F32);
+        assert_eq!(Numerics::resolve("float32", Some(DType::BF16), false).unwrap().dtype, DType::F32);
+        assert_eq!(Numerics::resolve("bf16", None, true).unwrap(), Numerics { dtype: DType::BF16, trains_base_weights: true });
+        let err = Numerics::resolve("int8", None, false).unwrap_err().to_string();
+        assert!(err.contains("--torch_dtype") && err.contains("bfloat16"), "{err}");
+        assert!(cpu_backend(Numerics::resolve("bfloat16", None, false).unwrap()).1.starts_with("bf16 weights"));
+        assert!(cpu_backend(Numerics::resolve("bfloat16", None, true).unwrap()).1.starts_with("f32 master weights"));
     }
 }

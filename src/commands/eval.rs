@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::device::{resolve, run_on, BackendTask};
+use super::device::{checkpoint_dtype, resolve, run_on, BackendTask, Numerics};
 use qtrain_data::LossScale;
 use qtrain_train::{EvalArgs, TruncationStrategy};
 
@@ -50,6 +50,9 @@ pub struct EvalCliArgs {
     /// cpu | cuda | cuda:N | auto (CUDA when usable, else CPU; said in the log).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// auto | bfloat16 | float16 | float32 (auto: the model's config.json `torch_dtype`).
+    #[arg(long, default_value = "auto")]
+    pub torch_dtype: String,
 }
 
 impl BackendTask for EvalArgs {
@@ -61,6 +64,7 @@ impl BackendTask for EvalArgs {
 
 pub fn run(args: EvalCliArgs) -> Result<()> {
     let device = resolve(&args.device)?;
+    let numerics = Numerics::resolve(&args.torch_dtype, checkpoint_dtype(&args.model), false)?;
     let eval = EvalArgs {
         model: args.model,
         adapters: args.adapters,
@@ -73,7 +77,7 @@ pub fn run(args: EvalCliArgs) -> Result<()> {
         model_name: args.model_name,
         model_author: args.model_author,
     };
-    let report = run_on(device, eval)?;
+    let report = run_on(device, numerics, eval)?;
     let (r, stats) = (report.result, report.stats);
     if stats.dropped_too_long + stats.dropped_no_targets + stats.truncated > 0 {
         eprintln!(

@@ -9,7 +9,7 @@ use clap::{ArgAction, Args};
 use qtrain_chat::{Chat, ChatOptions, ModelFolder};
 use qtrain_core::Backend;
 
-use super::device::{resolve, run_on, BackendTask};
+use super::device::{checkpoint_dtype, resolve, run_on, BackendTask, Numerics};
 use qtrain_model::SamplingParams;
 
 #[derive(Args, Debug)]
@@ -56,11 +56,17 @@ pub struct InferArgs {
     /// cpu | cuda | cuda:N | auto (CUDA when usable).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// auto | bfloat16 | float16 | float32 (auto: the model's config.json `torch_dtype`). On the
+    /// CPU, bfloat16 keeps the weights in bf16 and runs bf16 × bf16 → f32 products.
+    #[arg(long, default_value = "auto")]
+    pub torch_dtype: String,
 }
 
 pub fn run(args: InferArgs) -> Result<()> {
     let device = resolve(&args.device)?;
-    run_on(device, args)
+    let stored = args.model.as_deref().and_then(checkpoint_dtype);
+    let numerics = Numerics::resolve(&args.torch_dtype, stored, false)?;
+    run_on(device, numerics, args)
 }
 
 impl BackendTask for InferArgs {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{ArgAction, Args};
 
-use super::device::{resolve, run_on, BackendTask};
+use super::device::{checkpoint_dtype, resolve, run_on, BackendTask, Numerics};
 use qtrain_train::{InitLoraWeights, RunControl, SchedulerKwargs, StopReason, TrainArgs, TruncationStrategy, TunerType};
 
 /// `qtrain train`'s flags, boxed: the flag set is large, and a `Command` enum variant holding it
@@ -338,7 +338,9 @@ pub fn run(args: TrainCliArgs) -> Result<()> {
         eprintln!("\n[qtrain] interrupt received: finishing the current step, then saving a checkpoint (interrupt again to quit at once)");
     })?;
     let device = resolve(&args.device)?;
-    let summary = match run_on(device, TrainTask { args: train_args, control }) {
+    let full = train_args.tuner_type == qtrain_train::TunerType::Full;
+    let numerics = Numerics::resolve(train_args.torch_dtype.as_deref().unwrap_or("auto"), checkpoint_dtype(&train_args.model), full)?;
+    let summary = match run_on(device, numerics, TrainTask { args: train_args, control }) {
         Err(e) if matches!(e.downcast_ref::<qtrain_train::TrainError>(), Some(qtrain_train::TrainError::Interrupted)) => {
             eprintln!("[qtrain] interrupted before the first optimizer step; nothing was saved");
             std::process::exit(130);

@@ -21,6 +21,17 @@ impl DType {
         }
     }
 
+    /// A `--torch_dtype` value or a config's `torch_dtype` (`bfloat16`/`bf16`,
+    /// `float16`/`fp16`/`half`, `float32`/`fp32`/`float`); `None` for anything else.
+    pub fn from_hf_name(name: &str) -> Option<DType> {
+        match name {
+            "bfloat16" | "bf16" => Some(DType::BF16),
+            "float16" | "fp16" | "half" => Some(DType::F16),
+            "float32" | "fp32" | "float" => Some(DType::F32),
+            _ => None,
+        }
+    }
+
     /// The name used by safetensors headers and Hugging Face configs.
     pub fn hf_name(self) -> &'static str {
         match self {

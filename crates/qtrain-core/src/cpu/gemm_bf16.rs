@@ -265,6 +265,11 @@ pub unsafe fn gemm_bf16_raw(p: &Product<'_>, c: *mut f32, accumulate: bool, alph
         return;
     }
     let threads = if parallel && p.flops() >= PARALLEL_MIN_FLOPS { rayon::current_num_threads().max(1) } else { 1 };
+    if let (true, Operand::Bf16(w), true, false) = (m <= GEMV_MAX_ROWS, p.b, p.trans_b, p.trans_a) {
+        // SAFETY: forwarded from the caller.
+        unsafe { gemv_weight_rows(p, w, c, accumulate, alpha, threads) };
+        return;
+    }
     let bl = kernel.blocking();
     let pairs = p.k.div_ceil(2);
     let out = OutPtr(c);
@@ -328,6 +333,62 @@ pub unsafe fn gemm_bf16_raw(p: &Product<'_>, c: *mut f32, accumulate: bool, alph
 thread_local! {
     /// (packed A, packed B) of the last product on this thread, kept for their capacity.
     static SCRATCH: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Products with at most this many rows of `op(a)` against a bf16 weight read as `Wᵀ` (decode
+/// steps: one token per sequence) skip packing: packing the weight would read and write all of
+/// it per token, twice the memory traffic of the product itself.
+const GEMV_MAX_ROWS: usize = 4;
+
+/// Rows of W per task in [`gemv_weight_rows`].
+const GEMV_ROWS_PER_TASK: usize = 64;
+
+/// `c [m, n] (+)= alpha · bf16(a) [m, k] · Wᵀ` for a small m, reading the weight `[n, k]` in its
+/// stored layout: each output is a dot product of an a-row (rounded to bf16, widened) with a
+/// weight row (widened), exact products summed in f32 — the same numerics as the packed path.
+///
+/// # Safety
+/// As [`gemm_bf16_raw`].
+unsafe fn gemv_weight_rows(p: &Product<'_>, w: &[bf16], c: *mut f32, accumulate: bool, alpha: f32, threads: usize) {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let a: Vec<f32> = (0..m * k).map(|idx| bf16_bits_to_f32(p.a_bits(idx / k, idx % k))).collect();
+    let out = OutPtr(c);
+    let task = |t: usize| {
+        let rows = t * GEMV_ROWS_PER_TASK..((t + 1) * GEMV_ROWS_PER_TASK).min(n);
+        super::math::vectorized!(|| {
+            for j in rows {
+                let w_row = &w[j * k..(j + 1) * k];
+                for i in 0..m {
+                    let dot = dot_widened(&a[i * k..(i + 1) * k], w_row);
+                    // SAFETY: (i, j) lies inside c; each task owns its columns j.
+                    let dst = unsafe { &mut *out.at(i * n + j) };
+                    *dst = if accumulate { *dst + alpha * dot } else { alpha * dot };
+                }
+            }
+        })
+    };
+    let tasks = n.div_ceil(GEMV_ROWS_PER_TASK);
+    if threads > 1 {
+        (0..tasks).into_par_iter().for_each(task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+}
+
+/// `Σ a[t] · w[t]` with w widened from bf16, in 16 partial sums (so it vectorises).
+#[inline(always)]
+fn dot_widened(a: &[f32], w: &[bf16]) -> f32 {
+    const LANES: usize = 16;
+    let w = &w[..a.len()];
+    let mut acc = [0.0f32; LANES];
+    let (ca, cw) = (a.chunks_exact(LANES), w.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cw.remainder()).map(|(x, y)| x * bf16_bits_to_f32(y.to_bits())).sum();
+    for (x, y) in ca.zip(cw) {
+        for l in 0..LANES {
+            acc[l] += x[l] * bf16_bits_to_f32(y[l].to_bits());
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// AMX tile registers configured for one task (per thread state: `ldtilecfg` on entry,
