@@ -8,8 +8,9 @@ use clap::{ArgAction, Args};
 
 use qtrain_core::Backend;
 
-use super::device::{checkpoint_dtype, resolve, run_on, BackendTask, Numerics};
+use super::device::{checkpoint_dtype, cpu_weight_bytes, ensure_cpu_fits, resolve, run_on, BackendTask, Numerics};
 use qtrain_model::bench::{bench_inference, bench_lora_train, BenchOptions, BenchReport};
+use qtrain_model::memory::{MemoryEstimate, Target};
 use qtrain_model::QwenModel;
 
 #[derive(Args, Debug)]
@@ -55,6 +56,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => Some(qtrain_core::DType::BF16),
     };
     let numerics = Numerics::resolve(&args.torch_dtype, stored, false)?;
+    let cfg = match (&args.model, &args.shape) {
+        (Some(dir), _) => Some(qtrain_model::QwenConfig::from_file(&dir.join("config.json"))?),
+        (None, Some(shape)) => Some(qtrain_model::shapes::shape(shape)?),
+        (None, None) => None,
+    };
+    if let Some(cfg) = cfg {
+        let (tokens, batch) = (args.max_length as u64, args.per_device_train_batch_size as u64);
+        let wb = cpu_weight_bytes(numerics);
+        let infer = MemoryEstimate::inference(Target::Cpu, &cfg, batch, tokens, tokens + args.decode_tokens as u64, wb);
+        let train = MemoryEstimate::lora_on(Target::Cpu, &cfg, batch * tokens, args.lora_rank as u64, wb);
+        let estimate = match args.what.as_str() {
+            "infer" => infer,
+            "train" => train,
+            _ if infer.total_bytes > train.total_bytes => infer,
+            _ => train,
+        };
+        let advice = "lower --max_length or --per_device_train_batch_size, use --torch_dtype bfloat16, or a smaller --shape";
+        ensure_cpu_fits(device, "this benchmark", &estimate, advice)?;
+    }
     run_on(device, numerics, args)
 }
 

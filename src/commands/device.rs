@@ -38,6 +38,32 @@ pub fn checkpoint_dtype(model_dir: &std::path::Path) -> Option<DType> {
     config.torch_dtype.as_deref().and_then(DType::from_hf_name)
 }
 
+/// Bytes per frozen weight on the CPU for `numerics` (bf16 kept as bf16, everything else f32).
+pub fn cpu_weight_bytes(numerics: Numerics) -> u64 {
+    if numerics.dtype == DType::BF16 && !numerics.trains_base_weights {
+        2
+    } else {
+        4
+    }
+}
+
+/// Refuses a CPU run whose predicted peak exceeds the memory available now — before anything is
+/// allocated — with both numbers and `advice`. Runs on a GPU are checked against device memory
+/// by the CUDA backend itself.
+pub fn ensure_cpu_fits(device: Device, what: &str, estimate: &qtrain_model::memory::MemoryEstimate, advice: &str) -> Result<()> {
+    if device != Device::Cpu {
+        return Ok(());
+    }
+    let available = qtrain_model::memory::available_bytes();
+    qtrain_model::memory::check_fits(what, estimate.total_bytes, available, advice).map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "[qtrain] memory: {what} needs about {} (predicted), {} available",
+        super::gib(estimate.total_bytes),
+        available.map(super::gib).unwrap_or_else(|| "unknown".into())
+    );
+    Ok(())
+}
+
 /// The CPU backend for `numerics`, and the line the log says about it.
 pub fn cpu_backend(numerics: Numerics) -> (CpuBackend, String) {
     match numerics.dtype {

@@ -9,7 +9,8 @@ use clap::{ArgAction, Args};
 use qtrain_chat::{Chat, ChatOptions, ModelFolder};
 use qtrain_core::Backend;
 
-use super::device::{checkpoint_dtype, resolve, run_on, BackendTask, Numerics};
+use super::device::{checkpoint_dtype, cpu_weight_bytes, ensure_cpu_fits, resolve, run_on, BackendTask, Numerics};
+use qtrain_model::memory::{MemoryEstimate, Target};
 use qtrain_model::SamplingParams;
 
 #[derive(Args, Debug)]
@@ -66,6 +67,12 @@ pub fn run(args: InferArgs) -> Result<()> {
     let device = resolve(&args.device)?;
     let stored = args.model.as_deref().and_then(checkpoint_dtype);
     let numerics = Numerics::resolve(&args.torch_dtype, stored, false)?;
+    if let Some(cfg) = args.model.as_deref().and_then(|d| qtrain_model::QwenConfig::from_file(&d.join("config.json")).ok()) {
+        // A prompt of up to 512 tokens plus the reply, one sequence.
+        let tokens = (512 + args.max_new_tokens as u64).min(cfg.max_position_embeddings as u64);
+        let estimate = MemoryEstimate::inference(Target::Cpu, &cfg, 1, tokens.min(512), tokens, cpu_weight_bytes(numerics));
+        ensure_cpu_fits(device, "loading this model", &estimate, "use --torch_dtype bfloat16 (2 bytes per parameter) or a smaller model")?;
+    }
     run_on(device, numerics, args)
 }
 

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{ArgAction, Args};
 
-use super::device::{checkpoint_dtype, resolve, run_on, BackendTask, Numerics};
+use super::device::{checkpoint_dtype, cpu_weight_bytes, ensure_cpu_fits, resolve, run_on, BackendTask, Numerics};
+use qtrain_model::memory::{MemoryEstimate, Target};
 use qtrain_train::{InitLoraWeights, RunControl, SchedulerKwargs, StopReason, TrainArgs, TruncationStrategy, TunerType};
 
 /// `qtrain train`'s flags, boxed: the flag set is large, and a `Command` enum variant holding it
@@ -340,6 +341,17 @@ pub fn run(args: TrainCliArgs) -> Result<()> {
     let device = resolve(&args.device)?;
     let full = train_args.tuner_type == qtrain_train::TunerType::Full;
     let numerics = Numerics::resolve(train_args.torch_dtype.as_deref().unwrap_or("auto"), checkpoint_dtype(&train_args.model), full)?;
+    if let Ok(cfg) = qtrain_model::QwenConfig::from_file(&train_args.model.join("config.json")) {
+        // Rows of --max_length (512 when unset: samples are usually far shorter than the model's limit).
+        let tokens = (train_args.per_device_train_batch_size * train_args.max_length.unwrap_or(512)) as u64;
+        let estimate = if full {
+            MemoryEstimate::full_on(Target::Cpu, &cfg, tokens)
+        } else {
+            MemoryEstimate::lora_on(Target::Cpu, &cfg, tokens, train_args.lora_rank as u64, cpu_weight_bytes(numerics))
+        };
+        let advice = "lower --max_length or --per_device_train_batch_size (raise --gradient_accumulation_steps instead), use LoRA and --torch_dtype bfloat16, or a GPU";
+        ensure_cpu_fits(device, "one training step", &estimate, advice)?;
+    }
     let summary = match run_on(device, numerics, TrainTask { args: train_args, control }) {
         Err(e) if matches!(e.downcast_ref::<qtrain_train::TrainError>(), Some(qtrain_train::TrainError::Interrupted)) => {
             eprintln!("[qtrain] interrupted before the first optimizer step; nothing was saved");
