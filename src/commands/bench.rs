@@ -119,7 +119,7 @@ fn bench_on<B: Backend>(be: &B, args: BenchArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"device": be.name(), "options": format!("{opts:?}"), "report": report, "peak_rss_gib": peak_rss_gib})
+            serde_json::json!({"device": be.name(), "options": opts, "report": report, "peak_rss_gib": peak_rss_gib})
         );
         return Ok(());
     }

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::model::{Batch, KvCache, QwenModel};
 use crate::train::{BackwardOptions, LoraInit, TrainBatch, TrainMode};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchOptions {
     pub seq_len: usize,
     pub batch: usize,
