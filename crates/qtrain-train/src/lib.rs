@@ -56,7 +56,7 @@ pub mod report;
 pub mod sweep;
 pub mod trainer;
 
-pub use args::{InitLoraWeights, SchedulerKwargs, TrainArgs, TruncationStrategy, TunerType};
+pub use args::{InitLoraWeights, OnResume, SchedulerKwargs, TrainArgs, TrainArgsFlags, TruncationStrategy, TunerType};
 pub use cognition::{CognitionEval, CognitionProbe};
 pub use error::{Result, TrainError};
 pub use eval::{evaluate_dataset, run_eval, EvalArgs, EvalMetrics, EvalReport, EvalResult};

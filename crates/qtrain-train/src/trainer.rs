@@ -53,7 +53,7 @@ use qtrain_model::{AdapterConfig, LoraAdapter, TargetModules};
 use qtrain_optim::clip::norm_from_sum_of_squares;
 use qtrain_optim::clip_coefficient;
 
-use crate::args::{total_steps, update_steps_per_epoch, TrainArgs, TunerType};
+use crate::args::{total_steps, update_steps_per_epoch, OnResume, TrainArgs, TunerType, ARGS};
 use crate::checkpoint::{self, CheckpointContent, CheckpointState, ParamState};
 use crate::cognition::CognitionProbe;
 use crate::dataset::{self, loss_scale, DatasetStats, PrepareOptions, TrainRow};
@@ -948,40 +948,12 @@ impl Resumed {
     /// What differs between the checkpoint's run and this one in ways that change the
     /// trajectory (the run goes on, but not bit-exactly).
     fn differences(&self, args: &Value, fingerprint: &str, schedule: &qtrain_optim::LrSchedule) -> Vec<String> {
-        // LoRA r / alpha / targets are read from the checkpoint's adapter, so they cannot differ.
-        const KEYS: [&str; 28] = [
-            "model",
-            "tuner_type",
-            "dataset",
-            "val_dataset",
-            "split_dataset_ratio",
-            "max_length",
-            "truncation_strategy",
-            "system",
-            "loss_scale",
-            "packing",
-            "group_by_length",
-            "seed",
-            "dataset_shuffle",
-            "train_dataloader_shuffle",
-            "lora_dropout",
-            "learning_rate",
-            "per_device_train_batch_size",
-            "gradient_accumulation_steps",
-            "lr_scheduler_type",
-            "lr_scheduler_kwargs",
-            "warmup_ratio",
-            "warmup_steps",
-            "weight_decay",
-            "adam_beta1",
-            "adam_beta2",
-            "max_grad_norm",
-            "model_name",
-            "model_author",
-        ];
         let mut out = Vec::new();
-        let changed: Vec<String> = KEYS
+        // Each argument's `OnResume` property (declared with it in `args.rs`) says which matter.
+        let changed: Vec<String> = ARGS
             .iter()
+            .filter(|(_, on_resume)| *on_resume == OnResume::Trajectory)
+            .map(|(k, _)| k)
             .filter(|k| self.args.get(**k) != args.get(**k))
             .map(|k| format!("{k}: {} → {}", self.args.get(*k).unwrap_or(&Value::Null), args.get(*k).unwrap_or(&Value::Null)))
             .collect();
