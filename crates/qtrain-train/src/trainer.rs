@@ -58,7 +58,10 @@ use qtrain_optim::clip::norm_from_sum_of_squares;
 use qtrain_optim::{clip_coefficient, AdamWHyper, LrSchedule};
 
 use crate::args::{total_steps, update_steps_per_epoch, OnResume, TrainArgs, TunerType, ARGS};
-use crate::checkpoint::{self, CheckpointContent, CheckpointState, ParamState};
+use crate::checkpoint::{
+    self, CheckpointContent, CheckpointFiles, CheckpointState, DataState, EarlyStoppingArgs, EarlyStoppingAttributes, EarlyStoppingState,
+    LoopSums, ParamState, RngState, SchedulerState, StatefulCallbacks, TotalSums, TrainerState, WindowSums,
+};
 use crate::cognition::CognitionProbe;
 use crate::dataset::{self, loss_scale, DatasetStats, PrepareOptions, PreparedData, TrainRow};
 use crate::error::{Result, TrainError};
@@ -303,9 +306,9 @@ impl<'a, B: Backend> Run<'a, B> {
         let mut position = (0, 0);
         if let Some(resume) = &resume {
             optimizer.restore(be, &mut folder.model, &grads, mode, resume)?;
-            rng = Rng::from_state(resume.rng_state()?);
+            rng = Rng::from_state(resume.files.rng_state.dropout_rng_state);
             position = resume.data_position(steps.num_micro)?;
-            state = LoopState::from_trainer_state(&resume.trainer_state);
+            state = LoopState::from_trainer_state(&resume.files.trainer_state);
             for w in resume.differences(&args_json, &data.fingerprint, &steps.schedule) {
                 eprintln!("[qtrain] WARNING: {w}");
             }
@@ -617,31 +620,28 @@ impl<'a, B: Backend> Run<'a, B> {
         let args = &self.args;
         let (schedule, batch_size) = (&self.steps.schedule, self.steps.batch_size);
         let trainer_state = self.state.trainer_state(args, self.steps.max_steps, done.epoch, batch_size);
-        let scheduler = json!({
-            "lr_scheduler_type": args.lr_scheduler_type,
-            "config": schedule,
-            "warmup_steps": schedule.warmup_steps(),
-            "last_step": step,
-            "next_lr": schedule.lr_at(step),
-        });
-        let rng_state = json!({
-            "seed": args.seed,
-            "dropout_rng_state": self.rng.state(),
-            "lora_dropout": args.lora_dropout,
-        });
-        let data_state = json!({
-            "epoch": self.position.0,
-            "micro_batch": self.position.1,
-            "sample_index": self.position.1 * batch_size,
-            "num_micro_batches": done.num_micro,
-            "num_rows": self.data.rows.len(),
-            "shuffle_seed": args.seed,
-            "dataset_shuffle": args.dataset_shuffle,
-            "train_dataloader_shuffle": args.train_dataloader_shuffle,
-            "group_by_length": args.group_by_length,
-            "packing": args.packing,
-            "fingerprint": self.data.fingerprint,
-        });
+        let scheduler = SchedulerState {
+            lr_scheduler_type: args.lr_scheduler_type.clone(),
+            config: schedule.clone(),
+            warmup_steps: schedule.warmup_steps(),
+            last_step: step,
+            next_lr: schedule.lr_at(step),
+        };
+        let rng_state = RngState { seed: args.seed, dropout_rng_state: self.rng.state(), lora_dropout: args.lora_dropout };
+        let (epoch, micro_batch) = self.position;
+        let data_state = DataState {
+            epoch,
+            micro_batch,
+            sample_index: micro_batch * batch_size,
+            num_micro_batches: done.num_micro,
+            num_rows: self.data.rows.len(),
+            shuffle_seed: args.seed,
+            dataset_shuffle: args.dataset_shuffle,
+            train_dataloader_shuffle: args.train_dataloader_shuffle,
+            group_by_length: args.group_by_length,
+            packing: args.packing,
+            fingerprint: self.data.fingerprint.clone(),
+        };
         let ckpt = CheckpointState {
             args_json: &self.args_json,
             trainer_state: &trainer_state,
@@ -1058,63 +1058,58 @@ impl LoopState {
 
     /// `trainer_state.json`: transformers' keys plus a `qtrain` section with the sums the
     /// loop needs to continue exactly.
-    fn trainer_state(&self, args: &TrainArgs, max_steps: u64, epoch: f64, batch_size: usize) -> Value {
-        json!({
-            "best_global_step": self.best_global_step,
-            "best_metric": self.best_metric,
-            "best_model_checkpoint": self.best_model_checkpoint.as_ref().map(|p| p.to_string_lossy()),
-            "epoch": metrics::round8(epoch),
-            "eval_steps": args.eval_steps,
-            "global_step": self.global_step,
-            "is_local_process_zero": true,
-            "is_world_process_zero": true,
-            "log_history": self.log_history,
-            "logging_steps": args.logging_steps,
-            "max_steps": max_steps,
-            "num_input_tokens_seen": self.tokens_seen,
-            "num_train_epochs": args.num_train_epochs,
-            "save_steps": args.save_steps,
-            "stateful_callbacks": {
-                "EarlyStoppingCallback": {
-                    "args": {
-                        "early_stopping_patience": args.early_stopping_patience,
-                        "early_stopping_threshold": args.early_stopping_threshold,
+    fn trainer_state(&self, args: &TrainArgs, max_steps: u64, epoch: f64, batch_size: usize) -> TrainerState {
+        TrainerState {
+            best_global_step: self.best_global_step,
+            best_metric: self.best_metric,
+            best_model_checkpoint: self.best_model_checkpoint.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            epoch: metrics::round8(epoch),
+            eval_steps: args.eval_steps,
+            global_step: self.global_step,
+            is_local_process_zero: true,
+            is_world_process_zero: true,
+            log_history: self.log_history.clone(),
+            logging_steps: args.logging_steps,
+            max_steps,
+            num_input_tokens_seen: self.tokens_seen,
+            num_train_epochs: args.num_train_epochs,
+            save_steps: args.save_steps,
+            stateful_callbacks: StatefulCallbacks {
+                early_stopping: EarlyStoppingState {
+                    args: EarlyStoppingArgs {
+                        early_stopping_patience: args.early_stopping_patience,
+                        early_stopping_threshold: args.early_stopping_threshold,
                     },
-                    "attributes": {"early_stopping_patience_counter": self.patience_counter},
+                    attributes: EarlyStoppingAttributes { early_stopping_patience_counter: self.patience_counter },
                 },
             },
-            "train_batch_size": batch_size,
-            "qtrain": {
-                "window": {"loss_sum": self.window.loss_sum, "targets": self.window.targets, "correct": self.window.correct, "steps": self.window.steps},
-                "total": {"loss_sum": self.total.loss_sum, "targets": self.total.num_targets, "correct": self.total.num_correct},
-                "samples_seen": self.samples_seen,
+            train_batch_size: batch_size,
+            qtrain: LoopSums {
+                window: WindowSums {
+                    loss_sum: self.window.loss_sum,
+                    targets: self.window.targets,
+                    correct: self.window.correct,
+                    steps: self.window.steps,
+                },
+                total: TotalSums { loss_sum: self.total.loss_sum, targets: self.total.num_targets, correct: self.total.num_correct },
+                samples_seen: self.samples_seen,
             },
-        })
+        }
     }
 
-    fn from_trainer_state(v: &Value) -> Self {
-        let u = |x: &Value| x.as_u64().unwrap_or(0);
-        let q = &v["qtrain"];
+    fn from_trainer_state(t: &TrainerState) -> Self {
+        let q = &t.qtrain;
         LoopState {
-            global_step: u(&v["global_step"]),
-            window: Window {
-                loss_sum: q["window"]["loss_sum"].as_f64().unwrap_or(0.0),
-                targets: u(&q["window"]["targets"]) as usize,
-                correct: u(&q["window"]["correct"]) as usize,
-                steps: u(&q["window"]["steps"]),
-            },
-            total: LossStats {
-                loss_sum: q["total"]["loss_sum"].as_f64().unwrap_or(0.0),
-                num_targets: u(&q["total"]["targets"]) as usize,
-                num_correct: u(&q["total"]["correct"]) as usize,
-            },
-            samples_seen: u(&q["samples_seen"]) as usize,
-            tokens_seen: u(&v["num_input_tokens_seen"]) as usize,
-            log_history: v["log_history"].as_array().cloned().unwrap_or_default(),
-            best_metric: v["best_metric"].as_f64(),
-            best_global_step: v["best_global_step"].as_u64(),
-            best_model_checkpoint: v["best_model_checkpoint"].as_str().map(PathBuf::from),
-            patience_counter: u(&v["stateful_callbacks"]["EarlyStoppingCallback"]["attributes"]["early_stopping_patience_counter"]),
+            global_step: t.global_step,
+            window: Window { loss_sum: q.window.loss_sum, targets: q.window.targets, correct: q.window.correct, steps: q.window.steps },
+            total: LossStats { loss_sum: q.total.loss_sum, num_targets: q.total.targets, num_correct: q.total.correct },
+            samples_seen: q.samples_seen,
+            tokens_seen: t.num_input_tokens_seen,
+            log_history: t.log_history.clone(),
+            best_metric: t.best_metric,
+            best_global_step: t.best_global_step,
+            best_model_checkpoint: t.best_model_checkpoint.as_ref().map(PathBuf::from),
+            patience_counter: t.stateful_callbacks.early_stopping.attributes.early_stopping_patience_counter,
         }
     }
 }
@@ -1122,11 +1117,7 @@ impl LoopState {
 /// A checkpoint opened for `--resume_from_checkpoint`, its JSON state files read.
 struct Resumed {
     dir: PathBuf,
-    trainer_state: Value,
-    rng_state: Value,
-    data_state: Value,
-    scheduler: Value,
-    args: Value,
+    files: CheckpointFiles,
 }
 
 impl Resumed {
@@ -1149,36 +1140,22 @@ impl Resumed {
             };
             return Err(err(format!("incomplete checkpoint, missing {}{hint}", missing.join(", "))));
         }
-        Ok(Resumed {
-            dir: dir.to_path_buf(),
-            trainer_state: checkpoint::read_json(&dir.join("trainer_state.json"))?,
-            rng_state: checkpoint::read_json(&dir.join("rng_state.json"))?,
-            data_state: checkpoint::read_json(&dir.join("data_state.json"))?,
-            scheduler: checkpoint::read_json(&dir.join("scheduler.json"))?,
-            args: checkpoint::read_json(&dir.join("args.json"))?,
-        })
+        Ok(Resumed { dir: dir.to_path_buf(), files: CheckpointFiles::read(dir)? })
     }
 
     fn error(&self, message: String) -> TrainError {
         TrainError::Resume { path: self.dir.clone(), message }
     }
 
-    fn rng_state(&self) -> Result<[u64; 4]> {
-        let words: Vec<u64> = self.rng_state["dropout_rng_state"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
-        words.try_into().map_err(|_| self.error("rng_state.json: dropout_rng_state must be 4 unsigned integers".into()))
-    }
-
     /// (epoch, first micro-batch) of the next step.
     fn data_position(&self, num_micro: usize) -> Result<(u64, usize)> {
-        let (Some(epoch), Some(micro)) = (self.data_state["epoch"].as_u64(), self.data_state["micro_batch"].as_u64()) else {
-            return Err(self.error("data_state.json lacks epoch / micro_batch".into()));
-        };
-        if micro as usize >= num_micro.max(1) {
+        let (epoch, micro) = (self.files.data_state.epoch, self.files.data_state.micro_batch);
+        if micro >= num_micro.max(1) {
             return Err(self.error(format!(
                 "data_state.json points at micro-batch {micro} but an epoch of this dataset has only {num_micro}: the dataset or batch size changed"
             )));
         }
-        Ok((epoch, micro as usize))
+        Ok((epoch, micro))
     }
 
     /// What differs between the checkpoint's run and this one in ways that change the
@@ -1186,25 +1163,22 @@ impl Resumed {
     fn differences(&self, args: &Value, fingerprint: &str, schedule: &qtrain_optim::LrSchedule) -> Vec<String> {
         let mut out = Vec::new();
         // Each argument's `OnResume` property (declared with it in `args.rs`) says which matter.
+        let saved = &self.files.args;
         let changed: Vec<String> = ARGS
             .iter()
             .filter(|(_, on_resume)| *on_resume == OnResume::Trajectory)
             .map(|(k, _)| k)
-            .filter(|k| self.args.get(**k) != args.get(**k))
-            .map(|k| format!("{k}: {} → {}", self.args.get(*k).unwrap_or(&Value::Null), args.get(*k).unwrap_or(&Value::Null)))
+            .filter(|k| saved.get(**k) != args.get(**k))
+            .map(|k| format!("{k}: {} → {}", saved.get(*k).unwrap_or(&Value::Null), args.get(*k).unwrap_or(&Value::Null)))
             .collect();
         if !changed.is_empty() {
             out.push(format!("arguments differ from the checkpoint's, so the run will not continue bit-exactly: {}", changed.join("; ")));
         }
-        if self.data_state["fingerprint"].as_str() != Some(fingerprint) {
+        if self.files.data_state.fingerprint != fingerprint {
             out.push("the tokenized dataset differs from the one the checkpoint was trained on".into());
         }
-        if let Ok(saved) = serde_json::from_value::<qtrain_optim::LrSchedule>(self.scheduler["config"].clone()) {
-            if &saved != schedule {
-                out.push(
-                    "the learning-rate schedule differs from the checkpoint's (max_steps, warmup or schedule arguments changed)".into(),
-                );
-            }
+        if &self.files.scheduler.config != schedule {
+            out.push("the learning-rate schedule differs from the checkpoint's (max_steps, warmup or schedule arguments changed)".into());
         }
         out
     }
