@@ -19,7 +19,7 @@ pub mod shapes;
 pub mod train;
 
 pub use adapter::{AdapterConfig, LoraAdapter, TargetModules};
-pub use config::{Architecture, QwenConfig};
+pub use config::{Architecture, Proj, QwenConfig};
 pub use error::{ModelError, Result};
 pub use model::{Batch, KvCache, QwenModel};
 pub use sampling::{Sampler, SamplingParams};
