@@ -50,12 +50,12 @@ use serde_json::{json, Value};
 
 use qtrain_core::rng::Rng;
 use qtrain_core::{Backend, DType, TensorInfo};
+use qtrain_model::optimizer::clip_scale;
 use qtrain_model::safetensors_io::SafetensorsStore;
 use qtrain_model::train::ModelGrads;
 use qtrain_model::train::{BackwardOptions, LossStats, TrainBatch, TrainMode};
-use qtrain_model::{AdapterConfig, LoraAdapter, QwenModel, TargetModules};
-use qtrain_optim::clip::norm_from_sum_of_squares;
-use qtrain_optim::{clip_coefficient, AdamWHyper, LrSchedule};
+use qtrain_model::{AdamW, AdapterConfig, LoraAdapter, QwenModel, TargetModules};
+use qtrain_optim::LrSchedule;
 
 use crate::args::{total_steps, update_steps_per_epoch, OnResume, TrainArgs, TunerType, ARGS};
 use crate::checkpoint::{
@@ -213,7 +213,7 @@ struct Run<'a, B: Backend> {
     steps: Steps,
     run_dir: PathBuf,
     grads: ModelGrads<B>,
-    optimizer: Optimizer<B>,
+    optimizer: AdamW<B>,
     /// One LoRA-dropout seed per micro-batch.
     rng: Rng,
     state: LoopState,
@@ -256,18 +256,6 @@ struct Steps {
     eval_steps: Option<u64>,
 }
 
-/// AdamW's state for the trainable tensors, in `trainable_params` order.
-struct Optimizer<B: Backend> {
-    /// (name, shape) of each trainable tensor.
-    params: Vec<(String, Vec<usize>)>,
-    /// (exp_avg, exp_avg_sq) of each trainable tensor.
-    moments: Vec<(B::Tensor, B::Tensor)>,
-    /// Updates applied so far (steps without a supervised token apply none).
-    num_updates: u64,
-    hyper: AdamWHyper,
-    hyper_no_decay: AdamWHyper,
-}
-
 /// What one optimizer step did.
 struct StepDone {
     step: u64,
@@ -300,12 +288,13 @@ impl<'a, B: Backend> Run<'a, B> {
         let steps = Steps::new(&args, &data)?;
         let (run_dir, args_json) = create_run_folder(&args, &data, &steps)?;
         let grads = folder.model.new_grads(be, mode)?;
-        let mut optimizer = Optimizer::new(be, &mut folder.model, &grads, &args)?;
+        let mut optimizer = AdamW::new(be, &mut folder.model, &grads, args.adamw_hyper())?;
+        eprintln!("[qtrain] {} trainable parameters in {} tensors", optimizer.num_values(), optimizer.params.len());
         let mut rng = dropout_rng(args.seed);
         let mut state = LoopState::default();
         let mut position = (0, 0);
         if let Some(resume) = &resume {
-            optimizer.restore(be, &mut folder.model, &grads, mode, resume)?;
+            restore_optimizer(&mut optimizer, be, &mut folder.model, &grads, mode, resume)?;
             rng = Rng::from_state(resume.files.rng_state.dropout_rng_state);
             position = resume.data_position(steps.num_micro)?;
             state = LoopState::from_trainer_state(&resume.files.trainer_state);
@@ -440,13 +429,9 @@ impl<'a, B: Backend> Run<'a, B> {
                     stats.add(self.folder.model.forward_backward(be, tb, &mut self.grads, &opts)?);
                 }
                 let loss = stats.loss_sum / stats.num_targets.max(1) as f64;
-                let mut sum_sq = 0.0;
-                for (_, g) in self.grads.named(&self.folder.model) {
-                    sum_sq += be.sum_squares(g)?;
-                }
-                let norm = norm_from_sum_of_squares(sum_sq);
+                let norm = AdamW::grad_norm(be, &self.folder.model, &self.grads)?;
                 self.stop_if_not_finite(step, loss, norm)?;
-                let clip = if self.args.max_grad_norm > 0.0 { clip_coefficient(norm, self.args.max_grad_norm) } else { 1.0 };
+                let clip = clip_scale(norm, self.args.max_grad_norm);
                 self.optimizer.step(be, &mut self.folder.model, &self.grads, lr, clip)?;
                 self.grads.zero(be)?;
                 Some(norm)
@@ -616,7 +601,7 @@ impl<'a, B: Backend> Run<'a, B> {
             }
         }
         let save_master = self.mode == TrainMode::Full && self.folder.dtype != DType::F32;
-        let optimizer = self.optimizer.states(be, &mut self.folder.model, &self.grads, save_master)?;
+        let optimizer = optimizer_states(&self.optimizer, be, &mut self.folder.model, &self.grads, save_master)?;
         let args = &self.args;
         let (schedule, batch_size) = (&self.steps.schedule, self.steps.batch_size);
         let trainer_state = self.state.trainer_state(args, self.steps.max_steps, done.epoch, batch_size);
@@ -925,83 +910,71 @@ fn create_run_folder(args: &TrainArgs, data: &Data, steps: &Steps) -> Result<(Pa
     Ok((run_dir, args_json))
 }
 
-impl<B: Backend> Optimizer<B> {
-    /// Zero moments for every trainable tensor.
-    fn new(be: &B, model: &mut QwenModel<B>, grads: &ModelGrads<B>, args: &TrainArgs) -> Result<Self> {
-        let (mut params, mut moments, mut trainable) = (Vec::new(), Vec::new(), 0usize);
+/// The state `optimizer.safetensors` holds; `save_master` adds the f32 weights (full
+/// fine-tuning of a model stored in a narrower dtype).
+fn optimizer_states<B: Backend>(
+    opt: &AdamW<B>,
+    be: &B,
+    model: &mut QwenModel<B>,
+    grads: &ModelGrads<B>,
+    save_master: bool,
+) -> Result<Vec<ParamState>> {
+    let masters: Vec<Option<Vec<f32>>> = if save_master {
+        model.trainable_params(grads).iter().map(|p| be.download(p.param).map(Some)).collect::<std::result::Result<_, _>>()?
+    } else {
+        vec![None; opt.params.len()]
+    };
+    let mut out = Vec::with_capacity(opt.params.len());
+    for (((name, shape), (exp_avg, exp_avg_sq)), master) in opt.params.iter().zip(&opt.moments).zip(masters) {
+        out.push(ParamState {
+            name: name.clone(),
+            shape: shape.clone(),
+            exp_avg: be.download(exp_avg)?,
+            exp_avg_sq: be.download(exp_avg_sq)?,
+            step: opt.num_updates,
+            master,
+        });
+    }
+    Ok(out)
+}
+
+/// Restore moments and step count from a checkpoint (and, for full fine-tuning, the
+/// weights; LoRA adapters were attached by [`setup_adapters`]).
+fn restore_optimizer<B: Backend>(
+    opt: &mut AdamW<B>,
+    be: &B,
+    model: &mut QwenModel<B>,
+    grads: &ModelGrads<B>,
+    mode: TrainMode,
+    resume: &Resumed,
+) -> Result<()> {
+    let saved = checkpoint::read_optimizer_state(&resume.dir.join("optimizer.safetensors"))?;
+    if mode == TrainMode::Full {
+        let store = SafetensorsStore::open_model_folder(&resume.dir)?;
         for p in model.trainable_params(grads) {
-            trainable += p.param.numel();
-            params.push((p.name.clone(), p.param.shape().to_vec()));
-            moments.push((be.zeros(p.param.shape())?, be.zeros(p.param.shape())?));
-        }
-        eprintln!("[qtrain] {trainable} trainable parameters in {} tensors", moments.len());
-        let hyper = args.adamw_hyper();
-        Ok(Optimizer { params, moments, num_updates: 0, hyper, hyper_no_decay: hyper.with_weight_decay(0.0) })
-    }
-
-    /// One AdamW update of every trainable tensor, its gradient scaled by `clip`.
-    fn step(&mut self, be: &B, model: &mut QwenModel<B>, grads: &ModelGrads<B>, lr: f64, clip: f32) -> Result<()> {
-        self.num_updates += 1;
-        for (p, (exp_avg, exp_avg_sq)) in model.trainable_params(grads).into_iter().zip(self.moments.iter_mut()) {
-            let h = if p.decay { &self.hyper } else { &self.hyper_no_decay };
-            be.adamw_step(p.param, p.grad, exp_avg, exp_avg_sq, h, self.num_updates, lr, clip)?;
-        }
-        Ok(())
-    }
-
-    /// The state `optimizer.safetensors` holds; `save_master` adds the f32 weights (full
-    /// fine-tuning of a model stored in a narrower dtype).
-    fn states(&self, be: &B, model: &mut QwenModel<B>, grads: &ModelGrads<B>, save_master: bool) -> Result<Vec<ParamState>> {
-        let masters: Vec<Option<Vec<f32>>> = if save_master {
-            model.trainable_params(grads).iter().map(|p| be.download(p.param).map(Some)).collect::<std::result::Result<_, _>>()?
-        } else {
-            vec![None; self.params.len()]
-        };
-        let mut out = Vec::with_capacity(self.params.len());
-        for (((name, shape), (exp_avg, exp_avg_sq)), master) in self.params.iter().zip(&self.moments).zip(masters) {
-            out.push(ParamState {
-                name: name.clone(),
-                shape: shape.clone(),
-                exp_avg: be.download(exp_avg)?,
-                exp_avg_sq: be.download(exp_avg_sq)?,
-                step: self.num_updates,
-                master,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Restore moments and step count from a checkpoint (and, for full fine-tuning, the
-    /// weights; LoRA adapters were attached by [`setup_adapters`]).
-    fn restore(&mut self, be: &B, model: &mut QwenModel<B>, grads: &ModelGrads<B>, mode: TrainMode, resume: &Resumed) -> Result<()> {
-        let opt = checkpoint::read_optimizer_state(&resume.dir.join("optimizer.safetensors"))?;
-        if mode == TrainMode::Full {
-            let store = SafetensorsStore::open_model_folder(&resume.dir)?;
-            for p in model.trainable_params(grads) {
-                let values = match opt.get(&p.name).and_then(|s| s.master.clone()) {
-                    Some(master) => master,
-                    None => store.read(&p.name)?.to_f32(),
-                };
-                if values.len() != p.param.numel() {
-                    return Err(resume.error(format!("{} has {} values, the model needs {}", p.name, values.len(), p.param.numel())));
-                }
-                *p.param = be.upload(qtrain_core::HostData::F32(&values), p.param.shape())?;
+            let values = match saved.get(&p.name).and_then(|s| s.master.clone()) {
+                Some(master) => master,
+                None => store.read(&p.name)?.to_f32(),
+            };
+            if values.len() != p.param.numel() {
+                return Err(resume.error(format!("{} has {} values, the model needs {}", p.name, values.len(), p.param.numel())));
             }
+            *p.param = be.upload(qtrain_core::HostData::F32(&values), p.param.shape())?;
         }
-        for ((name, shape), (exp_avg, exp_avg_sq)) in self.params.iter().zip(self.moments.iter_mut()) {
-            let s = opt.get(name).ok_or_else(|| resume.error(format!("optimizer.safetensors has no state for {name}")))?;
-            if &s.shape != shape {
-                return Err(resume.error(format!("optimizer state of {name} is {:?}, the parameter is {shape:?}", s.shape)));
-            }
-            *exp_avg = be.upload(qtrain_core::HostData::F32(&s.exp_avg), shape)?;
-            *exp_avg_sq = be.upload(qtrain_core::HostData::F32(&s.exp_avg_sq), shape)?;
-            self.num_updates = self.num_updates.max(s.step);
-        }
-        if opt.len() != self.params.len() {
-            return Err(resume.error(format!("optimizer.safetensors holds {} tensors, this run trains {}", opt.len(), self.params.len())));
-        }
-        Ok(())
     }
+    for ((name, shape), (exp_avg, exp_avg_sq)) in opt.params.iter().zip(opt.moments.iter_mut()) {
+        let s = saved.get(name).ok_or_else(|| resume.error(format!("optimizer.safetensors has no state for {name}")))?;
+        if &s.shape != shape {
+            return Err(resume.error(format!("optimizer state of {name} is {:?}, the parameter is {shape:?}", s.shape)));
+        }
+        *exp_avg = be.upload(qtrain_core::HostData::F32(&s.exp_avg), shape)?;
+        *exp_avg_sq = be.upload(qtrain_core::HostData::F32(&s.exp_avg_sq), shape)?;
+        opt.num_updates = opt.num_updates.max(s.step);
+    }
+    if saved.len() != opt.params.len() {
+        return Err(resume.error(format!("optimizer.safetensors holds {} tensors, this run trains {}", saved.len(), opt.params.len())));
+    }
+    Ok(())
 }
 
 /// Warn about samples that `max_length` cut or dropped and samples without supervised tokens.
