@@ -5,7 +5,6 @@
 //! * [`chat_template`] renders chat templates exactly as transformers does.
 //! * [`generation_config`] reads `generation_config.json`.
 //! * [`conversation`] turns conversations into `input_ids` + `labels` for training.
-//! * [`dataset`] reads JSONL files of `messages` conversations (the original reader).
 //! * [`row_format`] recognises dataset row formats (messages, ShareGPT, Alpaca,
 //!   query/response) and normalises them to `messages`.
 //! * [`loader`] loads `swift sft`-style dataset specs (`FILE`, `FILE#N`, `self-cognition`),
@@ -21,7 +20,6 @@
 pub mod assets;
 pub mod chat_template;
 pub mod conversation;
-pub mod dataset;
 pub mod error;
 pub mod generation_config;
 pub mod loader;
@@ -42,7 +40,6 @@ pub use chat_template::{ChatTemplate, RenderRequest, SpecialTokens};
 pub use conversation::{
     tokenize_conversation, AssistantMarkers, ConversationOptions, ConversationTokenizer, LossScale, TokenizedConversation, IGNORE_INDEX,
 };
-pub use dataset::{parse_conversations_jsonl, read_conversations_jsonl, ConversationRecord};
 pub use error::{DataError, Result, RowLocation};
 pub use generation_config::{GenerationConfig, GENERATION_CONFIG_FILE};
 pub use loader::{

@@ -3,7 +3,8 @@
 //! adapters move freely between qtrain, transformers + PEFT and vLLM.
 //!
 //! Loading reports every missing or unexpected key at once. This module must not train or
-//! initialise adapters (see `qtrain-train`); it only reads, writes and attaches them.
+//! initialise adapters (fresh adapters are drawn by `QwenModel::init_lora` in `train.rs`); it
+//! only reads, writes and attaches them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
