@@ -101,14 +101,52 @@ pub struct BackwardOptions {
     pub lora_dropout: Option<(f32, u64)>,
 }
 
-/// How LoRA A is initialised (B is always zero, so training starts from the base model).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// How LoRA A is initialised (B is always zero, so training starts from the base model): the
+/// `--init_lora_weights` option. Serialised as PEFT writes it in `adapter_config.json`: `true`
+/// or `"gaussian"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoraInit {
-    /// PEFT's default: `kaiming_uniform_(a=√5)`, i.e. U(−1/√in, 1/√in).
+    /// PEFT's default (`true`): `kaiming_uniform_(a=√5)`, i.e. U(−1/√in, 1/√in).
     Kaiming,
     /// PEFT's `init_lora_weights="gaussian"`: N(0, (1/r)²).
     Gaussian,
+}
+
+impl LoraInit {
+    /// The `init_lora_weights` value of `adapter_config.json`.
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            LoraInit::Kaiming => serde_json::Value::Bool(true),
+            LoraInit::Gaussian => serde_json::Value::String("gaussian".into()),
+        }
+    }
+}
+
+impl std::str::FromStr for LoraInit {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "true" | "True" => Ok(LoraInit::Kaiming),
+            "gaussian" => Ok(LoraInit::Gaussian),
+            other => Err(format!("unsupported init_lora_weights {other:?}; valid: true (kaiming-uniform A), gaussian")),
+        }
+    }
+}
+
+impl serde::Serialize for LoraInit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LoraInit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Bool(true) => Ok(LoraInit::Kaiming),
+            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!("unsupported init_lora_weights {other}; valid: true, \"gaussian\""))),
+        }
+    }
 }
 
 /// One trainable tensor paired with its gradient, for the optimizer.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use clap::ArgAction;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use qtrain_core::DType;
 use qtrain_data::{Bilingual, LossScale};
@@ -52,58 +52,6 @@ impl fmt::Display for TunerType {
             TunerType::Lora => "lora",
             TunerType::Full => "full",
         })
-    }
-}
-
-/// `--init_lora_weights`: `true` (PEFT's default, kaiming-uniform A) or `gaussian`.
-/// Serialised as PEFT writes it in `adapter_config.json`: `true` or `"gaussian"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InitLoraWeights {
-    Kaiming,
-    Gaussian,
-}
-
-impl InitLoraWeights {
-    pub fn lora_init(self) -> LoraInit {
-        match self {
-            InitLoraWeights::Kaiming => LoraInit::Kaiming,
-            InitLoraWeights::Gaussian => LoraInit::Gaussian,
-        }
-    }
-
-    /// The `init_lora_weights` value of `adapter_config.json`.
-    pub fn to_json(self) -> serde_json::Value {
-        match self {
-            InitLoraWeights::Kaiming => serde_json::Value::Bool(true),
-            InitLoraWeights::Gaussian => serde_json::Value::String("gaussian".into()),
-        }
-    }
-}
-
-impl FromStr for InitLoraWeights {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "true" | "True" => Ok(InitLoraWeights::Kaiming),
-            "gaussian" => Ok(InitLoraWeights::Gaussian),
-            other => Err(format!("unsupported init_lora_weights {other:?}; valid: true (kaiming-uniform A), gaussian")),
-        }
-    }
-}
-
-impl Serialize for InitLoraWeights {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for InitLoraWeights {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        match serde_json::Value::deserialize(d)? {
-            serde_json::Value::Bool(true) => Ok(InitLoraWeights::Kaiming),
-            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
-            other => Err(serde::de::Error::custom(format!("unsupported init_lora_weights {other}; valid: true, \"gaussian\""))),
-        }
     }
 }
 
@@ -413,7 +361,7 @@ train_args! {
     use_rslora: bool = false, Free;
     /// true (kaiming-uniform A) | gaussian [default: true].
     #[arg(long, help_heading = LORA)]
-    init_lora_weights: InitLoraWeights = InitLoraWeights::Kaiming, Free;
+    init_lora_weights: LoraInit = LoraInit::Kaiming, Free;
 
     // ---- optimisation --------------------------------------------------------------------------
     /// [default: 1e-4 for LoRA, 1e-5 for full]
@@ -1018,11 +966,11 @@ mod tests {
         let json = r#"{"model": "m", "dataset": ["a.jsonl"], "train_type": "full", "init_lora_weights": "gaussian", "lr_scheduler_kwargs": {"min_lr": 1e-6}}"#;
         let a: TrainArgs = serde_json::from_str(json).unwrap();
         assert_eq!(a.tuner_type, TunerType::Full);
-        assert_eq!(a.init_lora_weights, InitLoraWeights::Gaussian);
+        assert_eq!(a.init_lora_weights, LoraInit::Gaussian);
         let back: TrainArgs = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(a, back);
         assert!(serde_json::from_str::<TrainArgs>(r#"{"lora_rnk": 4}"#).is_err());
-        assert_eq!(serde_json::to_value(InitLoraWeights::Kaiming).unwrap(), serde_json::json!(true));
+        assert_eq!(serde_json::to_value(LoraInit::Kaiming).unwrap(), serde_json::json!(true));
     }
 
     /// Every field at a value other than its default. Written without `..Default::default()`,
@@ -1056,7 +1004,7 @@ mod tests {
             target_modules: vec!["q_proj".into(), "v_proj".into()],
             target_regex: Some(".*proj".into()),
             use_rslora: true,
-            init_lora_weights: InitLoraWeights::Gaussian,
+            init_lora_weights: LoraInit::Gaussian,
             learning_rate: Some(3e-4),
             num_train_epochs: 2.0,
             max_steps: 9,

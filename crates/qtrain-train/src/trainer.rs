@@ -789,7 +789,7 @@ fn setup_adapters<B: Backend>(
                 AdapterConfig::new_lora(args.lora_rank, args.lora_alpha, args.lora_dropout, Vec::new(), args.use_rslora, Some(model_name));
             c.target_modules = targets;
             c.init_lora_weights = args.init_lora_weights.to_json();
-            let n = model.init_lora(be, &c, args.init_lora_weights.lora_init(), args.seed)?;
+            let n = model.init_lora(be, &c, args.init_lora_weights, args.seed)?;
             let targets = match &c.target_modules {
                 TargetModules::Names(names) => names.join(", "),
                 TargetModules::Regex(re) => format!("regex {re:?}"),
