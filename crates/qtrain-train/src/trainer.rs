@@ -63,7 +63,7 @@ use crate::checkpoint::{
     LoopSums, ParamState, RngState, SchedulerState, StatefulCallbacks, TotalSums, TrainerState, WindowSums,
 };
 use crate::cognition::CognitionProbe;
-use crate::dataset::{self, loss_scale, DatasetStats, PrepareOptions, PreparedData, TrainRow};
+use crate::dataset::{self, per_target_scale, DatasetStats, PrepareOptions, PreparedData, TrainRow};
 use crate::error::{Result, TrainError};
 use crate::eval::{evaluate_dataset, EvalMetrics};
 use crate::folder::LoadedFolder;
@@ -409,7 +409,7 @@ impl<'a, B: Backend> Run<'a, B> {
         let step = self.state.global_step + 1;
         let lr = self.steps.schedule.lr_at(self.state.global_step);
         let mut stats = LossStats::default();
-        let grad_norm = match loss_scale(step_targets) {
+        let grad_norm = match per_target_scale(step_targets) {
             None => {
                 self.progress.println(&format!("WARNING: optimizer step {step} has no supervised token; its update is skipped"));
                 for _ in &batches {
