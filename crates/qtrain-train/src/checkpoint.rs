@@ -60,7 +60,7 @@ pub fn next_version<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
 pub fn timestamp(unix_secs: u64) -> String {
     let days = (unix_secs / 86400) as i64;
     let rem = unix_secs % 86400;
-    let (year, month, day) = qtrain_data::civil_from_days(days);
+    let (year, month, day) = qtrain_data::calendar::civil_from_days(days);
     format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
