@@ -7,10 +7,10 @@
 mod shapes;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use qtrain_core::{Backend, CpuBackend};
+use qtrain_core::CpuBackend;
 use qtrain_model::adapter::ALL_LINEAR;
 use qtrain_model::train::{BackwardOptions, LoraInit, TrainBatch, TrainMode};
-use qtrain_model::{AdapterConfig, QwenModel};
+use qtrain_model::{AdamW, AdapterConfig, QwenModel};
 use qtrain_optim::AdamWHyper;
 
 pub const SEQ: usize = 256;
@@ -25,13 +25,8 @@ fn train_step(c: &mut Criterion) {
     let tb = TrainBatch::from_samples(&[(ids, labels)], 0).unwrap();
     let mut grads = model.new_grads(&be, TrainMode::Lora).unwrap();
     let hyper = AdamWHyper { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
-    let mut moments: Vec<(qtrain_core::CpuTensor, qtrain_core::CpuTensor)> = model
-        .trainable_params(&grads)
-        .iter()
-        .map(|p| (be.zeros(qtrain_core::TensorInfo::shape(p.grad)).unwrap(), be.zeros(qtrain_core::TensorInfo::shape(p.grad)).unwrap()))
-        .collect();
+    let mut optimizer = AdamW::new(&be, &mut model, &grads, hyper).unwrap();
     let opts = BackwardOptions { loss_scale: 1.0 / tb.num_targets() as f32, gradient_checkpointing: true, lora_dropout: None };
-    let mut step = 0u64;
     let mut group = c.benchmark_group("cpu_train_step");
     group.sample_size(10);
     group.throughput(Throughput::Elements(SEQ as u64));
@@ -41,10 +36,7 @@ fn train_step(c: &mut Criterion) {
             be.run(|be| {
                 grads.zero(be).unwrap();
                 model.forward_backward(be, &tb, &mut grads, &opts).unwrap();
-                step += 1;
-                for (p, (m, v)) in model.trainable_params(&grads).into_iter().zip(moments.iter_mut()) {
-                    be.adamw_step(p.param, p.grad, m, v, &hyper, step, 1e-4, 1.0).unwrap();
-                }
+                optimizer.step(be, &mut model, &grads, 1e-4, 1.0).unwrap();
             })
         })
     });

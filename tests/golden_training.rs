@@ -7,11 +7,12 @@ mod common;
 use std::collections::HashMap;
 
 use common::{fixture, max_relative_error, REGENERATE};
-use qtrain_core::{Backend, CpuBackend, TensorInfo};
+use qtrain_core::{Backend, CpuBackend};
 use qtrain_data::{ConversationOptions, ConversationTokenizer, QwenTokenizer, TokenizerConfig};
+use qtrain_model::optimizer::clip_scale;
 use qtrain_model::safetensors_io::SafetensorsStore;
 use qtrain_model::train::{BackwardOptions, LossStats, TrainBatch, TrainMode};
-use qtrain_model::{Batch, LoraAdapter, QwenModel};
+use qtrain_model::{AdamW, Batch, LoraAdapter, QwenModel};
 use qtrain_optim::AdamWHyper;
 
 const GRAD_TOL: f64 = 1e-4;
@@ -109,21 +110,16 @@ fn adamw_steps(
 ) -> (Vec<f64>, Vec<f64>) {
     let mut grads = model.new_grads(be, mode).unwrap();
     let opts = BackwardOptions { loss_scale: 1.0 / tb.num_targets() as f32, gradient_checkpointing: true, lora_dropout: None };
-    let mut moments: Vec<(qtrain_core::CpuTensor, qtrain_core::CpuTensor)> =
-        model.trainable_params(&grads).iter().map(|p| (be.zeros(p.grad.shape()).unwrap(), be.zeros(p.grad.shape()).unwrap())).collect();
+    // The trainer's own optimizer: decay groups, global norm, clipping and the update.
+    let hyper = AdamWHyper { beta1: 0.9, beta2: 0.95, eps, weight_decay: wd };
+    let mut optimizer = AdamW::new(be, model, &grads, hyper).unwrap();
     let (mut losses, mut norms) = (vec![], vec![]);
-    for step in 1..=steps as u64 {
+    for _ in 0..steps {
         grads.zero(be).unwrap();
         losses.push(model.forward_backward(be, tb, &mut grads, &opts).unwrap().mean_loss());
-        let params = model.trainable_params(&grads);
-        let sum_sq: f64 = params.iter().map(|p| be.sum_squares(p.grad).unwrap()).sum();
-        let norm = qtrain_optim::clip::norm_from_sum_of_squares(sum_sq);
+        let norm = AdamW::grad_norm(be, model, &grads).unwrap();
         norms.push(norm);
-        let scale = qtrain_optim::clip::clip_coefficient(norm, max_norm);
-        for (p, (m, v)) in params.into_iter().zip(moments.iter_mut()) {
-            let hyper = AdamWHyper { beta1: 0.9, beta2: 0.95, eps, weight_decay: if p.decay { wd } else { 0.0 } };
-            be.adamw_step(p.param, p.grad, m, v, &hyper, step, lr, scale).unwrap();
-        }
+        optimizer.step(be, model, &grads, lr, clip_scale(norm, max_norm)).unwrap();
     }
     (losses, norms)
 }

@@ -117,10 +117,7 @@ fn bench_on<B: Backend>(be: &B, args: BenchArgs) -> Result<()> {
     }
     let peak_rss_gib = qtrain_train::metrics::peak_memory_gib();
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"device": be.name(), "options": opts, "report": report, "peak_rss_gib": peak_rss_gib})
-        );
+        println!("{}", serde_json::json!({"device": be.name(), "options": opts, "report": report, "peak_rss_gib": peak_rss_gib}));
         return Ok(());
     }
     let cfg = &model.config;

@@ -2,10 +2,11 @@
 //!
 //! * [`tokenizer`] loads `tokenizer.json` (or `.json.gz`), encodes, decodes, stream-decodes.
 //! * [`tokenizer_config`] reads `tokenizer_config.json` and `chat_template.jinja`.
-//! * [`chat_template`] renders chat templates exactly as transformers does.
+//! * [`chat_template`] renders chat templates exactly as transformers does (with its private
+//!   `python` module: Python semantics the templates rely on).
+//! * [`calendar`] turns day counts into UTC dates (templates' `strftime_now`, run-folder names).
 //! * [`generation_config`] reads `generation_config.json`.
 //! * [`conversation`] turns conversations into `input_ids` + `labels` for training.
-//! * [`dataset`] reads JSONL files of `messages` conversations (the original reader).
 //! * [`row_format`] recognises dataset row formats (messages, ShareGPT, Alpaca,
 //!   query/response) and normalises them to `messages`.
 //! * [`loader`] loads `swift sft`-style dataset specs (`FILE`, `FILE#N`, `self-cognition`),
@@ -19,14 +20,13 @@
 //! This crate must not know about models, tensors, backends or command-line flags.
 
 pub mod assets;
+pub mod calendar;
 pub mod chat_template;
 pub mod conversation;
-pub mod dataset;
 pub mod error;
 pub mod generation_config;
 pub mod loader;
 pub mod packing;
-mod python;
 mod rng;
 pub mod row_format;
 pub mod self_cognition;
@@ -42,7 +42,6 @@ pub use chat_template::{ChatTemplate, RenderRequest, SpecialTokens};
 pub use conversation::{
     tokenize_conversation, AssistantMarkers, ConversationOptions, ConversationTokenizer, LossScale, TokenizedConversation, IGNORE_INDEX,
 };
-pub use dataset::{parse_conversations_jsonl, read_conversations_jsonl, ConversationRecord};
 pub use error::{DataError, Result, RowLocation};
 pub use generation_config::{GenerationConfig, GENERATION_CONFIG_FILE};
 pub use loader::{
@@ -50,7 +49,6 @@ pub use loader::{
     DatasetSource, DatasetSpec, LoadedDataset, RowOrigin, SkippedRow, MAX_REPORTED_SKIPS,
 };
 pub use packing::{build_packed_row, next_token_targets, pack_samples, plan_packing, PackedRow, PackingStrategy, TokenSequence};
-pub use python::civil_from_days;
 pub use row_format::{normalize_row, NormalizedRow, RowFormat};
 pub use self_cognition::{
     self_cognition_accuracy, Bilingual, Lang, SelfCognition, SelfCognitionQuestion, SelfCognitionRow, SelfCognitionScore,

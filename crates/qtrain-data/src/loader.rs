@@ -26,7 +26,6 @@
 //! skipped row by row: that is always an error (with serde's line and column).
 //!
 //! This module must not render, tokenize or batch: it yields normalised rows.
-//! (The older [`crate::dataset`] reader, `messages` JSONL only, is kept for its callers.)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

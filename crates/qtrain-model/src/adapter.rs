@@ -3,7 +3,8 @@
 //! adapters move freely between qtrain, transformers + PEFT and vLLM.
 //!
 //! Loading reports every missing or unexpected key at once. This module must not train or
-//! initialise adapters (see `qtrain-train`); it only reads, writes and attaches them.
+//! initialise adapters (fresh adapters are drawn by `QwenModel::init_lora` in `train.rs`); it
+//! only reads, writes and attaches them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 use qtrain_core::Backend;
 
-use crate::config::QwenConfig;
+use crate::config::{Proj, QwenConfig};
 use crate::error::{read_json, ModelError, Result};
 use crate::model::{LoraPair, QwenModel};
 use crate::safetensors_io::{write_atomic, write_safetensors, HostTensor, SafetensorsStore};
@@ -22,7 +23,15 @@ use crate::safetensors_io::{write_atomic, write_safetensors, HostTensor, Safeten
 pub const PEFT_PREFIX: &str = "base_model.model.";
 
 /// The seven linear layers of a Qwen decoder layer, as `target_modules` names them.
-pub const ALL_LINEAR: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const ALL_LINEAR: [&str; 7] = {
+    let mut names = [""; 7];
+    let mut i = 0;
+    while i < 7 {
+        names[i] = Proj::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// `target_modules`: a list of module-name suffixes, or one regular expression that must match
 /// the whole module name (PEFT's rules).

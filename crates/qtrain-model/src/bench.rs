@@ -6,7 +6,9 @@
 
 use std::time::Instant;
 
-use qtrain_core::{Backend, TensorInfo};
+use qtrain_core::Backend;
+
+use crate::optimizer::AdamW;
 
 use crate::adapter::{AdapterConfig, ALL_LINEAR};
 use crate::error::Result;
@@ -98,23 +100,17 @@ pub fn bench_lora_train<B: Backend>(model: &mut QwenModel<B>, be: &B, opts: &Ben
     let tb = TrainBatch::from_samples(&samples, 0)?;
     let mut grads = model.new_grads(be, TrainMode::Lora)?;
     let hyper = qtrain_optim::AdamWHyper { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
-    let mut moments = Vec::new();
-    for p in model.trainable_params(&grads) {
-        moments.push((be.zeros(p.grad.shape())?, be.zeros(p.grad.shape())?));
-    }
+    let mut optimizer = AdamW::new(be, model, &grads, hyper)?;
     let bopts = BackwardOptions {
         loss_scale: 1.0 / tb.num_targets() as f32,
         gradient_checkpointing: opts.gradient_checkpointing,
         lora_dropout: None,
     };
-    let mut step = 0u64;
     let mut one_step = |model: &mut QwenModel<B>| -> Result<()> {
         grads.zero(be)?;
         model.forward_backward(be, &tb, &mut grads, &bopts)?;
-        step += 1;
-        for (p, (m, v)) in model.trainable_params(&grads).into_iter().zip(moments.iter_mut()) {
-            be.adamw_step(p.param, p.grad, m, v, &hyper, step, 1e-4, 1.0)?;
-        }
+        // No clipping, so no gradient norm is computed: the step is forward, backward, update.
+        optimizer.step(be, model, &grads, 1e-4, 1.0)?;
         // Sync: read one parameter back.
         if let Some(p) = model.trainable_params(&grads).first() {
             be.download(p.param)?;

@@ -81,6 +81,87 @@ struct RawConfig {
     dtype: Option<String>,
 }
 
+/// The seven linear projections of a decoder layer: the one table of their checkpoint
+/// names, module paths, shapes and biases. Every per-layer list of linears (loading, random
+/// init, expected tensors, gradients, trainable parameters, checkpoints, LoRA targets and
+/// dropout streams) follows [`Proj::ALL`]'s order, and arrays of them are indexed by
+/// [`Proj::index`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proj {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Proj {
+    pub const ALL: [Proj; 7] = [Proj::Q, Proj::K, Proj::V, Proj::O, Proj::Gate, Proj::Up, Proj::Down];
+
+    /// The checkpoint's (and PEFT's `target_modules`) name: `q_proj`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Proj::Q => "q_proj",
+            Proj::K => "k_proj",
+            Proj::V => "v_proj",
+            Proj::O => "o_proj",
+            Proj::Gate => "gate_proj",
+            Proj::Up => "up_proj",
+            Proj::Down => "down_proj",
+        }
+    }
+
+    /// The module path inside a decoder layer: `self_attn.q_proj`, `mlp.gate_proj`.
+    pub const fn module(self) -> &'static str {
+        match self {
+            Proj::Q => "self_attn.q_proj",
+            Proj::K => "self_attn.k_proj",
+            Proj::V => "self_attn.v_proj",
+            Proj::O => "self_attn.o_proj",
+            Proj::Gate => "mlp.gate_proj",
+            Proj::Up => "mlp.up_proj",
+            Proj::Down => "mlp.down_proj",
+        }
+    }
+
+    /// Position in [`Proj::ALL`] (and in every per-layer array of linears).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// `[out, in]` of the weight.
+    pub fn shape(self, cfg: &QwenConfig) -> [usize; 2] {
+        let (h, i, q, kv) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim());
+        match self {
+            Proj::Q => [q, h],
+            Proj::K | Proj::V => [kv, h],
+            Proj::O => [h, q],
+            Proj::Gate | Proj::Up => [i, h],
+            Proj::Down => [h, i],
+        }
+    }
+
+    /// Whether the checkpoint holds a bias (`qkv_bias` for q/k/v, `o_bias` for o).
+    pub fn has_bias(self, cfg: &QwenConfig) -> bool {
+        match self {
+            Proj::Q | Proj::K | Proj::V => cfg.qkv_bias,
+            Proj::O => cfg.o_bias,
+            Proj::Gate | Proj::Up | Proj::Down => false,
+        }
+    }
+
+    /// `f` for each projection, in order; the first error stops.
+    pub fn try_map<T, E>(mut f: impl FnMut(Proj) -> std::result::Result<T, E>) -> std::result::Result<[T; 7], E> {
+        let mut out = Vec::with_capacity(7);
+        for p in Proj::ALL {
+            out.push(f(p)?);
+        }
+        Ok(out.try_into().unwrap_or_else(|_| unreachable!("seven projections")))
+    }
+}
+
 impl QwenConfig {
     /// Read `config.json` from a model folder (or the file itself).
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -208,18 +289,10 @@ impl QwenConfig {
         self.num_kv_heads * self.head_dim
     }
 
-    /// `(name, [out, in])` of every linear layer in one decoder layer, in PEFT's module names.
+    /// `(module, [out, in])` of every linear layer in one decoder layer, in PEFT's module
+    /// names ([`Proj::module`]), in [`Proj::ALL`] order.
     pub fn layer_linears(&self) -> [(&'static str, [usize; 2]); 7] {
-        let (h, i) = (self.hidden_size, self.intermediate_size);
-        [
-            ("self_attn.q_proj", [self.q_dim(), h]),
-            ("self_attn.k_proj", [self.kv_dim(), h]),
-            ("self_attn.v_proj", [self.kv_dim(), h]),
-            ("self_attn.o_proj", [h, self.q_dim()]),
-            ("mlp.gate_proj", [i, h]),
-            ("mlp.up_proj", [i, h]),
-            ("mlp.down_proj", [h, i]),
-        ]
+        Proj::ALL.map(|p| (p.module(), p.shape(self)))
     }
 
     /// Every parameter tensor the checkpoint must hold, with its shape, in HF names.
@@ -229,14 +302,10 @@ impl QwenConfig {
             let p = format!("model.layers.{l}");
             out.push((format!("{p}.input_layernorm.weight"), vec![self.hidden_size]));
             out.push((format!("{p}.post_attention_layernorm.weight"), vec![self.hidden_size]));
-            for (name, [o, i]) in self.layer_linears() {
+            for proj in Proj::ALL {
+                let (name, [o, i]) = (proj.module(), proj.shape(self));
                 out.push((format!("{p}.{name}.weight"), vec![o, i]));
-                let has_bias = match name {
-                    "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj" => self.qkv_bias,
-                    "self_attn.o_proj" => self.o_bias,
-                    _ => false,
-                };
-                if has_bias {
+                if proj.has_bias(self) {
                     out.push((format!("{p}.{name}.bias"), vec![o]));
                 }
             }
@@ -268,6 +337,15 @@ impl QwenConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_projection_table_is_in_order_and_names_its_modules() {
+        for (i, p) in Proj::ALL.into_iter().enumerate() {
+            assert_eq!(p.index(), i);
+            assert!(p.module().ends_with(p.name()), "{p:?}");
+        }
+        assert_eq!(crate::adapter::ALL_LINEAR, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]);
+    }
 
     fn parse(json: &str) -> Result<QwenConfig> {
         QwenConfig::from_json_str(json, Path::new("config.json"))

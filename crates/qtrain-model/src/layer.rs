@@ -17,7 +17,7 @@
 
 use qtrain_core::{AttentionMask, Backend, LinearGrads, LoraWeights, TensorInfo};
 
-use crate::config::QwenConfig;
+use crate::config::{Proj, QwenConfig};
 use crate::error::Result;
 use crate::model::{Batch, DecoderLayer, Linear};
 
@@ -64,7 +64,7 @@ pub struct LayerGrads<B: Backend> {
     pub post_attention_layernorm: Option<B::Tensor>,
     pub q_norm: Option<B::Tensor>,
     pub k_norm: Option<B::Tensor>,
-    /// q, k, v, o, gate, up, down — the order of [`DecoderLayer::linears`].
+    /// q, k, v, o, gate, up, down: indexed by [`Proj::index`], as [`DecoderLayer::linears`].
     pub linears: [LinearGradBufs<B>; 7],
 }
 
@@ -136,13 +136,13 @@ pub fn layer_forward<B: Backend>(
             }
         }
     }
-    let apply = |i: usize, input: &B::Tensor| -> Result<B::Tensor> {
-        let lin = linears[i].1;
-        Ok(be.linear(input, &lin.weight, lin.bias.as_ref(), lora_of(lin, masks[i].as_ref()))?)
+    let apply = |proj: Proj, input: &B::Tensor| -> Result<B::Tensor> {
+        let (lin, mask) = (layer.linear(proj), masks[proj.index()].as_ref());
+        Ok(be.linear(input, &lin.weight, lin.bias.as_ref(), lora_of(lin, mask))?)
     };
     // q/k: project, per-head norm (Qwen3), rotary. Returns (pre-norm copy if saved, roped).
-    let project_rotate = |i: usize, heads: usize, norm: Option<&B::Tensor>| -> Result<(Option<B::Tensor>, B::Tensor)> {
-        let y = be.reshape(apply(i, &normed1)?, &[n * heads, d])?;
+    let project_rotate = |proj: Proj, heads: usize, norm: Option<&B::Tensor>| -> Result<(Option<B::Tensor>, B::Tensor)> {
+        let y = be.reshape(apply(proj, &normed1)?, &[n * heads, d])?;
         let (pre, y) = match norm {
             Some(w) => {
                 let normed = be.rms_norm(&y, w, eps)?;
@@ -153,9 +153,9 @@ pub fn layer_forward<B: Backend>(
         let y = be.reshape(y, &[n, heads, d])?;
         Ok((pre, be.reshape(be.rope(&y, rope.0, rope.1, &batch.positions)?, &[b, t, heads, d])?))
     };
-    let (q_pre_norm, q) = project_rotate(0, h, layer.q_norm.as_ref())?;
-    let (k_pre_norm, k) = project_rotate(1, kvh, layer.k_norm.as_ref())?;
-    let v = be.reshape(apply(2, &normed1)?, &[b, t, kvh, d])?;
+    let (q_pre_norm, q) = project_rotate(Proj::Q, h, layer.q_norm.as_ref())?;
+    let (k_pre_norm, k) = project_rotate(Proj::K, kvh, layer.k_norm.as_ref())?;
+    let v = be.reshape(apply(Proj::V, &normed1)?, &[b, t, kvh, d])?;
     let scale = 1.0 / (d as f32).sqrt();
     let (attn, lse) = match kv_cache {
         None => be.attention(&q, &k, &v, mask, scale)?,
@@ -166,14 +166,14 @@ pub fn layer_forward<B: Backend>(
         }
     };
     let attn = be.reshape(attn, &[n, h * d])?;
-    let x_mid = be.add(&x, &apply(3, &attn)?)?;
+    let x_mid = be.add(&x, &apply(Proj::O, &attn)?)?;
     let normed2 = be.rms_norm(&x_mid, &layer.post_attention_layernorm, eps)?;
-    let gate = apply(4, &normed2)?;
-    let up = apply(5, &normed2)?;
+    let gate = apply(Proj::Gate, &normed2)?;
+    let up = apply(Proj::Up, &normed2)?;
     let act = be.swiglu(&gate, &up)?;
     let y = match pass {
         LayerPass::ActsOnly => None,
-        _ => Some(be.add(&x_mid, &apply(6, &act)?)?),
+        _ => Some(be.add(&x_mid, &apply(Proj::Down, &act)?)?),
     };
     let acts =
         save.then(|| LayerActs { x_in: x, normed1, q_pre_norm, k_pre_norm, q, k, v, attn, lse, x_mid, normed2, gate, up, act, masks });
@@ -199,23 +199,21 @@ pub fn layer_backward<B: Backend>(
     let eps = cfg.rms_norm_eps as f32;
     let (b, t, n) = (batch.batch, batch.seq_len, batch.num_tokens());
     let (h, kvh, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-    let linears = layer.linears();
-    let [gq, gk, gv, go, ggate, gup, gdown] = &mut grads.linears;
-    let back = |i: usize, x: &B::Tensor, dy: &B::Tensor, g: &mut LinearGradBufs<B>, need: bool| -> Result<Option<B::Tensor>> {
-        let lin = linears[i].1;
-        Ok(be.linear_backward(x, &lin.weight, lora_of(lin, acts.masks[i].as_ref()), dy, g.as_grads(), need)?)
+    let back = |proj: Proj, x: &B::Tensor, dy: &B::Tensor, g: &mut [LinearGradBufs<B>; 7], need: bool| -> Result<Option<B::Tensor>> {
+        let (lin, mask) = (layer.linear(proj), acts.masks[proj.index()].as_ref());
+        Ok(be.linear_backward(x, &lin.weight, lora_of(lin, mask), dy, g[proj.index()].as_grads(), need)?)
     };
     // MLP: y = m + down(swiglu(gate(n₂), up(n₂))).
-    let d_act = back(6, &acts.act, &dy, gdown, true)?.expect("dx requested");
+    let d_act = back(Proj::Down, &acts.act, &dy, &mut grads.linears, true)?.expect("dx requested");
     let (d_gate, d_up) = be.swiglu_backward(&acts.gate, &acts.up, &d_act)?;
-    let mut d_n2 = back(4, &acts.normed2, &d_gate, ggate, true)?.expect("dx requested");
-    be.add_scaled_assign(&mut d_n2, &back(5, &acts.normed2, &d_up, gup, true)?.expect("dx requested"), 1.0)?;
+    let mut d_n2 = back(Proj::Gate, &acts.normed2, &d_gate, &mut grads.linears, true)?.expect("dx requested");
+    be.add_scaled_assign(&mut d_n2, &back(Proj::Up, &acts.normed2, &d_up, &mut grads.linears, true)?.expect("dx requested"), 1.0)?;
     let mut d_mid = dy;
     let d_from_norm2 =
         be.rms_norm_backward(&acts.x_mid, &layer.post_attention_layernorm, eps, &d_n2, grads.post_attention_layernorm.as_mut())?;
     be.add_scaled_assign(&mut d_mid, &d_from_norm2, 1.0)?;
     // Attention: m = x + o(attn).
-    let d_attn = back(3, &acts.attn, &d_mid, go, true)?.expect("dx requested");
+    let d_attn = back(Proj::O, &acts.attn, &d_mid, &mut grads.linears, true)?.expect("dx requested");
     let d_attn = be.reshape(d_attn, &[b, t, h, d])?;
     let attn = be.reshape(acts.attn, &[b, t, h, d])?;
     let scale = 1.0 / (d as f32).sqrt();
@@ -235,9 +233,9 @@ pub fn layer_backward<B: Backend>(
     let dv = be.reshape(dv, &[n, kvh * d])?;
     // The input norm's weight needs ∂L/∂n₁ even when ∂L/∂x itself is not wanted.
     let need_n1 = need_dx || grads.input_layernorm.is_some();
-    let d_n1_q = back(0, &acts.normed1, &dq, gq, need_n1)?;
-    let d_n1_k = back(1, &acts.normed1, &dk, gk, need_n1)?;
-    let d_n1_v = back(2, &acts.normed1, &dv, gv, need_n1)?;
+    let d_n1_q = back(Proj::Q, &acts.normed1, &dq, &mut grads.linears, need_n1)?;
+    let d_n1_k = back(Proj::K, &acts.normed1, &dk, &mut grads.linears, need_n1)?;
+    let d_n1_v = back(Proj::V, &acts.normed1, &dv, &mut grads.linears, need_n1)?;
     let (Some(mut d_n1), Some(d_n1_k), Some(d_n1_v)) = (d_n1_q, d_n1_k, d_n1_v) else {
         return Ok(None);
     };

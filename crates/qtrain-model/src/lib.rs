@@ -13,6 +13,7 @@ pub mod generate;
 pub mod layer;
 pub mod memory;
 pub mod model;
+pub mod optimizer;
 pub mod random;
 pub mod safetensors_io;
 pub mod sampling;
@@ -20,7 +21,8 @@ pub mod shapes;
 pub mod train;
 
 pub use adapter::{AdapterConfig, LoraAdapter, TargetModules};
-pub use config::{Architecture, QwenConfig};
+pub use config::{Architecture, Proj, QwenConfig};
 pub use error::{ModelError, Result};
 pub use model::{Batch, KvCache, QwenModel};
+pub use optimizer::AdamW;
 pub use sampling::{Sampler, SamplingParams};

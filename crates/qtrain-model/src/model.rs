@@ -13,7 +13,7 @@ use std::path::Path;
 
 use qtrain_core::{AttentionMask, Backend, HostData};
 
-use crate::config::QwenConfig;
+use crate::config::{Proj, QwenConfig};
 use crate::error::{ModelError, Result};
 use crate::layer::{layer_forward, LayerPass};
 use crate::safetensors_io::SafetensorsStore;
@@ -39,43 +39,28 @@ pub struct Linear<B: Backend> {
 /// One decoder layer's parameters.
 pub struct DecoderLayer<B: Backend> {
     pub input_layernorm: B::Tensor,
-    pub q_proj: Linear<B>,
-    pub k_proj: Linear<B>,
-    pub v_proj: Linear<B>,
-    pub o_proj: Linear<B>,
+    /// q, k, v, o, gate, up, down: indexed by [`Proj::index`].
+    pub linears: [Linear<B>; 7],
     /// Qwen3 per-head norms, `[D]`.
     pub q_norm: Option<B::Tensor>,
     pub k_norm: Option<B::Tensor>,
     pub post_attention_layernorm: B::Tensor,
-    pub gate_proj: Linear<B>,
-    pub up_proj: Linear<B>,
-    pub down_proj: Linear<B>,
 }
 
 impl<B: Backend> DecoderLayer<B> {
+    /// One projection's linear layer.
+    pub fn linear(&self, proj: Proj) -> &Linear<B> {
+        &self.linears[proj.index()]
+    }
+
     /// The linear layers with their PEFT module names (`self_attn.q_proj`, …).
     pub fn linears_mut(&mut self) -> [(&'static str, &mut Linear<B>); 7] {
-        [
-            ("self_attn.q_proj", &mut self.q_proj),
-            ("self_attn.k_proj", &mut self.k_proj),
-            ("self_attn.v_proj", &mut self.v_proj),
-            ("self_attn.o_proj", &mut self.o_proj),
-            ("mlp.gate_proj", &mut self.gate_proj),
-            ("mlp.up_proj", &mut self.up_proj),
-            ("mlp.down_proj", &mut self.down_proj),
-        ]
+        let mut linears = self.linears.each_mut().into_iter();
+        Proj::ALL.map(|p| (p.module(), linears.next().expect("seven linears")))
     }
 
     pub fn linears(&self) -> [(&'static str, &Linear<B>); 7] {
-        [
-            ("self_attn.q_proj", &self.q_proj),
-            ("self_attn.k_proj", &self.k_proj),
-            ("self_attn.v_proj", &self.v_proj),
-            ("self_attn.o_proj", &self.o_proj),
-            ("mlp.gate_proj", &self.gate_proj),
-            ("mlp.up_proj", &self.up_proj),
-            ("mlp.down_proj", &self.down_proj),
-        ]
+        Proj::ALL.map(|p| (p.module(), self.linear(p)))
     }
 }
 
@@ -243,10 +228,11 @@ impl<B: Backend> QwenModel<B> {
             let t = store.read(name)?;
             Ok(be.upload_weight(t.as_host_data(), &t.shape)?)
         };
-        let linear = |prefix: &str, bias: bool| -> Result<Linear<B>> {
+        let linear = |prefix: &str, proj: Proj| -> Result<Linear<B>> {
+            let prefix = format!("{prefix}.{}", proj.module());
             Ok(Linear {
                 weight: load_weight(&format!("{prefix}.weight"))?,
-                bias: if bias { Some(load(&format!("{prefix}.bias"))?) } else { None },
+                bias: if proj.has_bias(&config) { Some(load(&format!("{prefix}.bias"))?) } else { None },
                 lora: None,
             })
         };
@@ -255,16 +241,10 @@ impl<B: Backend> QwenModel<B> {
             let p = format!("model.layers.{l}");
             layers.push(DecoderLayer {
                 input_layernorm: load(&format!("{p}.input_layernorm.weight"))?,
-                q_proj: linear(&format!("{p}.self_attn.q_proj"), config.qkv_bias)?,
-                k_proj: linear(&format!("{p}.self_attn.k_proj"), config.qkv_bias)?,
-                v_proj: linear(&format!("{p}.self_attn.v_proj"), config.qkv_bias)?,
-                o_proj: linear(&format!("{p}.self_attn.o_proj"), config.o_bias)?,
+                linears: Proj::try_map(|proj| linear(&p, proj))?,
                 q_norm: if config.qk_norm { Some(load(&format!("{p}.self_attn.q_norm.weight"))?) } else { None },
                 k_norm: if config.qk_norm { Some(load(&format!("{p}.self_attn.k_norm.weight"))?) } else { None },
                 post_attention_layernorm: load(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate_proj: linear(&format!("{p}.mlp.gate_proj"), false)?,
-                up_proj: linear(&format!("{p}.mlp.up_proj"), false)?,
-                down_proj: linear(&format!("{p}.mlp.down_proj"), false)?,
             });
         }
         let (cos, sin) = rope_tables(config.rope_theta, config.head_dim, config.max_position_embeddings);
@@ -314,22 +294,17 @@ impl<B: Backend> QwenModel<B> {
         let (h, d) = (config.hidden_size, config.head_dim);
         let mut layers = Vec::with_capacity(config.num_layers);
         for _ in 0..config.num_layers {
-            let mut linear = |[o, i]: [usize; 2], bias: bool| -> Result<Linear<B>> {
+            let mut linear = |proj: Proj| -> Result<Linear<B>> {
+                let [o, i] = proj.shape(&config);
+                let bias = proj.has_bias(&config);
                 Ok(Linear { weight: normal(&[o, i])?, bias: if bias { Some(be.zeros(&[o])?) } else { None }, lora: None })
             };
-            let shapes = config.layer_linears();
             layers.push(DecoderLayer {
                 input_layernorm: ones(h)?,
-                q_proj: linear(shapes[0].1, config.qkv_bias)?,
-                k_proj: linear(shapes[1].1, config.qkv_bias)?,
-                v_proj: linear(shapes[2].1, config.qkv_bias)?,
-                o_proj: linear(shapes[3].1, config.o_bias)?,
+                linears: Proj::try_map(&mut linear)?,
                 q_norm: if config.qk_norm { Some(ones(d)?) } else { None },
                 k_norm: if config.qk_norm { Some(ones(d)?) } else { None },
                 post_attention_layernorm: ones(h)?,
-                gate_proj: linear(shapes[4].1, false)?,
-                up_proj: linear(shapes[5].1, false)?,
-                down_proj: linear(shapes[6].1, false)?,
             });
         }
         let (cos, sin) = rope_tables(config.rope_theta, d, config.max_position_embeddings);

@@ -11,6 +11,7 @@ use qtrain_core::rng::Rng;
 use qtrain_core::{Backend, CrossEntropyGrad, HostData, TensorInfo};
 
 use crate::adapter::{AdapterConfig, LoraAdapter};
+use crate::config::Proj;
 use crate::error::{ModelError, Result};
 use crate::layer::{layer_backward, layer_forward, LayerDropout, LayerGrads, LayerPass, LinearGradBufs};
 use crate::model::{Batch, LoraPair, QwenModel};
@@ -100,14 +101,52 @@ pub struct BackwardOptions {
     pub lora_dropout: Option<(f32, u64)>,
 }
 
-/// How LoRA A is initialised (B is always zero, so training starts from the base model).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// How LoRA A is initialised (B is always zero, so training starts from the base model): the
+/// `--init_lora_weights` option. Serialised as PEFT writes it in `adapter_config.json`: `true`
+/// or `"gaussian"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoraInit {
-    /// PEFT's default: `kaiming_uniform_(a=√5)`, i.e. U(−1/√in, 1/√in).
+    /// PEFT's default (`true`): `kaiming_uniform_(a=√5)`, i.e. U(−1/√in, 1/√in).
     Kaiming,
     /// PEFT's `init_lora_weights="gaussian"`: N(0, (1/r)²).
     Gaussian,
+}
+
+impl LoraInit {
+    /// The `init_lora_weights` value of `adapter_config.json`.
+    pub fn to_json(self) -> serde_json::Value {
+        match self {
+            LoraInit::Kaiming => serde_json::Value::Bool(true),
+            LoraInit::Gaussian => serde_json::Value::String("gaussian".into()),
+        }
+    }
+}
+
+impl std::str::FromStr for LoraInit {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "true" | "True" => Ok(LoraInit::Kaiming),
+            "gaussian" => Ok(LoraInit::Gaussian),
+            other => Err(format!("unsupported init_lora_weights {other:?}; valid: true (kaiming-uniform A), gaussian")),
+        }
+    }
+}
+
+impl serde::Serialize for LoraInit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for LoraInit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Bool(true) => Ok(LoraInit::Kaiming),
+            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!("unsupported init_lora_weights {other}; valid: true, \"gaussian\""))),
+        }
+    }
 }
 
 /// One trainable tensor paired with its gradient, for the optimizer.
@@ -192,13 +231,12 @@ impl<B: Backend> QwenModel<B> {
                     lora_b: opt(!full, lin.lora.as_ref().map(|p| &p.b))?,
                 })
             };
-            let ls = layer.linears();
             layers.push(LayerGrads {
                 input_layernorm: opt(full, Some(&layer.input_layernorm))?,
                 post_attention_layernorm: opt(full, Some(&layer.post_attention_layernorm))?,
                 q_norm: opt(full, layer.q_norm.as_ref())?,
                 k_norm: opt(full, layer.k_norm.as_ref())?,
-                linears: [mk(ls[0].1)?, mk(ls[1].1)?, mk(ls[2].1)?, mk(ls[3].1)?, mk(ls[4].1)?, mk(ls[5].1)?, mk(ls[6].1)?],
+                linears: Proj::try_map(|proj| mk(layer.linear(proj)))?,
             });
         }
         if mode == TrainMode::Lora && !self.layers.iter().any(|l| l.linears().iter().any(|(_, lin)| lin.lora.is_some())) {
@@ -297,19 +335,7 @@ impl<B: Backend> QwenModel<B> {
         push("model.embed_tokens.weight".into(), embed_tokens, grads.embed_tokens.as_ref(), true);
         for (l, (layer, lg)) in layers.iter_mut().zip(&grads.layers).enumerate() {
             let p = format!("model.layers.{l}");
-            let crate::model::DecoderLayer {
-                input_layernorm,
-                q_proj,
-                k_proj,
-                v_proj,
-                o_proj,
-                q_norm,
-                k_norm,
-                post_attention_layernorm,
-                gate_proj,
-                up_proj,
-                down_proj,
-            } = layer;
+            let crate::model::DecoderLayer { input_layernorm, linears, q_norm, k_norm, post_attention_layernorm } = layer;
             push(format!("{p}.input_layernorm.weight"), input_layernorm, lg.input_layernorm.as_ref(), false);
             push(format!("{p}.post_attention_layernorm.weight"), post_attention_layernorm, lg.post_attention_layernorm.as_ref(), false);
             if let (Some(w), Some(g)) = (q_norm.as_mut(), lg.q_norm.as_ref()) {
@@ -318,16 +344,8 @@ impl<B: Backend> QwenModel<B> {
             if let (Some(w), Some(g)) = (k_norm.as_mut(), lg.k_norm.as_ref()) {
                 push(format!("{p}.self_attn.k_norm.weight"), w, Some(g), false);
             }
-            let linears = [
-                ("self_attn.q_proj", q_proj),
-                ("self_attn.k_proj", k_proj),
-                ("self_attn.v_proj", v_proj),
-                ("self_attn.o_proj", o_proj),
-                ("mlp.gate_proj", gate_proj),
-                ("mlp.up_proj", up_proj),
-                ("mlp.down_proj", down_proj),
-            ];
-            for ((name, lin), g) in linears.into_iter().zip(&lg.linears) {
+            for ((proj, lin), g) in Proj::ALL.into_iter().zip(linears.iter_mut()).zip(&lg.linears) {
+                let name = proj.module();
                 push(format!("{p}.{name}.weight"), &mut lin.weight, g.weight.as_ref(), true);
                 if let (Some(b), Some(gb)) = (lin.bias.as_mut(), g.bias.as_ref()) {
                     push(format!("{p}.{name}.bias"), b, Some(gb), false);

@@ -12,7 +12,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use clap::ArgAction;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use qtrain_core::DType;
 use qtrain_data::{Bilingual, LossScale};
@@ -51,58 +52,6 @@ impl fmt::Display for TunerType {
             TunerType::Lora => "lora",
             TunerType::Full => "full",
         })
-    }
-}
-
-/// `--init_lora_weights`: `true` (PEFT's default, kaiming-uniform A) or `gaussian`.
-/// Serialised as PEFT writes it in `adapter_config.json`: `true` or `"gaussian"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InitLoraWeights {
-    Kaiming,
-    Gaussian,
-}
-
-impl InitLoraWeights {
-    pub fn lora_init(self) -> LoraInit {
-        match self {
-            InitLoraWeights::Kaiming => LoraInit::Kaiming,
-            InitLoraWeights::Gaussian => LoraInit::Gaussian,
-        }
-    }
-
-    /// The `init_lora_weights` value of `adapter_config.json`.
-    pub fn to_json(self) -> serde_json::Value {
-        match self {
-            InitLoraWeights::Kaiming => serde_json::Value::Bool(true),
-            InitLoraWeights::Gaussian => serde_json::Value::String("gaussian".into()),
-        }
-    }
-}
-
-impl FromStr for InitLoraWeights {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "true" | "True" => Ok(InitLoraWeights::Kaiming),
-            "gaussian" => Ok(InitLoraWeights::Gaussian),
-            other => Err(format!("unsupported init_lora_weights {other:?}; valid: true (kaiming-uniform A), gaussian")),
-        }
-    }
-}
-
-impl Serialize for InitLoraWeights {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for InitLoraWeights {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        match serde_json::Value::deserialize(d)? {
-            serde_json::Value::Bool(true) => Ok(InitLoraWeights::Kaiming),
-            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
-            other => Err(serde::de::Error::custom(format!("unsupported init_lora_weights {other}; valid: true, \"gaussian\""))),
-        }
     }
 }
 
@@ -219,187 +168,296 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Strin
     })
 }
 
-/// A training run's configuration. Field names are ms-swift's flags (and the keys of a
-/// `--config` TOML file); `Default` gives ms-swift's defaults (with the dependent ones unset
-/// until [`TrainArgs::resolve`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainArgs {
-    // ---- model and output --------------------------------------------------------------
-    /// Hugging Face model folder.
-    pub model: PathBuf,
-    /// Runs are written to `output_dir/vN-YYYYMMDD-HHMMSS/`.
-    pub output_dir: PathBuf,
-    #[serde(alias = "train_type")]
-    pub tuner_type: TunerType,
-    /// Continue training an existing PEFT adapter: its r, alpha and targets win over the flags.
-    pub adapters: Option<PathBuf>,
-    /// A `checkpoint-N` folder of an earlier run: weights, optimizer, scheduler, RNG and data
-    /// position are restored and training continues bit-exactly from step N.
-    pub resume_from_checkpoint: Option<PathBuf>,
-
-    // ---- data ----------------------------------------------------------------------------
-    /// Dataset specs: JSON / JSONL files (messages, ShareGPT, Alpaca, query-response rows),
-    /// `FILE#N` for N rows, `self-cognition[#N]`.
-    #[serde(deserialize_with = "one_or_many")]
-    pub dataset: Vec<String>,
-    /// Validation dataset specs (same syntax); evaluated every `eval_steps`.
-    #[serde(deserialize_with = "one_or_many")]
-    pub val_dataset: Vec<String>,
-    /// Fraction of each training dataset split off (seeded) for validation.
-    pub split_dataset_ratio: f64,
-    /// Longest sample in tokens; default the model's `max_position_embeddings`.
-    pub max_length: Option<usize>,
-    pub truncation_strategy: TruncationStrategy,
-    /// Default system prompt for conversations without one (the dataset's own system message
-    /// wins; without either the chat template's default applies).
-    pub system: Option<String>,
-    /// `default` (every assistant turn is trained on) or `last_round` (only the last).
-    pub loss_scale: String,
-    /// Fail on the first malformed dataset row (qtrain's default); false skips and counts them.
-    pub strict: bool,
-    /// `self-cognition`'s `{{NAME}}`: one value, or two (zh, en).
-    #[serde(deserialize_with = "one_or_many")]
-    pub model_name: Vec<String>,
-    /// `self-cognition`'s `{{AUTHOR}}`: one value, or two (zh, en).
-    #[serde(deserialize_with = "one_or_many")]
-    pub model_author: Vec<String>,
-    /// Pack several samples into each row of up to `max_length` tokens (attention and targets
-    /// stay within each sample).
-    pub packing: bool,
-    /// Batches of samples of similar length (transformers' `LengthGroupedSampler`, seeded).
-    pub group_by_length: bool,
-    pub seed: u64,
-    /// Shuffle the dataset once after loading (and draw `FILE#N` subsets at random).
-    pub dataset_shuffle: bool,
-    /// Reshuffle the sample order every epoch.
-    pub train_dataloader_shuffle: bool,
-
-    // ---- what is trained -------------------------------------------------------------------
-    pub lora_rank: usize,
-    pub lora_alpha: f64,
-    pub lora_dropout: f64,
-    /// Module-name suffixes; `all-linear` is every linear layer except the LM head.
-    #[serde(deserialize_with = "one_or_many")]
-    pub target_modules: Vec<String>,
-    /// A regular expression over full module names; overrides `target_modules`.
-    pub target_regex: Option<String>,
-    pub use_rslora: bool,
-    pub init_lora_weights: InitLoraWeights,
-
-    // ---- optimisation --------------------------------------------------------------------
-    /// Peak learning rate; default 1e-4 for LoRA, 1e-5 for full fine-tuning.
-    pub learning_rate: Option<f64>,
-    pub num_train_epochs: f64,
-    /// Optimizer steps of the run; `-1` derives them from `num_train_epochs`.
-    pub max_steps: i64,
-    pub per_device_train_batch_size: usize,
-    pub per_device_eval_batch_size: usize,
-    /// Default `ceil(16 / per_device_train_batch_size)`.
-    pub gradient_accumulation_steps: Option<usize>,
-    pub lr_scheduler_type: String,
-    /// Extra schedule arguments (`min_lr`, `min_lr_rate`, `lr_end`, `power`, `num_cycles`, `gamma`).
-    pub lr_scheduler_kwargs: SchedulerKwargs,
-    pub warmup_ratio: f64,
-    /// Wins over `warmup_ratio` when > 0.
-    pub warmup_steps: u64,
-    pub weight_decay: f64,
-    pub adam_beta1: f64,
-    pub adam_beta2: f64,
-    pub adam_epsilon: f64,
-    /// Global gradient-norm clipping threshold; 0 disables clipping.
-    pub max_grad_norm: f64,
-    pub gradient_checkpointing: bool,
-
-    // ---- logging, evaluation, checkpoints ----------------------------------------------
-    pub logging_steps: u64,
-    pub save_steps: u64,
-    /// Evaluate every N optimizer steps (and at the end); default `save_steps`.
-    pub eval_steps: Option<u64>,
-    /// Keep at most N checkpoints of the run: the best (by eval loss) and the most recent.
-    pub save_total_limit: Option<usize>,
-    /// Stop after N evaluations without an improvement of the eval loss.
-    pub early_stopping_patience: Option<u64>,
-    /// The least decrease of the eval loss that counts as an improvement.
-    pub early_stopping_threshold: f64,
-
-    // ---- accepted for ms-swift compatibility (each is explained in a log line) ------------
-    /// Checked against the checkpoint; the CPU backend computes in f32, checkpoints keep the
-    /// model's stored dtype.
-    pub torch_dtype: Option<String>,
-    /// Checked against config.json's architecture.
-    pub model_type: Option<String>,
-    /// No effect: the dataset is tokenized once, before training.
-    pub dataloader_num_workers: Option<usize>,
-    /// No effect: tokenization runs in this process.
-    pub dataset_num_proc: Option<usize>,
-    /// `tensorboard` (default: `runs/`), `none`; other integrations are not available.
-    #[serde(deserialize_with = "one_or_many")]
-    pub report_to: Vec<String>,
-    /// No effect: the backend has one attention implementation.
-    pub attn_impl: Option<String>,
+/// Whether a resumed run may change an argument without leaving the checkpoint's trajectory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnResume {
+    /// Changing it changes what is trained (data, order, optimisation): a resume with a
+    /// different value goes on, but says it will not continue bit-exactly.
+    Trajectory,
+    /// Free to change (output, logging, checkpoints, compatibility flags), or read from the
+    /// checkpoint itself (LoRA r, alpha and targets come from its adapter).
+    Free,
 }
 
-impl Default for TrainArgs {
-    fn default() -> Self {
-        TrainArgs {
-            model: PathBuf::new(),
-            output_dir: PathBuf::from("output"),
-            tuner_type: TunerType::Lora,
-            adapters: None,
-            resume_from_checkpoint: None,
-            dataset: Vec::new(),
-            val_dataset: Vec::new(),
-            split_dataset_ratio: 0.0,
-            max_length: None,
-            truncation_strategy: TruncationStrategy::Delete,
-            system: None,
-            loss_scale: "default".into(),
-            strict: true,
-            model_name: Vec::new(),
-            model_author: Vec::new(),
-            packing: false,
-            group_by_length: false,
-            seed: 42,
-            dataset_shuffle: true,
-            train_dataloader_shuffle: true,
-            lora_rank: 8,
-            lora_alpha: 32.0,
-            lora_dropout: 0.05,
-            target_modules: vec!["all-linear".into()],
-            target_regex: None,
-            use_rslora: false,
-            init_lora_weights: InitLoraWeights::Kaiming,
-            learning_rate: None,
-            num_train_epochs: 3.0,
-            max_steps: -1,
-            per_device_train_batch_size: 1,
-            per_device_eval_batch_size: 1,
-            gradient_accumulation_steps: None,
-            lr_scheduler_type: "cosine".into(),
-            lr_scheduler_kwargs: SchedulerKwargs::default(),
-            warmup_ratio: 0.0,
-            warmup_steps: 0,
-            weight_decay: 0.1,
-            adam_beta1: 0.9,
-            adam_beta2: 0.95,
-            adam_epsilon: 1e-8,
-            max_grad_norm: 1.0,
-            gradient_checkpointing: true,
-            logging_steps: 5,
-            save_steps: 500,
-            eval_steps: None,
-            save_total_limit: None,
-            early_stopping_patience: None,
-            early_stopping_threshold: 0.0,
-            torch_dtype: None,
-            model_type: None,
-            dataloader_num_workers: None,
-            dataset_num_proc: None,
-            report_to: vec!["tensorboard".into()],
-            attn_impl: None,
+/// Each `train` argument is declared once, here: its doc comment is its `--help` text, the
+/// `#[arg]` attribute its command-line spelling, the `#[serde]` attributes its config-file
+/// spelling, `= value` its default (none: an `Option` that is unset, or filled by
+/// [`TrainArgs::resolve`]), and the last word its [`OnResume`] property. From this one table
+/// the macro generates [`TrainArgs`] with its `Default`, the command-line overlay
+/// [`TrainArgsFlags`] (every flag optional, so an unset flag keeps the config file's value)
+/// with [`TrainArgsFlags::apply`], and [`ARGS`], the names with their resume property.
+macro_rules! train_args {
+    // Normalise each entry to `{ [docs] [arg] [serde] field, type, flag type, default, (wrap), resume }`:
+    // an `Option` argument is unset by default and its flag has the same type; any other
+    // argument has a `= default` and an optional flag. `wrap` turns a flag's value into the field's.
+    (@entries [$($done:tt)*]) => { train_args!(@emit $($done)*); };
+    (@entries [$($done:tt)*]
+        $(#[doc = $doc:literal])* #[arg($($arg:tt)*)] $(#[serde($($serde:tt)*)])*
+        $field:ident: Option<$inner:ty>, $resume:ident; $($rest:tt)*) => {
+        train_args!(@entries [$($done)* {
+            [$($doc)*] [$($arg)*] [$([$($serde)*])*] $field, Option<$inner>, Option<$inner>, None, (Some), $resume
+        }] $($rest)*);
+    };
+    (@entries [$($done:tt)*]
+        $(#[doc = $doc:literal])* #[arg($($arg:tt)*)] $(#[serde($($serde:tt)*)])*
+        $field:ident: $ty:ty = $default:expr, $resume:ident; $($rest:tt)*) => {
+        train_args!(@entries [$($done)* {
+            [$($doc)*] [$($arg)*] [$([$($serde)*])*] $field, $ty, Option<$ty>, $default, (), $resume
+        }] $($rest)*);
+    };
+    (@emit $({
+        [$($doc:literal)*] [$($arg:tt)*] [$([$($serde:tt)*])*] $field:ident, $ty:ty, $flag:ty, $default:expr, ($($wrap:tt)*), $resume:ident
+    })*) => {
+        /// A training run's configuration. Field names are ms-swift's flags (and the keys of a
+        /// `--config` TOML file); `Default` gives ms-swift's defaults (with the dependent ones
+        /// unset until [`TrainArgs::resolve`]).
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct TrainArgs {
+            $(
+                $(#[doc = $doc])*
+                $(#[serde($($serde)*)])*
+                pub $field: $ty,
+            )*
         }
-    }
+
+        impl Default for TrainArgs {
+            fn default() -> Self {
+                TrainArgs { $($field: $default,)* }
+            }
+        }
+
+        /// `qtrain train`'s flags over a [`TrainArgs`]: every flag is optional; an unset flag
+        /// keeps the config file's value, else ms-swift's default.
+        #[derive(clap::Args, Debug, Default)]
+        #[command(rename_all = "snake_case")]
+        pub struct TrainArgsFlags {
+            $(
+                $(#[doc = $doc])*
+                #[arg($($arg)*)]
+                pub $field: $flag,
+            )*
+        }
+
+        impl TrainArgsFlags {
+            /// Lay the flags given on the command line over `args`.
+            pub fn apply(self, args: &mut TrainArgs) {
+                $(
+                    if let Some(v) = self.$field {
+                        args.$field = $($wrap)*(v);
+                    }
+                )*
+            }
+        }
+
+        /// Every argument's name (its flag, its config key) with its resume property, in
+        /// declaration order.
+        pub const ARGS: &[(&str, OnResume)] = &[$((stringify!($field), OnResume::$resume),)*];
+    };
+    ($($entries:tt)*) => { train_args!(@entries [] $($entries)*); };
+}
+
+const MODEL: &str = "Model and output";
+const DATA: &str = "Data";
+const LORA: &str = "LoRA";
+const OPTIM: &str = "Optimisation";
+const LOGGING: &str = "Logging, evaluation and checkpoints";
+const COMPAT: &str = "Accepted for ms-swift compatibility (each explained in the log)";
+
+train_args! {
+    // ---- model and output ----------------------------------------------------------------
+    /// Hugging Face model folder (config.json, safetensors, tokenizer.json, tokenizer_config.json).
+    /// Without --model and --config: the embedded tiny model and presets/embedded-self-cognition.toml.
+    #[arg(long, help_heading = MODEL)]
+    model: PathBuf = PathBuf::new(), Trajectory;
+    /// Runs go to OUTPUT_DIR/vN-YYYYMMDD-HHMMSS/ [default: output].
+    #[arg(long, help_heading = MODEL)]
+    output_dir: PathBuf = PathBuf::from("output"), Free;
+    /// lora | full [default: lora].
+    #[arg(long, alias = "train_type", help_heading = MODEL)]
+    #[serde(alias = "train_type")]
+    tuner_type: TunerType = TunerType::Lora, Trajectory;
+    /// Continue training this PEFT adapter (its r, alpha and targets win).
+    #[arg(long, help_heading = MODEL)]
+    adapters: Option<PathBuf>, Free;
+    /// A checkpoint-N folder of an earlier run: continue bit-exactly from its step (weights,
+    /// optimizer, scheduler, RNG and data position are restored) in a new run folder.
+    #[arg(long, help_heading = MODEL)]
+    resume_from_checkpoint: Option<PathBuf>, Free;
+
+    // ---- data ------------------------------------------------------------------------------
+    /// Datasets: JSON/JSONL files (messages, ShareGPT conversations, Alpaca, query/response rows;
+    /// detected per row), FILE#N for N rows, self-cognition[#N] (uses --model_name/--model_author).
+    #[arg(long, num_args = 1.., help_heading = DATA)]
+    #[serde(deserialize_with = "one_or_many")]
+    dataset: Vec<String> = Vec::new(), Trajectory;
+    /// Validation datasets (same syntax), evaluated every --eval_steps and at the end.
+    #[arg(long, num_args = 1.., help_heading = DATA)]
+    #[serde(deserialize_with = "one_or_many")]
+    val_dataset: Vec<String> = Vec::new(), Trajectory;
+    /// Fraction of each training dataset held out (seeded) for validation [default: 0].
+    #[arg(long, help_heading = DATA)]
+    split_dataset_ratio: f64 = 0.0, Trajectory;
+    /// [default: the model's max_position_embeddings, which is also the upper limit]
+    #[arg(long, help_heading = DATA)]
+    max_length: Option<usize>, Trajectory;
+    /// Samples longer than --max_length: delete | left (keep the end) | right (keep the start) [default: delete].
+    #[arg(long, help_heading = DATA)]
+    truncation_strategy: TruncationStrategy = TruncationStrategy::Delete, Trajectory;
+    /// System prompt for conversations without one (a dataset's own system message wins).
+    #[arg(long, help_heading = DATA)]
+    system: Option<String>, Trajectory;
+    /// Which assistant turns are trained on: default (all) | last_round [default: default].
+    #[arg(long, help_heading = DATA)]
+    loss_scale: String = "default".into(), Trajectory;
+    /// true: a malformed dataset row is an error naming file and line; false: skipped and counted [default: true].
+    #[arg(long, action = ArgAction::Set, help_heading = DATA)]
+    strict: bool = true, Free;
+    /// Name for the self-cognition dataset's {{NAME}}: one value, or two (zh, en).
+    #[arg(long, num_args = 1..=2, help_heading = DATA)]
+    #[serde(deserialize_with = "one_or_many")]
+    model_name: Vec<String> = Vec::new(), Trajectory;
+    /// Author for the self-cognition dataset's {{AUTHOR}}: one value, or two (zh, en).
+    #[arg(long, num_args = 1..=2, help_heading = DATA)]
+    #[serde(deserialize_with = "one_or_many")]
+    model_author: Vec<String> = Vec::new(), Trajectory;
+    /// Pack several samples into each row of up to --max_length tokens (attention, positions and
+    /// targets stay within each sample) [default: false].
+    #[arg(long, action = ArgAction::Set, help_heading = DATA)]
+    packing: bool = false, Trajectory;
+    /// Batches of similar-length samples (seeded mega-batches, as transformers) [default: false].
+    #[arg(long, action = ArgAction::Set, help_heading = DATA)]
+    group_by_length: bool = false, Trajectory;
+    /// Seed of shuffling, sampling, the validation split, LoRA init and dropout [default: 42].
+    #[arg(long, help_heading = DATA)]
+    seed: u64 = 42, Trajectory;
+    /// Shuffle the dataset once after loading (and draw FILE#N subsets at random) [default: true].
+    #[arg(long, action = ArgAction::Set, help_heading = DATA)]
+    dataset_shuffle: bool = true, Trajectory;
+    /// Reshuffle the order every epoch [default: true].
+    #[arg(long, action = ArgAction::Set, help_heading = DATA)]
+    train_dataloader_shuffle: bool = true, Trajectory;
+
+    // ---- LoRA ------------------------------------------------------------------------------
+    // r, alpha and targets are read from a resumed checkpoint's adapter, so they cannot differ.
+    /// [default: 8]
+    #[arg(long, help_heading = LORA)]
+    lora_rank: usize = 8, Free;
+    /// [default: 32]
+    #[arg(long, help_heading = LORA)]
+    lora_alpha: f64 = 32.0, Free;
+    /// [default: 0.05]
+    #[arg(long, help_heading = LORA)]
+    lora_dropout: f64 = 0.05, Trajectory;
+    /// Module names, or all-linear [default: all-linear].
+    #[arg(long, num_args = 1.., help_heading = LORA)]
+    #[serde(deserialize_with = "one_or_many")]
+    target_modules: Vec<String> = vec!["all-linear".into()], Free;
+    /// Regular expression over full module names (overrides --target_modules).
+    #[arg(long, help_heading = LORA)]
+    target_regex: Option<String>, Free;
+    /// alpha / sqrt(r) scaling [default: false].
+    #[arg(long, action = ArgAction::Set, help_heading = LORA)]
+    use_rslora: bool = false, Free;
+    /// true (kaiming-uniform A) | gaussian [default: true].
+    #[arg(long, help_heading = LORA)]
+    init_lora_weights: LoraInit = LoraInit::Kaiming, Free;
+
+    // ---- optimisation --------------------------------------------------------------------------
+    /// [default: 1e-4 for LoRA, 1e-5 for full]
+    #[arg(long, help_heading = OPTIM)]
+    learning_rate: Option<f64>, Trajectory;
+    /// [default: 3]
+    #[arg(long, help_heading = OPTIM)]
+    num_train_epochs: f64 = 3.0, Free;
+    /// Optimizer steps; -1 derives them from the epochs [default: -1].
+    #[arg(long, allow_hyphen_values = true, help_heading = OPTIM)]
+    max_steps: i64 = -1, Free;
+    /// [default: 1]
+    #[arg(long, help_heading = OPTIM)]
+    per_device_train_batch_size: usize = 1, Trajectory;
+    /// [default: 1]
+    #[arg(long, help_heading = OPTIM)]
+    per_device_eval_batch_size: usize = 1, Free;
+    /// [default: ceil(16 / per_device_train_batch_size)]
+    #[arg(long, help_heading = OPTIM)]
+    gradient_accumulation_steps: Option<usize>, Trajectory;
+    /// constant | constant_with_warmup | linear | cosine | cosine_with_min_lr (needs min_lr or
+    /// min_lr_rate) | polynomial (lr_end, power) | exponential (gamma per step, qtrain's own) [default: cosine].
+    #[arg(long, help_heading = OPTIM)]
+    lr_scheduler_type: String = "cosine".into(), Trajectory;
+    /// JSON object of schedule arguments, as transformers: '{"min_lr": 1e-6}', '{"min_lr_rate": 0.1}',
+    /// '{"lr_end": 1e-7, "power": 1.0}', '{"num_cycles": 0.5}', '{"gamma": 0.99}'.
+    #[arg(long, help_heading = OPTIM)]
+    lr_scheduler_kwargs: SchedulerKwargs = SchedulerKwargs::default(), Trajectory;
+    /// [default: 0]
+    #[arg(long, help_heading = OPTIM)]
+    warmup_ratio: f64 = 0.0, Trajectory;
+    /// Wins over --warmup_ratio when > 0 [default: 0].
+    #[arg(long, help_heading = OPTIM)]
+    warmup_steps: u64 = 0, Trajectory;
+    /// [default: 0.1]
+    #[arg(long, help_heading = OPTIM)]
+    weight_decay: f64 = 0.1, Trajectory;
+    /// [default: 0.9]
+    #[arg(long, help_heading = OPTIM)]
+    adam_beta1: f64 = 0.9, Trajectory;
+    /// [default: 0.95]
+    #[arg(long, help_heading = OPTIM)]
+    adam_beta2: f64 = 0.95, Trajectory;
+    /// [default: 1e-8]
+    #[arg(long, help_heading = OPTIM)]
+    adam_epsilon: f64 = 1e-8, Free;
+    /// 0 disables clipping [default: 1].
+    #[arg(long, help_heading = OPTIM)]
+    max_grad_norm: f64 = 1.0, Trajectory;
+    /// [default: true]
+    #[arg(long, action = ArgAction::Set, help_heading = OPTIM)]
+    gradient_checkpointing: bool = true, Free;
+
+    // ---- logging, evaluation, checkpoints --------------------------------------------------------
+    /// [default: 5]
+    #[arg(long, help_heading = LOGGING)]
+    logging_steps: u64 = 5, Free;
+    /// [default: 500]
+    #[arg(long, help_heading = LOGGING)]
+    save_steps: u64 = 500, Free;
+    /// Evaluate the validation set every N steps and at the end [default: --save_steps].
+    #[arg(long, help_heading = LOGGING)]
+    eval_steps: Option<u64>, Free;
+    /// Keep at most N checkpoints: the best by eval loss and the newest (2 = best + last) [default: all].
+    #[arg(long, help_heading = LOGGING)]
+    save_total_limit: Option<usize>, Free;
+    /// Stop after N evaluations without improvement of the eval loss (saves a final checkpoint).
+    #[arg(long, help_heading = LOGGING)]
+    early_stopping_patience: Option<u64>, Free;
+    /// An improvement must lower the eval loss by more than this [default: 0].
+    #[arg(long, help_heading = LOGGING)]
+    early_stopping_threshold: f64 = 0.0, Free;
+
+    // ---- accepted for ms-swift compatibility ---------------------------------------------------------
+    /// auto | bfloat16 | float16 | float32 [default: auto, config.json's torch_dtype]. On the CPU,
+    /// bfloat16 keeps frozen weights in bf16 and runs bf16 × bf16 → f32 products (full
+    /// fine-tuning: f32 master weights); float32 is the reference path. Checkpoints keep the
+    /// model's stored dtype.
+    #[arg(long, help_heading = MODEL)]
+    torch_dtype: Option<String>, Free;
+    /// Checked against config.json's architecture.
+    #[arg(long, help_heading = COMPAT)]
+    model_type: Option<String>, Free;
+    /// No effect: the dataset is tokenized once before training.
+    #[arg(long, help_heading = COMPAT)]
+    dataloader_num_workers: Option<usize>, Free;
+    /// No effect: tokenization runs in this process.
+    #[arg(long, help_heading = COMPAT)]
+    dataset_num_proc: Option<usize>, Free;
+    /// tensorboard (runs/) | none; other integrations are not available [default: tensorboard].
+    #[arg(long, num_args = 1.., help_heading = LOGGING)]
+    #[serde(deserialize_with = "one_or_many")]
+    report_to: Vec<String> = vec!["tensorboard".into()], Free;
+    /// No effect: one exact attention implementation.
+    #[arg(long, help_heading = COMPAT)]
+    attn_impl: Option<String>, Free;
 }
 
 /// ms-swift's default accumulation: `ceil(16 / batch / world_size)` (one process here).
@@ -497,14 +555,13 @@ impl TrainArgs {
         if self.per_device_eval_batch_size == 0 {
             return Err(TrainError::arg("per_device_eval_batch_size", "must be at least 1"));
         }
-        let accumulation = *self.gradient_accumulation_steps.get_or_insert(default_gradient_accumulation(self.per_device_train_batch_size));
+        let accumulation = self.accumulation();
+        self.gradient_accumulation_steps = Some(accumulation);
         if accumulation == 0 {
             return Err(TrainError::arg("gradient_accumulation_steps", "must be at least 1"));
         }
-        let lr = *self.learning_rate.get_or_insert(match self.tuner_type {
-            TunerType::Lora => 1e-4,
-            TunerType::Full => 1e-5,
-        });
+        let lr = self.lr();
+        self.learning_rate = Some(lr);
         if !(lr.is_finite() && lr > 0.0) {
             return Err(TrainError::arg("learning_rate", format!("{lr} must be finite and > 0")));
         }
@@ -608,24 +665,14 @@ impl TrainArgs {
         if let Some(d) = &self.torch_dtype {
             let wanted = match d.as_str() {
                 "auto" => None,
-                "bfloat16" | "bf16" => Some(DType::BF16),
-                "float16" | "fp16" | "half" => Some(DType::F16),
-                "float32" | "fp32" | "float" => Some(DType::F32),
-                other => {
-                    return Err(TrainError::arg("torch_dtype", format!("unknown dtype {other:?}; valid: auto, bfloat16, float16, float32")))
-                }
+                other => Some(DType::from_hf_name(other).ok_or_else(|| {
+                    TrainError::arg("torch_dtype", format!("unknown dtype {other:?}; valid: auto, bfloat16, float16, float32"))
+                })?),
             };
             let stored = stored_dtype.hf_name();
-            let mut line = format!(
-                "--torch_dtype {d}: the CPU backend trains in float32 (weights are upcast when loaded); the model is stored in {stored}"
-            );
-            if self.tuner_type == TunerType::Full {
-                line.push_str(&format!(", and full checkpoints are written in {stored}"));
+            if self.tuner_type == TunerType::Full && wanted.is_some_and(|w| w != stored_dtype) {
+                notes.push(format!("--torch_dtype {d}: full checkpoints are written in the model's stored dtype, {stored}"));
             }
-            if wanted.is_some_and(|w| w != stored_dtype) {
-                line.push_str(&format!(" (not {d}: convert the model folder first if you need {d} weights)"));
-            }
-            notes.push(line);
         }
         if let Some(t) = &self.model_type {
             let family = match architecture {
@@ -869,10 +916,13 @@ mod tests {
             ..Default::default()
         };
         let notes = a.compatibility_notes(DType::F32, Architecture::Qwen2).unwrap();
-        assert_eq!(notes.len(), 4, "{notes:?}");
-        assert!(notes[0].contains("float32") && notes[0].contains("not bfloat16"), "{notes:?}");
-        assert!(notes[2].contains("dataloader_num_workers 4"));
-        assert!(notes[3].contains("wandb"));
+        // --torch_dtype is real (the binary picks the numeric path and logs it): no note for LoRA.
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(notes[1].contains("dataloader_num_workers 4"));
+        assert!(notes[2].contains("wandb"));
+        let full = TrainArgs { torch_dtype: Some("bfloat16".into()), tuner_type: TunerType::Full, ..Default::default() };
+        let notes = full.compatibility_notes(DType::F32, Architecture::Qwen2).unwrap();
+        assert!(notes.len() == 1 && notes[0].contains("written in the model's stored dtype, float32"), "{notes:?}");
         assert!(a.tensorboard());
         let bad = TrainArgs { model_type: Some("qwen3".into()), ..Default::default() };
         assert!(bad.compatibility_notes(DType::F32, Architecture::Qwen2).unwrap_err().to_string().contains("--model_type"));
@@ -912,10 +962,117 @@ mod tests {
         let json = r#"{"model": "m", "dataset": ["a.jsonl"], "train_type": "full", "init_lora_weights": "gaussian", "lr_scheduler_kwargs": {"min_lr": 1e-6}}"#;
         let a: TrainArgs = serde_json::from_str(json).unwrap();
         assert_eq!(a.tuner_type, TunerType::Full);
-        assert_eq!(a.init_lora_weights, InitLoraWeights::Gaussian);
+        assert_eq!(a.init_lora_weights, LoraInit::Gaussian);
         let back: TrainArgs = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(a, back);
         assert!(serde_json::from_str::<TrainArgs>(r#"{"lora_rnk": 4}"#).is_err());
-        assert_eq!(serde_json::to_value(InitLoraWeights::Kaiming).unwrap(), serde_json::json!(true));
+        assert_eq!(serde_json::to_value(LoraInit::Kaiming).unwrap(), serde_json::json!(true));
+    }
+
+    /// Every field at a value other than its default. Written without `..Default::default()`,
+    /// so a new field does not compile until it is added here, and then the test below checks
+    /// that it can be set.
+    fn every_field_changed() -> TrainArgs {
+        TrainArgs {
+            model: "m".into(),
+            output_dir: "out".into(),
+            tuner_type: TunerType::Full,
+            adapters: Some("adapter".into()),
+            resume_from_checkpoint: Some("checkpoint-3".into()),
+            dataset: vec!["a.jsonl".into(), "self-cognition#3".into()],
+            val_dataset: vec!["v.jsonl".into()],
+            split_dataset_ratio: 0.25,
+            max_length: Some(64),
+            truncation_strategy: TruncationStrategy::Left,
+            system: Some("Be brief.".into()),
+            loss_scale: "last_round".into(),
+            strict: false,
+            model_name: vec!["小黄".into(), "Xiao Huang".into()],
+            model_author: vec!["me".into()],
+            packing: true,
+            group_by_length: true,
+            seed: 7,
+            dataset_shuffle: false,
+            train_dataloader_shuffle: false,
+            lora_rank: 4,
+            lora_alpha: 16.0,
+            lora_dropout: 0.1,
+            target_modules: vec!["q_proj".into(), "v_proj".into()],
+            target_regex: Some(".*proj".into()),
+            use_rslora: true,
+            init_lora_weights: LoraInit::Gaussian,
+            learning_rate: Some(3e-4),
+            num_train_epochs: 2.0,
+            max_steps: 9,
+            per_device_train_batch_size: 2,
+            per_device_eval_batch_size: 3,
+            gradient_accumulation_steps: Some(4),
+            lr_scheduler_type: "linear".into(),
+            lr_scheduler_kwargs: SchedulerKwargs { min_lr: Some(1e-6), ..Default::default() },
+            warmup_ratio: 0.1,
+            warmup_steps: 2,
+            weight_decay: 0.0,
+            adam_beta1: 0.8,
+            adam_beta2: 0.99,
+            adam_epsilon: 1e-6,
+            max_grad_norm: 0.5,
+            gradient_checkpointing: false,
+            logging_steps: 1,
+            save_steps: 10,
+            eval_steps: Some(5),
+            save_total_limit: Some(2),
+            early_stopping_patience: Some(3),
+            early_stopping_threshold: 0.01,
+            torch_dtype: Some("bfloat16".into()),
+            model_type: Some("qwen2_5".into()),
+            dataloader_num_workers: Some(2),
+            dataset_num_proc: Some(2),
+            report_to: vec!["none".into()],
+            attn_impl: Some("sdpa".into()),
+        }
+    }
+
+    #[test]
+    fn every_field_can_be_set_from_the_command_line_and_a_config_file() {
+        use clap::Parser;
+        use serde_json::Value;
+
+        let want = every_field_changed();
+        let Value::Object(fields) = serde_json::to_value(&want).unwrap() else { unreachable!() };
+        let defaults = serde_json::to_value(TrainArgs::default()).unwrap();
+        for (key, value) in &fields {
+            assert_ne!(Some(value), defaults.get(key), "every_field_changed leaves {key} at its default");
+        }
+        assert_eq!(fields.len(), ARGS.len());
+
+        let text = toml::Table::try_from(&want).unwrap().to_string();
+        assert_eq!(TrainArgs::from_toml_str(&text, Path::new("all.toml")).unwrap(), want, "through TOML:\n{text}");
+
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: TrainArgsFlags,
+        }
+        let mut argv = vec!["train".to_string()];
+        for (key, value) in &fields {
+            argv.push(format!("--{key}"));
+            match value {
+                Value::Array(items) => argv.extend(items.iter().map(|v| v.as_str().unwrap().to_string())),
+                Value::String(s) => argv.push(s.clone()),
+                other => argv.push(other.to_string()),
+            }
+        }
+        let mut got = TrainArgs::default();
+        Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}")).flags.apply(&mut got);
+        assert_eq!(got, want, "through the command line {argv:?}");
+    }
+
+    #[test]
+    fn only_arguments_that_shape_the_trajectory_are_compared_on_resume() {
+        let trajectory: Vec<&str> = ARGS.iter().filter(|(_, r)| *r == OnResume::Trajectory).map(|(k, _)| *k).collect();
+        assert_eq!(trajectory.len(), 28, "{trajectory:?}");
+        for free in ["output_dir", "resume_from_checkpoint", "lora_rank", "lora_alpha", "target_modules", "logging_steps", "save_steps"] {
+            assert!(!trajectory.contains(&free), "{free}");
+        }
     }
 }

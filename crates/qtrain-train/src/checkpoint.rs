@@ -33,11 +33,13 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use half::{bf16, f16};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use qtrain_core::{Backend, DType, TensorInfo};
 use qtrain_model::safetensors_io::{write_atomic, write_safetensors, HostTensor, HostTensorData, SafetensorsStore};
 use qtrain_model::{AdapterConfig, QwenModel};
+use qtrain_optim::LrSchedule;
 
 use crate::error::{Result, TrainError};
 
@@ -58,7 +60,7 @@ pub fn next_version<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
 pub fn timestamp(unix_secs: u64) -> String {
     let days = (unix_secs / 86400) as i64;
     let rem = unix_secs % 86400;
-    let (year, month, day) = qtrain_data::civil_from_days(days);
+    let (year, month, day) = qtrain_data::calendar::civil_from_days(days);
     format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
@@ -84,7 +86,7 @@ pub fn create_run_dir(output_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Write pretty JSON atomically.
-pub fn write_json(path: &Path, value: &Value) -> Result<()> {
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| TrainError::Invalid(e.to_string()))?;
     Ok(write_atomic(path, text.as_bytes())?)
 }
@@ -180,14 +182,153 @@ pub struct ParamState {
     pub master: Option<Vec<f32>>,
 }
 
+/// `trainer_state.json`: transformers' `TrainerState` keys plus a `qtrain` section with the
+/// sums the loop needs to continue exactly. Written last, so its presence marks a complete save.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub best_global_step: Option<u64>,
+    pub best_metric: Option<f64>,
+    pub best_model_checkpoint: Option<String>,
+    pub epoch: f64,
+    pub eval_steps: Option<u64>,
+    pub global_step: u64,
+    pub is_local_process_zero: bool,
+    pub is_world_process_zero: bool,
+    /// Every logged and evaluated record, each with its `step`.
+    pub log_history: Vec<Value>,
+    pub logging_steps: u64,
+    pub max_steps: u64,
+    pub num_input_tokens_seen: usize,
+    pub num_train_epochs: f64,
+    pub save_steps: u64,
+    pub stateful_callbacks: StatefulCallbacks,
+    pub train_batch_size: usize,
+    pub qtrain: LoopSums,
+}
+
+/// transformers' `stateful_callbacks` of `trainer_state.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatefulCallbacks {
+    #[serde(rename = "EarlyStoppingCallback")]
+    pub early_stopping: EarlyStoppingState,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStoppingState {
+    pub args: EarlyStoppingArgs,
+    pub attributes: EarlyStoppingAttributes,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStoppingArgs {
+    pub early_stopping_patience: Option<u64>,
+    pub early_stopping_threshold: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStoppingAttributes {
+    /// Evaluations since the last improvement.
+    pub early_stopping_patience_counter: u64,
+}
+
+/// The loss sums and counters of `trainer_state.json`'s `qtrain` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoopSums {
+    /// Since the last log (kept across a resume so the next log is the same).
+    pub window: WindowSums,
+    /// Of the whole run.
+    pub total: TotalSums,
+    pub samples_seen: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowSums {
+    pub loss_sum: f64,
+    pub targets: usize,
+    pub correct: usize,
+    pub steps: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TotalSums {
+    pub loss_sum: f64,
+    pub targets: usize,
+    pub correct: usize,
+}
+
+/// `scheduler.json`: the schedule and where it stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerState {
+    pub lr_scheduler_type: String,
+    pub config: LrSchedule,
+    pub warmup_steps: u64,
+    /// The optimizer steps taken.
+    pub last_step: u64,
+    /// The learning rate of the next step.
+    pub next_lr: f64,
+}
+
+/// `rng_state.json`: the trainer's Rng, which draws one LoRA-dropout seed per micro-batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RngState {
+    pub seed: u64,
+    pub dropout_rng_state: [u64; 4],
+    pub lora_dropout: f64,
+}
+
+/// `data_state.json`: where the next step starts, and what the order depends on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataState {
+    pub epoch: u64,
+    /// First micro-batch of the next step in that epoch's order.
+    pub micro_batch: usize,
+    pub sample_index: usize,
+    pub num_micro_batches: usize,
+    pub num_rows: usize,
+    pub shuffle_seed: u64,
+    pub dataset_shuffle: bool,
+    pub train_dataloader_shuffle: bool,
+    pub group_by_length: bool,
+    pub packing: bool,
+    /// [`crate::dataset::fingerprint`] of the training rows.
+    pub fingerprint: String,
+}
+
 /// Everything of the training state a checkpoint holds besides the weights.
 pub struct CheckpointState<'a> {
     pub args_json: &'a Value,
-    pub trainer_state: &'a Value,
-    pub scheduler: &'a Value,
-    pub rng_state: &'a Value,
-    pub data_state: &'a Value,
+    pub trainer_state: &'a TrainerState,
+    pub scheduler: &'a SchedulerState,
+    pub rng_state: &'a RngState,
+    pub data_state: &'a DataState,
     pub optimizer: &'a [ParamState],
+}
+
+/// The JSON state files of a checkpoint, read back for `--resume_from_checkpoint`.
+pub struct CheckpointFiles {
+    pub args: Value,
+    pub trainer_state: TrainerState,
+    pub scheduler: SchedulerState,
+    pub rng_state: RngState,
+    pub data_state: DataState,
+}
+
+impl CheckpointFiles {
+    /// Read the state files that [`save_checkpoint`] writes; a file that does not parse is an
+    /// error naming it.
+    pub fn read(dir: &Path) -> Result<Self> {
+        fn typed<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<T> {
+            let path = dir.join(name);
+            serde_json::from_value(read_json(&path)?).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))
+        }
+        Ok(CheckpointFiles {
+            trainer_state: typed(dir, "trainer_state.json")?,
+            rng_state: typed(dir, "rng_state.json")?,
+            data_state: typed(dir, "data_state.json")?,
+            scheduler: typed(dir, "scheduler.json")?,
+            args: read_json(&dir.join("args.json"))?,
+        })
+    }
 }
 
 /// Files every complete checkpoint holds besides its weights.

@@ -398,7 +398,7 @@ pub fn micro_batches(order: &[usize], batch: usize) -> Vec<Vec<usize>> {
 /// scales its summed token loss by `1 / (targets in all the step's micro-batches)`, so that
 /// k micro-batches of one sample equal one batch of k samples. `None` when the step has no
 /// target at all (the caller must report it, not divide by zero).
-pub fn loss_scale(step_targets: usize) -> Option<f32> {
+pub fn per_target_scale(step_targets: usize) -> Option<f32> {
     (step_targets > 0).then(|| (1.0 / step_targets as f64) as f32)
 }
 
@@ -544,8 +544,8 @@ mod tests {
     }
 
     #[test]
-    fn loss_scale_is_one_over_all_step_targets() {
-        assert_eq!(loss_scale(0), None);
-        assert_eq!(loss_scale(4), Some(0.25));
+    fn per_target_scale_is_one_over_all_step_targets() {
+        assert_eq!(per_target_scale(0), None);
+        assert_eq!(per_target_scale(4), Some(0.25));
     }
 }

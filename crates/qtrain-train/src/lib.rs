@@ -56,10 +56,11 @@ pub mod report;
 pub mod sweep;
 pub mod trainer;
 
-pub use args::{InitLoraWeights, SchedulerKwargs, TrainArgs, TruncationStrategy, TunerType};
+pub use args::{OnResume, SchedulerKwargs, TrainArgs, TrainArgsFlags, TruncationStrategy, TunerType};
 pub use cognition::{CognitionEval, CognitionProbe};
 pub use error::{Result, TrainError};
 pub use eval::{evaluate_dataset, run_eval, EvalArgs, EvalMetrics, EvalReport, EvalResult};
 pub use export::{merge_lora, MergeOptions, MergeReport};
+pub use qtrain_model::train::LoraInit;
 pub use sweep::{run_sweep, SweepOutcome, SweepSettings};
 pub use trainer::{train, train_on, train_with, OnEval, RunControl, StopReason, TrainSummary};

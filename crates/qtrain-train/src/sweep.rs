@@ -166,13 +166,12 @@ pub fn base_config_table(base: &TrainArgs, space: &SearchSpace, study_dir: &Path
     Ok(table)
 }
 
-/// Run (or continue) the study in `base.output_dir` and write its results.
-pub fn run_sweep<B: Backend>(be: &B, base: TrainArgs, settings: &SweepSettings) -> Result<SweepOutcome> {
-    let t0 = Instant::now();
-    let space = SearchSpace::parse(&settings.search)?;
-    check_search_space(&space, &base)?;
-    let metric_name = settings.metric.name.clone();
-    if !EvalMetrics::knows(&metric_name) {
+/// The sweep's settings against the base run, before anything is loaded: a known metric the
+/// runs can measure, and notes on settings that interact (pruning without `--eval_steps`,
+/// `--max_steps` over a searched epoch count).
+fn check_settings(space: &SearchSpace, base: &TrainArgs, settings: &SweepSettings) -> Result<()> {
+    let metric_name = &settings.metric.name;
+    if !EvalMetrics::knows(metric_name) {
         return Err(TrainError::Invalid(format!("--metric {metric_name}: unknown; valid: {}", EvalMetrics::NAMES.join(", "))));
     }
     let needs_names = metric_name.contains("self_cognition") || metric_name.contains("repetition");
@@ -196,6 +195,16 @@ pub fn run_sweep<B: Backend>(be: &B, base: TrainArgs, settings: &SweepSettings) 
     if base.max_steps > 0 && space.params().iter().any(|p| p.name == "num_train_epochs") {
         eprintln!("[qtrain] note: --max_steps {} wins over the searched num_train_epochs in every trial", base.max_steps);
     }
+    Ok(())
+}
+
+/// Run (or continue) the study in `base.output_dir` and write its results.
+pub fn run_sweep<B: Backend>(be: &B, base: TrainArgs, settings: &SweepSettings) -> Result<SweepOutcome> {
+    let t0 = Instant::now();
+    let space = SearchSpace::parse(&settings.search)?;
+    check_search_space(&space, &base)?;
+    check_settings(&space, &base, settings)?;
+    let metric_name = settings.metric.name.clone();
 
     let dir = base.output_dir.clone();
     if dir.join(STUDY_FILE).is_file() && !settings.resume {

@@ -1,5 +1,8 @@
-//! The training recipe: one explicit loop, top to bottom (torchtune's single-device recipe
-//! style). Reading this file tells everything a run does, in order:
+//! The training recipe: named phases over one `Run` value (torchtune's single-device recipe
+//! style): [`recipe`] is `Run::setup` (`resolve_args`, `setup_adapters`, `Data::prepare`,
+//! `Steps::new`, `create_run_folder`, `Optimizer::new` / `Optimizer::restore`), `Run::train`
+//! (the loop: `train_step`, `log`, `evaluate`, `save_checkpoint`) and `Run::summary`. Reading
+//! this file tells everything a run does, in order:
 //!
 //! 1. setup — load the model folder, resolve the arguments (and explain the compatibility
 //!    flags), attach fresh or existing LoRA adapters (or train everything), restore a
@@ -29,7 +32,7 @@
 //!    `save_total_limit`;
 //! 4. the summary line, plots of the logged curves.
 //!
-//! Nothing is hidden behind callbacks: every feature is a visible block of this loop. The one
+//! Nothing is hidden behind callbacks: every feature is a visible phase called from the loop. The one
 //! caller hook, `on_eval`, can only read an evaluation's numbers and answer stop or go on.
 //!
 //! [`train_on`] runs on a model folder the caller has loaded, so a sweep loads the base weights
@@ -47,16 +50,20 @@ use serde_json::{json, Value};
 
 use qtrain_core::rng::Rng;
 use qtrain_core::{Backend, DType, TensorInfo};
+use qtrain_model::optimizer::clip_scale;
 use qtrain_model::safetensors_io::SafetensorsStore;
+use qtrain_model::train::ModelGrads;
 use qtrain_model::train::{BackwardOptions, LossStats, TrainBatch, TrainMode};
-use qtrain_model::{AdapterConfig, LoraAdapter, TargetModules};
-use qtrain_optim::clip::norm_from_sum_of_squares;
-use qtrain_optim::clip_coefficient;
+use qtrain_model::{AdamW, AdapterConfig, LoraAdapter, QwenModel, TargetModules};
+use qtrain_optim::LrSchedule;
 
-use crate::args::{total_steps, update_steps_per_epoch, TrainArgs, TunerType};
-use crate::checkpoint::{self, CheckpointContent, CheckpointState, ParamState};
+use crate::args::{total_steps, update_steps_per_epoch, OnResume, TrainArgs, TunerType, ARGS};
+use crate::checkpoint::{
+    self, CheckpointContent, CheckpointFiles, CheckpointState, DataState, EarlyStoppingArgs, EarlyStoppingAttributes, EarlyStoppingState,
+    LoopSums, ParamState, RngState, SchedulerState, StatefulCallbacks, TotalSums, TrainerState, WindowSums,
+};
 use crate::cognition::CognitionProbe;
-use crate::dataset::{self, loss_scale, DatasetStats, PrepareOptions, TrainRow};
+use crate::dataset::{self, per_target_scale, DatasetStats, PrepareOptions, PreparedData, TrainRow};
 use crate::error::{Result, TrainError};
 use crate::eval::{evaluate_dataset, EvalMetrics};
 use crate::folder::LoadedFolder;
@@ -176,106 +183,665 @@ pub fn train_on<B: Backend>(
     result
 }
 
-/// The recipe itself, top to bottom (see the module docs).
+/// The recipe, phase by phase (see the module docs).
 fn recipe<B: Backend>(
     be: &B,
     folder: &mut LoadedFolder<B>,
-    mut args: TrainArgs,
+    args: TrainArgs,
     control: &RunControl,
     mut on_eval: Option<OnEval<'_>>,
 ) -> Result<TrainSummary> {
-    // ---- setup: model and arguments ---------------------------------------------------------
-    let model_dir = folder.dir.clone();
-    let (tokenizer, template, pad_id, dtype) = (&folder.tokenizer, &folder.template, folder.pad_id, folder.dtype);
+    let mut run = Run::setup(be, folder, args, control)?;
+    run.train(&mut on_eval)?;
+    run.summary()
+}
+
+/// A run between its phases: what setup decided, and the state the loop advances.
+struct Run<'a, B: Backend> {
+    be: &'a B,
+    folder: &'a mut LoadedFolder<B>,
+    control: &'a RunControl,
+    /// The resolved arguments (an existing adapter's r, alpha and targets written in).
+    args: TrainArgs,
+    /// `args.json` of the run folder.
+    args_json: Value,
+    mode: TrainMode,
+    /// What a checkpoint holds besides the state files: the adapter's PEFT config for LoRA
+    /// (`None`: the full model, in the folder's dtype).
+    adapter_config: Option<AdapterConfig>,
+    data: Data,
+    steps: Steps,
+    run_dir: PathBuf,
+    grads: ModelGrads<B>,
+    optimizer: AdamW<B>,
+    /// One LoRA-dropout seed per micro-batch.
+    rng: Rng,
+    state: LoopState,
+    /// Where the next optimizer step starts: (epoch, first micro-batch).
+    position: (u64, usize),
+    /// The global step this process started from (0, or the resumed checkpoint's).
+    start_step: u64,
+    progress: Progress,
+    report: RunReport,
+    logging: LogFile,
+    t_train: Instant,
+    tokens_this_run: usize,
+    last_checkpoint: Option<PathBuf>,
+    last_eval: Option<EvalMetrics>,
+    stop: StopReason,
+}
+
+/// The tokenized training data in the order the loop reads it.
+struct Data {
+    prepared: PreparedData,
+    /// The held-out identity questions of a run that teaches an identity.
+    probe: Option<CognitionProbe>,
+    /// Training rows (packed or one sample each), after the once-only `dataset_shuffle`.
+    rows: Vec<TrainRow>,
+    row_lengths: Vec<usize>,
+    /// Identifies the tokenized rows, so a resume can tell that the data changed.
+    fingerprint: String,
+}
+
+/// The step arithmetic of the run.
+struct Steps {
+    batch_size: usize,
+    accumulation: usize,
+    /// Micro-batches per epoch.
+    num_micro: usize,
+    steps_per_epoch: u64,
+    max_steps: u64,
+    schedule: LrSchedule,
+    /// `None` without a validation set.
+    eval_steps: Option<u64>,
+}
+
+/// What one optimizer step did.
+struct StepDone {
+    step: u64,
+    lr: f64,
+    /// `None` for a step without a supervised token (no update).
+    grad_norm: Option<f64>,
+    /// Fractional epoch after the step.
+    epoch: f64,
+    last: bool,
+    elapsed: f64,
+    /// Micro-batches in this epoch.
+    num_micro: usize,
+}
+
+impl<'a, B: Backend> Run<'a, B> {
+    /// Set up model and adapters, data, step count and run folder, gradients and optimizer
+    /// (restored from a checkpoint when resuming).
+    fn setup(be: &'a B, folder: &'a mut LoadedFolder<B>, mut args: TrainArgs, control: &'a RunControl) -> Result<Self> {
+        resolve_args(folder, &mut args)?;
+        let resume = match &args.resume_from_checkpoint {
+            Some(dir) => Some(Resumed::open(dir, args.tuner_type == TunerType::Lora)?),
+            None => None,
+        };
+        if resume.is_some() && args.adapters.is_some() {
+            eprintln!("[qtrain] note: --adapters is not loaded when resuming: the checkpoint holds the adapter being trained");
+            args.adapters = None;
+        }
+        let (mode, adapter_config) = setup_adapters(be, &mut folder.model, &mut args, resume.as_ref().map(|r| r.dir.as_path()))?;
+        let data = Data::prepare(&args, folder)?;
+        let steps = Steps::new(&args, &data)?;
+        let (run_dir, args_json) = create_run_folder(&args, &data, &steps)?;
+        let grads = folder.model.new_grads(be, mode)?;
+        let mut optimizer = AdamW::new(be, &mut folder.model, &grads, args.adamw_hyper())?;
+        eprintln!("[qtrain] {} trainable parameters in {} tensors", optimizer.num_values(), optimizer.params.len());
+        let mut rng = dropout_rng(args.seed);
+        let mut state = LoopState::default();
+        let mut position = (0, 0);
+        if let Some(resume) = &resume {
+            restore_optimizer(&mut optimizer, be, &mut folder.model, &grads, mode, resume)?;
+            rng = Rng::from_state(resume.files.rng_state.dropout_rng_state);
+            position = resume.data_position(steps.num_micro)?;
+            state = LoopState::from_trainer_state(&resume.files.trainer_state);
+            for w in resume.differences(&args_json, &data.fingerprint, &steps.schedule) {
+                eprintln!("[qtrain] WARNING: {w}");
+            }
+            eprintln!(
+                "[qtrain] resuming from {} at step {} (epoch {}, micro-batch {} of {}){}",
+                resume.dir.display(),
+                state.global_step,
+                position.0,
+                position.1,
+                steps.num_micro,
+                state.best_metric.map(|b| format!("; best eval_loss so far {b:.6}")).unwrap_or_default()
+            );
+        }
+        let start_step = state.global_step;
+        Ok(Run {
+            be,
+            control,
+            mode,
+            adapter_config,
+            progress: Progress::new(steps.max_steps, start_step),
+            report: RunReport::create(&run_dir, args.tensorboard())?,
+            logging: LogFile::create(&run_dir.join("logging.jsonl"))?,
+            t_train: Instant::now(),
+            last_checkpoint: resume.map(|r| r.dir),
+            folder,
+            args,
+            args_json,
+            data,
+            steps,
+            run_dir,
+            grads,
+            optimizer,
+            rng,
+            state,
+            position,
+            start_step,
+            tokens_this_run: 0,
+            last_eval: None,
+            stop: StopReason::Completed,
+        })
+    }
+
+    /// The loop: per epoch a row order and its micro-batches; per group of
+    /// `gradient_accumulation_steps` micro-batches one optimizer step, then log, evaluate and
+    /// save when their intervals (or a stop) say so.
+    fn train(&mut self, on_eval: &mut Option<OnEval<'_>>) -> Result<()> {
+        let (batch_size, accumulation) = (self.steps.batch_size, self.steps.accumulation);
+        'train: while self.state.global_step < self.steps.max_steps {
+            let (epoch, first_micro) = self.position;
+            let a = &self.args;
+            let order =
+                dataset::epoch_order(&self.data.row_lengths, epoch, a.seed, a.train_dataloader_shuffle, a.group_by_length, batch_size);
+            let micro = dataset::micro_batches(&order, batch_size);
+            let mut next_micro = first_micro;
+            while next_micro < micro.len() {
+                if self.control.stop_requested() && self.state.global_step == self.start_step {
+                    self.progress.finish();
+                    return Err(TrainError::Interrupted);
+                }
+                let group = &micro[next_micro..(next_micro + accumulation).min(micro.len())];
+                let (step, lr, grad_norm, stats) = self.train_step(group)?;
+                next_micro += group.len();
+                // Where the next step starts: the data position a checkpoint of this step records.
+                self.position = if next_micro == micro.len() { (epoch + 1, 0) } else { (epoch, next_micro) };
+                let done = StepDone {
+                    step,
+                    lr,
+                    grad_norm,
+                    epoch: epoch as f64 + next_micro as f64 / micro.len() as f64,
+                    last: step >= self.steps.max_steps,
+                    elapsed: self.t_train.elapsed().as_secs_f64(),
+                    num_micro: micro.len(),
+                };
+                let step_loss = (stats.num_targets > 0).then(|| stats.loss_sum / stats.num_targets as f64);
+                self.progress.step(step, step_loss, lr, self.tokens_this_run as f64 / done.elapsed.max(1e-9));
+                self.log(&done)?;
+                if self.evaluate_now(&done) {
+                    self.evaluate(&done, on_eval)?;
+                }
+                if self.control.stop_requested() && self.stop == StopReason::Completed {
+                    self.stop = StopReason::Interrupted;
+                    self.progress.println(&format!("interrupted: saving a checkpoint at step {step} and stopping"));
+                }
+                let stopping = self.stop != StopReason::Completed;
+                if step % self.args.save_steps == 0 || done.last || stopping {
+                    self.save_checkpoint(&done)?;
+                }
+                if done.last || stopping {
+                    break 'train;
+                }
+            }
+            self.position = (epoch + 1, 0);
+        }
+        self.progress.finish();
+        Ok(())
+    }
+
+    /// One optimizer step over a group of micro-batches: forward + backward on each with the
+    /// loss scaled by `1 / (the step's supervised targets)`, the finite check, clipping, AdamW,
+    /// zeroed gradients; the loop's counters advance. Returns (step, lr, grad norm, losses).
+    fn train_step(&mut self, group: &[Vec<usize>]) -> Result<(u64, f64, Option<f64>, LossStats)> {
+        let be = self.be;
+        // Build the step's micro-batches and count its targets before any backward pass.
+        let batches: Vec<TrainBatch> = group
+            .iter()
+            .map(|ids| dataset::make_batch(&ids.iter().map(|&i| &self.data.rows[i]).collect::<Vec<_>>(), self.folder.pad_id))
+            .collect::<Result<_>>()?;
+        let step_targets: usize = batches.iter().map(TrainBatch::num_targets).sum();
+        let step = self.state.global_step + 1;
+        let lr = self.steps.schedule.lr_at(self.state.global_step);
+        let mut stats = LossStats::default();
+        let grad_norm = match per_target_scale(step_targets) {
+            None => {
+                self.progress.println(&format!("WARNING: optimizer step {step} has no supervised token; its update is skipped"));
+                for _ in &batches {
+                    self.rng.next_u64();
+                }
+                None
+            }
+            Some(scale) => {
+                let lora_dropout = (self.mode == TrainMode::Lora && self.args.lora_dropout > 0.0).then_some(self.args.lora_dropout as f32);
+                for tb in &batches {
+                    let dropout_seed = self.rng.next_u64();
+                    let opts = BackwardOptions {
+                        loss_scale: scale,
+                        gradient_checkpointing: self.args.gradient_checkpointing,
+                        lora_dropout: lora_dropout.map(|p| (p, dropout_seed)),
+                    };
+                    stats.add(self.folder.model.forward_backward(be, tb, &mut self.grads, &opts)?);
+                }
+                let loss = stats.loss_sum / stats.num_targets.max(1) as f64;
+                let norm = AdamW::grad_norm(be, &self.folder.model, &self.grads)?;
+                self.stop_if_not_finite(step, loss, norm)?;
+                let clip = clip_scale(norm, self.args.max_grad_norm);
+                self.optimizer.step(be, &mut self.folder.model, &self.grads, lr, clip)?;
+                self.grads.zero(be)?;
+                Some(norm)
+            }
+        };
+        let state = &mut self.state;
+        state.global_step = step;
+        state.window.loss_sum += stats.loss_sum;
+        state.window.targets += stats.num_targets;
+        state.window.correct += stats.num_correct;
+        state.window.steps += 1;
+        state.total.add(stats);
+        state.samples_seen += group.iter().flatten().map(|&i| self.data.rows[i].num_samples).sum::<usize>();
+        let step_tokens: usize = batches.iter().map(|b| b.batch.valid.iter().filter(|&&v| v).count()).sum();
+        state.tokens_seen += step_tokens;
+        self.tokens_this_run += step_tokens;
+        Ok((step, lr, grad_norm, stats))
+    }
+
+    /// A non-finite loss or gradient stops the run before the update: the last checkpoint
+    /// stays the last good state.
+    fn stop_if_not_finite(&mut self, step: u64, loss: f64, grad_norm: f64) -> Result<()> {
+        for (what, value) in [("loss", loss), ("gradient norm", grad_norm)] {
+            if !value.is_finite() {
+                self.progress.finish();
+                let hint = match &self.last_checkpoint {
+                    Some(c) => format!(
+                        "The last good checkpoint is {}: resume from it with --resume_from_checkpoint and a lower --learning_rate, or check the data.",
+                        c.display()
+                    ),
+                    None => "No checkpoint was saved before it: lower --learning_rate (or check the data) and start again.".into(),
+                };
+                let err = TrainError::Diverged { step, what, value, hint };
+                self.logging.append(&json!({"error": err.to_string(), "global_step": step}))?;
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Log the window since the last log: first step, every `logging_steps`, last step.
+    fn log(&mut self, done: &StepDone) -> Result<()> {
+        let (step, every) = (done.step, self.args.logging_steps);
+        if !(step == 1 || step % every == 0 || done.last) {
+            return Ok(());
+        }
+        let log = TrainLog {
+            window: self.state.window,
+            grad_norm: done.grad_norm,
+            learning_rate: done.lr,
+            epoch: done.epoch,
+            global_step: step,
+            max_steps: self.steps.max_steps,
+            elapsed: done.elapsed,
+            start_step: self.start_step,
+        };
+        let record = log.to_json();
+        self.logging.append(&record)?;
+        self.report.train_log(step, &log)?;
+        self.state.push_history(&record, step);
+        if !self.progress.is_bar() || step % every == 0 || done.last {
+            self.progress.println(&log.progress_line());
+        }
+        self.state.window = Window::default();
+        Ok(())
+    }
+
+    /// With a validation set: every `eval_steps` and at the last step. Without one, a run
+    /// that teaches an identity still asks its questions once, at the last step.
+    fn evaluate_now(&self, done: &StepDone) -> bool {
+        match self.steps.eval_steps {
+            Some(every) => done.step % every == 0 || done.last,
+            None => done.last && self.data.probe.is_some(),
+        }
+    }
+
+    /// Evaluate (validation loss and/or self-cognition), log it, track the best eval loss
+    /// and early stopping, and let the caller's `on_eval` stop the run.
+    fn evaluate(&mut self, done: &StepDone, on_eval: &mut Option<OnEval<'_>>) -> Result<()> {
+        let (be, step) = (self.be, done.step);
+        let t_eval = Instant::now();
+        let eval_batch = self.args.per_device_eval_batch_size;
+        let val = match self.steps.eval_steps {
+            Some(_) => Some(evaluate_dataset(be, &self.folder.model, &self.data.prepared.val, eval_batch, self.folder.pad_id)?),
+            None => None,
+        };
+        let cognition = match &self.data.probe {
+            Some(p) => Some(p.evaluate(be, &self.folder.model, &self.folder.tokenizer)?),
+            None => None,
+        };
+        let log = EvalLog {
+            loss: val.map(|v| v.loss),
+            token_acc: val.map(|v| v.token_acc),
+            self_cognition_acc: cognition.as_ref().map(|c| c.accuracy),
+            repetition_rate: cognition.as_ref().map(|c| c.repetition_rate),
+            runtime: t_eval.elapsed().as_secs_f64(),
+            samples: val.map_or(0, |v| v.samples),
+            batches: val.map_or(0, |v| v.samples.div_ceil(eval_batch)),
+            epoch: done.epoch,
+            global_step: step,
+            max_steps: self.steps.max_steps,
+            elapsed: self.t_train.elapsed().as_secs_f64(),
+            start_step: self.start_step,
+        };
+        let record = log.to_json();
+        self.logging.append(&record)?;
+        self.report.eval_log(step, &log)?;
+        self.state.push_history(&record, step);
+        self.progress.println(&log.progress_line());
+        if let Some(c) = &cognition {
+            self.progress.println(&c.progress_line());
+        }
+        if let Some(val) = val {
+            self.track_best(step, val.loss);
+        }
+        let metrics = EvalMetrics {
+            global_step: step,
+            eval_loss: log.loss,
+            eval_token_acc: log.token_acc,
+            eval_self_cognition_acc: log.self_cognition_acc,
+            eval_repetition_rate: log.repetition_rate,
+        };
+        if let Some(observer) = on_eval.as_mut() {
+            if observer(&metrics).is_break() && self.stop == StopReason::Completed && !done.last {
+                self.stop = StopReason::Pruned;
+                self.progress.println(&format!("stopped at step {step} by the caller (pruned)"));
+            }
+        }
+        self.last_eval = Some(metrics);
+        Ok(())
+    }
+
+    /// Early stopping, then the best eval loss (transformers' `EarlyStoppingCallback.on_evaluate`
+    /// runs before the best metric is updated).
+    fn track_best(&mut self, step: u64, eval_loss: f64) {
+        let state = &mut self.state;
+        if let Some(patience) = self.args.early_stopping_patience {
+            let threshold = self.args.early_stopping_threshold;
+            let improved = state.best_metric.is_none_or(|best| eval_loss < best && (eval_loss - best).abs() > threshold);
+            state.patience_counter = if improved { 0 } else { state.patience_counter + 1 };
+            if state.patience_counter >= patience {
+                self.stop = StopReason::EarlyStopping;
+                self.progress.println(&format!(
+                    "early stopping at step {step}: eval_loss {eval_loss:.6} has not improved on the best {:.6} by more than {threshold} for {} evaluations",
+                    state.best_metric.unwrap_or(f64::NAN),
+                    state.patience_counter
+                ));
+            }
+        }
+        if state.best_metric.is_none_or(|best| eval_loss < best) {
+            state.best_metric = Some(eval_loss);
+            state.best_global_step = Some(step);
+        }
+    }
+
+    /// Save `checkpoint-N` (weights or adapter, optimizer and the state files), then apply
+    /// `save_total_limit`.
+    fn save_checkpoint(&mut self, done: &StepDone) -> Result<()> {
+        let (be, step, run_dir) = (self.be, done.step, &self.run_dir);
+        let this_dir = run_dir.join(format!("checkpoint-{step}"));
+        if self.state.best_global_step == Some(step) {
+            self.state.best_model_checkpoint = Some(this_dir);
+        } else if let Some(b) = self.state.best_global_step {
+            let candidate = run_dir.join(format!("checkpoint-{b}"));
+            if candidate.is_dir() {
+                self.state.best_model_checkpoint = Some(candidate);
+            }
+        }
+        let save_master = self.mode == TrainMode::Full && self.folder.dtype != DType::F32;
+        let optimizer = optimizer_states(&self.optimizer, be, &mut self.folder.model, &self.grads, save_master)?;
+        let args = &self.args;
+        let (schedule, batch_size) = (&self.steps.schedule, self.steps.batch_size);
+        let trainer_state = self.state.trainer_state(args, self.steps.max_steps, done.epoch, batch_size);
+        let scheduler = SchedulerState {
+            lr_scheduler_type: args.lr_scheduler_type.clone(),
+            config: schedule.clone(),
+            warmup_steps: schedule.warmup_steps(),
+            last_step: step,
+            next_lr: schedule.lr_at(step),
+        };
+        let rng_state = RngState { seed: args.seed, dropout_rng_state: self.rng.state(), lora_dropout: args.lora_dropout };
+        let (epoch, micro_batch) = self.position;
+        let data_state = DataState {
+            epoch,
+            micro_batch,
+            sample_index: micro_batch * batch_size,
+            num_micro_batches: done.num_micro,
+            num_rows: self.data.rows.len(),
+            shuffle_seed: args.seed,
+            dataset_shuffle: args.dataset_shuffle,
+            train_dataloader_shuffle: args.train_dataloader_shuffle,
+            group_by_length: args.group_by_length,
+            packing: args.packing,
+            fingerprint: self.data.fingerprint.clone(),
+        };
+        let ckpt = CheckpointState {
+            args_json: &self.args_json,
+            trainer_state: &trainer_state,
+            scheduler: &scheduler,
+            rng_state: &rng_state,
+            data_state: &data_state,
+            optimizer: &optimizer,
+        };
+        let content = match &self.adapter_config {
+            Some(config) => CheckpointContent::Lora { config },
+            None => CheckpointContent::Full { source: &self.folder.dir, dtype: self.folder.dtype },
+        };
+        let dir = checkpoint::save_checkpoint(be, &self.folder.model, run_dir, step, &content, &ckpt)?;
+        self.progress.println(&format!("saved {}", dir.display()));
+        self.last_checkpoint = Some(dir);
+        if let Some(limit) = args.save_total_limit {
+            let best_here = self
+                .state
+                .best_model_checkpoint
+                .as_ref()
+                .filter(|b| b.parent() == Some(run_dir.as_path()))
+                .and(self.state.best_global_step);
+            for gone in checkpoint::rotate_checkpoints(run_dir, limit, best_here)? {
+                self.progress.println(&format!("deleted {} (save_total_limit {limit})", gone.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The summary: `logging.jsonl`'s last line, the plots, the closing log line.
+    fn summary(mut self) -> Result<TrainSummary> {
+        let state = &self.state;
+        let max_steps = self.steps.max_steps;
+        let train_runtime = self.t_train.elapsed().as_secs_f64();
+        let last_checkpoint = self.last_checkpoint.ok_or_else(|| TrainError::Invalid("no optimizer step ran: nothing to save".into()))?;
+        let session_samples = state.samples_seen; // includes the steps before a resume
+        let summary = TrainSummary {
+            run_dir: self.run_dir.clone(),
+            last_checkpoint: last_checkpoint.clone(),
+            best_checkpoint: state.best_model_checkpoint.clone(),
+            best_metric: state.best_metric,
+            global_step: state.global_step,
+            max_steps,
+            stop: self.stop,
+            train_runtime,
+            train_loss: state.total.mean_loss(),
+            train_samples_per_second: session_samples as f64 / train_runtime.max(1e-9),
+            train_tokens_per_second: self.tokens_this_run as f64 / train_runtime.max(1e-9),
+            dataset: self.data.prepared.train_stats.clone(),
+            last_eval: self.last_eval,
+        };
+        let mut line = json!({
+            "last_model_checkpoint": last_checkpoint.to_string_lossy(),
+            "best_model_checkpoint": state.best_model_checkpoint.as_ref().map(|p| p.to_string_lossy()),
+            "best_metric": state.best_metric.map(metrics::round8),
+            "global_step": state.global_step,
+            "max_steps": max_steps,
+            "train_loss": metrics::round8(summary.train_loss),
+            "train_runtime": metrics::round8(train_runtime),
+            "train_samples_per_second": metrics::round8(summary.train_samples_per_second),
+            "train_steps_per_second": metrics::round8((state.global_step - self.start_step) as f64 / train_runtime.max(1e-9)),
+            "train_tokens_per_second": metrics::round8(summary.train_tokens_per_second),
+            "memory(GiB)": metrics::peak_memory_gib().map(|m| (m * 100.0).round() / 100.0),
+        });
+        if self.stop != StopReason::Completed {
+            line["stop_reason"] = json!(self.stop.as_str());
+        }
+        self.logging.append(&line)?;
+        for note in self.report.finish(&state.log_history)? {
+            eprintln!("[qtrain] {note}");
+        }
+        let how = match self.stop {
+            StopReason::Completed => "done".to_string(),
+            StopReason::EarlyStopping => "stopped early (early_stopping_patience)".to_string(),
+            StopReason::Interrupted => format!("interrupted; continue with --resume_from_checkpoint {}", last_checkpoint.display()),
+            StopReason::Pruned => "stopped by the caller (pruned)".to_string(),
+        };
+        eprintln!(
+            "[qtrain] {how}: {} of {max_steps} steps in {} ({:.0} tokens/s), mean train loss {:.4}; last checkpoint {}{}",
+            state.global_step,
+            metrics::format_time(train_runtime),
+            summary.train_tokens_per_second,
+            summary.train_loss,
+            last_checkpoint.display(),
+            match (&state.best_model_checkpoint, state.best_metric) {
+                (Some(b), Some(m)) => format!("; best checkpoint {} (eval_loss {m:.6})", b.display()),
+                _ => String::new(),
+            }
+        );
+        Ok(summary)
+    }
+}
+
+/// Resolve the arguments against the folder's model and explain the compatibility flags.
+/// Any adapter attached to the folder's model is removed first.
+fn resolve_args<B: Backend>(folder: &mut LoadedFolder<B>, args: &mut TrainArgs) -> Result<()> {
     let model = &mut folder.model;
     model.clear_lora();
-    args.model = model_dir.clone();
+    args.model = folder.dir.clone();
     let mut notes = args.resolve(model.config.max_position_embeddings)?;
-    notes.extend(args.compatibility_notes(dtype, model.config.architecture)?);
+    notes.extend(args.compatibility_notes(folder.dtype, model.config.architecture)?);
     // Record where the model is in a form that still works from another directory (export
     // reads it back from the checkpoint's args.json).
     if let Ok(abs) = std::fs::canonicalize(&args.model) {
         args.model = abs;
     }
-    let cfg = model.config.clone();
+    let cfg = &model.config;
     eprintln!(
         "[qtrain] {} from {}: {} layers, hidden {}, {:.1} M parameters ({})",
         cfg.architecture.hf_class(),
-        model_dir.display(),
+        folder.dir.display(),
         cfg.num_layers,
         cfg.hidden_size,
         cfg.num_parameters() as f64 / 1e6,
-        dtype.hf_name(),
+        folder.dtype.hf_name(),
     );
     for note in &notes {
         eprintln!("[qtrain] note: {note}");
     }
+    Ok(())
+}
 
-    // ---- setup: the checkpoint to resume from -----------------------------------------------
-    let resume = match &args.resume_from_checkpoint {
-        Some(dir) => Some(Resumed::open(dir, args.tuner_type == TunerType::Lora)?),
-        None => None,
-    };
-    if resume.is_some() && args.adapters.is_some() {
-        eprintln!("[qtrain] note: --adapters is not loaded when resuming: the checkpoint holds the adapter being trained");
-        args.adapters = None;
+/// What is trained: every parameter, or LoRA adapters — fresh ones, or the existing adapter
+/// of `resume_dir` / `--adapters`, whose own r, alpha and targets win over the flags (and are
+/// written into `args`).
+fn setup_adapters<B: Backend>(
+    be: &B,
+    model: &mut QwenModel<B>,
+    args: &mut TrainArgs,
+    resume_dir: Option<&Path>,
+) -> Result<(TrainMode, Option<AdapterConfig>)> {
+    if args.tuner_type == TunerType::Full {
+        return Ok((TrainMode::Full, None));
     }
-
-    // ---- setup: what is trained -------------------------------------------------------------
     let model_name = args.model.to_string_lossy().into_owned();
-    let (mode, adapter_config) = match args.tuner_type {
-        TunerType::Full => (TrainMode::Full, None),
-        TunerType::Lora => {
-            let existing = resume.as_ref().map(|r| r.dir.clone()).or_else(|| args.adapters.clone());
-            let config = match existing {
-                Some(dir) => {
-                    // An existing adapter's own r / alpha / targets win over the flags.
-                    let adapter = LoraAdapter::load(&dir, &cfg)?;
-                    adapter.attach(be, model)?;
-                    let mut c = adapter.config.clone();
-                    c.lora_dropout = args.lora_dropout;
-                    c.inference_mode = true;
-                    c.base_model_name_or_path = Some(model_name.clone());
-                    args.lora_rank = c.r;
-                    args.lora_alpha = c.lora_alpha;
-                    args.use_rslora = c.use_rslora;
-                    match &c.target_modules {
-                        TargetModules::Names(n) => (args.target_modules, args.target_regex) = (n.clone(), None),
-                        TargetModules::Regex(r) => args.target_regex = Some(r.clone()),
-                    }
-                    let what = if resume.is_some() { "resuming adapter" } else { "continuing adapter" };
-                    eprintln!("[qtrain] {what} {} (r={}, alpha={}, {} modules)", dir.display(), c.r, c.lora_alpha, adapter.weights.len());
-                    c
-                }
-                None => {
-                    let targets = args.lora_targets(&cfg)?;
-                    let mut c = AdapterConfig::new_lora(
-                        args.lora_rank,
-                        args.lora_alpha,
-                        args.lora_dropout,
-                        Vec::new(),
-                        args.use_rslora,
-                        Some(model_name.clone()),
-                    );
-                    c.target_modules = targets;
-                    c.init_lora_weights = args.init_lora_weights.to_json();
-                    let n = model.init_lora(be, &c, args.init_lora_weights.lora_init(), args.seed)?;
-                    let targets = match &c.target_modules {
-                        TargetModules::Names(names) => names.join(", "),
-                        TargetModules::Regex(re) => format!("regex {re:?}"),
-                    };
-                    eprintln!("[qtrain] LoRA r={} alpha={} dropout={} on {n} modules ({targets})", c.r, c.lora_alpha, c.lora_dropout);
-                    c
-                }
+    let cfg = model.config.clone();
+    let existing = resume_dir.map(Path::to_path_buf).or_else(|| args.adapters.clone());
+    let config = match existing {
+        Some(dir) => {
+            let adapter = LoraAdapter::load(&dir, &cfg)?;
+            adapter.attach(be, model)?;
+            let mut c = adapter.config.clone();
+            c.lora_dropout = args.lora_dropout;
+            c.inference_mode = true;
+            c.base_model_name_or_path = Some(model_name);
+            args.lora_rank = c.r;
+            args.lora_alpha = c.lora_alpha;
+            args.use_rslora = c.use_rslora;
+            match &c.target_modules {
+                TargetModules::Names(n) => (args.target_modules, args.target_regex) = (n.clone(), None),
+                TargetModules::Regex(r) => args.target_regex = Some(r.clone()),
+            }
+            let what = if resume_dir.is_some() { "resuming adapter" } else { "continuing adapter" };
+            eprintln!("[qtrain] {what} {} (r={}, alpha={}, {} modules)", dir.display(), c.r, c.lora_alpha, adapter.weights.len());
+            c
+        }
+        None => {
+            let targets = args.lora_targets(&cfg)?;
+            let mut c =
+                AdapterConfig::new_lora(args.lora_rank, args.lora_alpha, args.lora_dropout, Vec::new(), args.use_rslora, Some(model_name));
+            c.target_modules = targets;
+            c.init_lora_weights = args.init_lora_weights.to_json();
+            let n = model.init_lora(be, &c, args.init_lora_weights, args.seed)?;
+            let targets = match &c.target_modules {
+                TargetModules::Names(names) => names.join(", "),
+                TargetModules::Regex(re) => format!("regex {re:?}"),
             };
-            (TrainMode::Lora, Some(config))
+            eprintln!("[qtrain] LoRA r={} alpha={} dropout={} on {n} modules ({targets})", c.r, c.lora_alpha, c.lora_dropout);
+            c
         }
     };
+    Ok((TrainMode::Lora, Some(config)))
+}
 
-    // ---- setup: data --------------------------------------------------------------------------
-    let prep = PrepareOptions::from_args(&args)?;
-    let max_length = prep.max_length;
-    let data = dataset::prepare(&args.dataset, &args.val_dataset, args.split_dataset_ratio, template, tokenizer, &prep)?;
+impl Data {
+    /// Load and tokenize the datasets (validation split), set up the self-cognition probe,
+    /// shuffle once (`dataset_shuffle`) and pack (or not) into rows.
+    fn prepare<B: Backend>(args: &TrainArgs, folder: &LoadedFolder<B>) -> Result<Self> {
+        let (template, tokenizer) = (&folder.template, &folder.tokenizer);
+        let prep = PrepareOptions::from_args(args)?;
+        let max_length = prep.max_length;
+        let data = dataset::prepare(&args.dataset, &args.val_dataset, args.split_dataset_ratio, template, tokenizer, &prep)?;
+        report_datasets(args, &data, max_length);
+        let (name, author) = args.self_cognition_names()?;
+        let probe = CognitionProbe::for_run(&args.dataset, name.as_ref(), author.as_ref(), args.system.as_deref(), template, tokenizer)?;
+        if let Some(p) = &probe {
+            let when = if data.val.is_empty() { "at the last step" } else { "at every evaluation" };
+            eprintln!(
+                "[qtrain] self-cognition: {} held-out identity questions answered greedily {when} (eval_self_cognition_acc, eval_repetition_rate)",
+                p.num_questions()
+            );
+        }
+        let order = dataset::dataset_order(data.train.len(), args.dataset_shuffle, args.seed);
+        let samples: Vec<_> = order.iter().map(|&i| data.train[i].clone()).collect();
+        let rows: Vec<TrainRow> = if args.packing {
+            let rows = dataset::packed_rows(&samples, max_length)?;
+            let tokens: usize = rows.iter().map(TrainRow::len).sum();
+            eprintln!(
+                "[qtrain] packing: {} samples into {} rows of up to {max_length} tokens ({:.1}% filled)",
+                samples.len(),
+                rows.len(),
+                100.0 * tokens as f64 / (rows.len() * max_length).max(1) as f64
+            );
+            rows
+        } else {
+            dataset::unpacked_rows(samples)
+        };
+        let row_lengths: Vec<usize> = rows.iter().map(TrainRow::len).collect();
+        let fingerprint = dataset::fingerprint(&rows);
+        Ok(Data { prepared: data, probe, rows, row_lengths, fingerprint })
+    }
+}
+
+/// Log what the datasets held and what was dropped, truncated or skipped.
+fn report_datasets(args: &TrainArgs, data: &PreparedData, max_length: usize) {
     let formats: Vec<String> = data.formats.iter().map(|(f, n)| format!("{} {n}", f.name())).collect();
     let st = &data.train_stats;
     eprintln!(
@@ -305,467 +871,110 @@ fn recipe<B: Backend>(
         eprintln!("[qtrain] validation: {} samples ({} supervised tokens) from {source}", vs.samples, vs.targets);
         report_dropped("validation", vs, max_length, args.truncation_strategy);
     }
-    // The held-out identity questions of a run that teaches an identity.
-    let (name, author) = args.self_cognition_names()?;
-    let probe = CognitionProbe::for_run(&args.dataset, name.as_ref(), author.as_ref(), args.system.as_deref(), template, tokenizer)?;
-    if let Some(p) = &probe {
-        let when = if data.val.is_empty() { "at the last step" } else { "at every evaluation" };
-        eprintln!(
-            "[qtrain] self-cognition: {} held-out identity questions answered greedily {when} (eval_self_cognition_acc, eval_repetition_rate)",
-            p.num_questions()
-        );
-    }
-    // Shuffle once after loading (`dataset_shuffle`), then pack (or not) into rows.
-    let order = dataset::dataset_order(data.train.len(), args.dataset_shuffle, args.seed);
-    let samples: Vec<_> = order.iter().map(|&i| data.train[i].clone()).collect();
-    let rows: Vec<TrainRow> = if args.packing {
-        let rows = dataset::packed_rows(&samples, max_length)?;
-        let tokens: usize = rows.iter().map(TrainRow::len).sum();
-        eprintln!(
-            "[qtrain] packing: {} samples into {} rows of up to {max_length} tokens ({:.1}% filled)",
-            samples.len(),
-            rows.len(),
-            100.0 * tokens as f64 / (rows.len() * max_length).max(1) as f64
-        );
-        rows
-    } else {
-        dataset::unpacked_rows(samples)
-    };
-    let row_lengths: Vec<usize> = rows.iter().map(TrainRow::len).collect();
-    let fingerprint = dataset::fingerprint(&rows);
+}
 
-    // ---- setup: step count, schedule, run folder ------------------------------------------
-    let batch_size = args.per_device_train_batch_size;
-    let accumulation = args.accumulation();
-    let num_micro = rows.len().div_ceil(batch_size);
-    let steps_per_epoch = update_steps_per_epoch(num_micro as u64, accumulation as u64);
-    let max_steps = total_steps(args.max_steps, args.num_train_epochs, steps_per_epoch);
-    let schedule = args.schedule(max_steps)?;
-    let eval_steps = args.eval_steps.filter(|_| !data.val.is_empty());
+impl Steps {
+    fn new(args: &TrainArgs, data: &Data) -> Result<Self> {
+        let batch_size = args.per_device_train_batch_size;
+        let accumulation = args.accumulation();
+        let num_micro = data.rows.len().div_ceil(batch_size);
+        let steps_per_epoch = update_steps_per_epoch(num_micro as u64, accumulation as u64);
+        let max_steps = total_steps(args.max_steps, args.num_train_epochs, steps_per_epoch);
+        let schedule = args.schedule(max_steps)?;
+        let eval_steps = args.eval_steps.filter(|_| !data.prepared.val.is_empty());
+        Ok(Steps { batch_size, accumulation, num_micro, steps_per_epoch, max_steps, schedule, eval_steps })
+    }
+}
+
+/// Create the run folder with `args.json` (returned) and `val_dataset.jsonl`.
+fn create_run_folder(args: &TrainArgs, data: &Data, steps: &Steps) -> Result<(PathBuf, Value)> {
     let run_dir = checkpoint::create_run_dir(&args.output_dir)?;
-    let args_json = serde_json::to_value(&args).map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let args_json = serde_json::to_value(args).map_err(|e| TrainError::Invalid(e.to_string()))?;
     checkpoint::write_json(&run_dir.join("args.json"), &args_json)?;
-    if !data.val_rows.is_empty() {
-        let text: String = data.val_rows.iter().map(|r| format!("{}\n", r.to_json())).collect();
+    if !data.prepared.val_rows.is_empty() {
+        let text: String = data.prepared.val_rows.iter().map(|r| format!("{}\n", r.to_json())).collect();
         qtrain_model::safetensors_io::write_atomic(&run_dir.join("val_dataset.jsonl"), text.as_bytes())?;
     }
     eprintln!(
-        "[qtrain] run folder {}: {max_steps} steps ({steps_per_epoch} per epoch; batch {batch_size} × accumulation {accumulation}), lr {:e} {} with {} warmup steps{}",
+        "[qtrain] run folder {}: {} steps ({} per epoch; batch {} × accumulation {}), lr {:e} {} with {} warmup steps{}",
         run_dir.display(),
+        steps.max_steps,
+        steps.steps_per_epoch,
+        steps.batch_size,
+        steps.accumulation,
         args.lr(),
         args.lr_scheduler_type,
-        schedule.warmup_steps(),
-        eval_steps.map(|n| format!(", eval every {n} steps")).unwrap_or_default()
+        steps.schedule.warmup_steps(),
+        steps.eval_steps.map(|n| format!(", eval every {n} steps")).unwrap_or_default()
     );
+    Ok((run_dir, args_json))
+}
 
-    // ---- setup: gradients, optimizer state, RNG, data position ---------------------------------
-    let mut grads = model.new_grads(be, mode)?;
-    let mut moments = Vec::new();
-    let mut param_names = Vec::new();
-    let mut trainable = 0usize;
-    for p in model.trainable_params(&grads) {
-        trainable += p.param.numel();
-        param_names.push((p.name.clone(), p.param.shape().to_vec()));
-        moments.push((be.zeros(p.param.shape())?, be.zeros(p.param.shape())?));
-    }
-    eprintln!("[qtrain] {trainable} trainable parameters in {} tensors", moments.len());
-    let mut rng = dropout_rng(args.seed);
-    let mut adam_steps = 0u64;
-    let mut state = LoopState::default();
-    let (mut epoch, mut micro_start) = (0u64, 0usize);
-    let mut resumed_from = None;
-    if let Some(r) = &resume {
-        // Weights (full fine-tuning; LoRA adapters were attached above), moments, RNG, position.
-        let opt = checkpoint::read_optimizer_state(&r.dir.join("optimizer.safetensors"))?;
-        if mode == TrainMode::Full {
-            let store = SafetensorsStore::open_model_folder(&r.dir)?;
-            for p in model.trainable_params(&grads) {
-                let values = match opt.get(&p.name).and_then(|s| s.master.clone()) {
-                    Some(master) => master,
-                    None => store.read(&p.name)?.to_f32(),
-                };
-                if values.len() != p.param.numel() {
-                    return Err(r.error(format!("{} has {} values, the model needs {}", p.name, values.len(), p.param.numel())));
-                }
-                *p.param = be.upload(qtrain_core::HostData::F32(&values), p.param.shape())?;
-            }
-        }
-        for ((name, shape), (m, v)) in param_names.iter().zip(moments.iter_mut()) {
-            let s = opt.get(name).ok_or_else(|| r.error(format!("optimizer.safetensors has no state for {name}")))?;
-            if &s.shape != shape {
-                return Err(r.error(format!("optimizer state of {name} is {:?}, the parameter is {shape:?}", s.shape)));
-            }
-            *m = be.upload(qtrain_core::HostData::F32(&s.exp_avg), shape)?;
-            *v = be.upload(qtrain_core::HostData::F32(&s.exp_avg_sq), shape)?;
-            adam_steps = adam_steps.max(s.step);
-        }
-        if opt.len() != param_names.len() {
-            return Err(r.error(format!("optimizer.safetensors holds {} tensors, this run trains {}", opt.len(), param_names.len())));
-        }
-        rng = Rng::from_state(r.rng_state()?);
-        (epoch, micro_start) = r.data_position(num_micro)?;
-        state = LoopState::from_trainer_state(&r.trainer_state);
-        for w in r.differences(&args_json, &fingerprint, &schedule) {
-            eprintln!("[qtrain] WARNING: {w}");
-        }
-        eprintln!(
-            "[qtrain] resuming from {} at step {} (epoch {epoch}, micro-batch {micro_start} of {num_micro}){}",
-            r.dir.display(),
-            state.global_step,
-            state.best_metric.map(|b| format!("; best eval_loss so far {b:.6}")).unwrap_or_default()
-        );
-        resumed_from = Some(r.dir.clone());
-    }
-    let hyper = args.adamw_hyper();
-    let hyper_no_decay = hyper.with_weight_decay(0.0);
-    let lora_dropout = (mode == TrainMode::Lora && args.lora_dropout > 0.0).then_some(args.lora_dropout as f32);
-    let checkpoint_content = match &adapter_config {
-        Some(config) => CheckpointContent::Lora { config },
-        None => CheckpointContent::Full { source: &model_dir, dtype },
+/// The state `optimizer.safetensors` holds; `save_master` adds the f32 weights (full
+/// fine-tuning of a model stored in a narrower dtype).
+fn optimizer_states<B: Backend>(
+    opt: &AdamW<B>,
+    be: &B,
+    model: &mut QwenModel<B>,
+    grads: &ModelGrads<B>,
+    save_master: bool,
+) -> Result<Vec<ParamState>> {
+    let masters: Vec<Option<Vec<f32>>> = if save_master {
+        model.trainable_params(grads).iter().map(|p| be.download(p.param).map(Some)).collect::<std::result::Result<_, _>>()?
+    } else {
+        vec![None; opt.params.len()]
     };
-    let save_master = mode == TrainMode::Full && dtype != DType::F32;
+    let mut out = Vec::with_capacity(opt.params.len());
+    for (((name, shape), (exp_avg, exp_avg_sq)), master) in opt.params.iter().zip(&opt.moments).zip(masters) {
+        out.push(ParamState {
+            name: name.clone(),
+            shape: shape.clone(),
+            exp_avg: be.download(exp_avg)?,
+            exp_avg_sq: be.download(exp_avg_sq)?,
+            step: opt.num_updates,
+            master,
+        });
+    }
+    Ok(out)
+}
 
-    // ---- the loop ---------------------------------------------------------------------------
-    let start_step = state.global_step;
-    let progress = Progress::new(max_steps, start_step);
-    let mut report = RunReport::create(&run_dir, args.tensorboard())?;
-    let mut logging = LogFile::create(&run_dir.join("logging.jsonl"))?;
-    let t_train = Instant::now();
-    let mut tokens_this_run = 0usize;
-    let mut last_checkpoint: Option<PathBuf> = resumed_from.clone();
-    let mut last_eval: Option<EvalMetrics> = None;
-    let mut stop = StopReason::Completed;
-    'train: while state.global_step < max_steps {
-        let order = dataset::epoch_order(&row_lengths, epoch, args.seed, args.train_dataloader_shuffle, args.group_by_length, batch_size);
-        let micro = dataset::micro_batches(&order, batch_size);
-        let mut m = std::mem::take(&mut micro_start);
-        while m < micro.len() {
-            if control.stop_requested() && state.global_step == start_step {
-                progress.finish();
-                return Err(TrainError::Interrupted);
-            }
-            let group = &micro[m..(m + accumulation).min(micro.len())];
-            // Build the step's micro-batches and count its targets before any backward pass.
-            let batches: Vec<TrainBatch> = group
-                .iter()
-                .map(|ids| dataset::make_batch(&ids.iter().map(|&i| &rows[i]).collect::<Vec<_>>(), pad_id))
-                .collect::<Result<_>>()?;
-            let step_targets: usize = batches.iter().map(TrainBatch::num_targets).sum();
-            let step = state.global_step + 1;
-            let lr = schedule.lr_at(state.global_step);
-            let mut step_stats = LossStats::default();
-            let grad_norm = match loss_scale(step_targets) {
-                None => {
-                    progress.println(&format!("WARNING: optimizer step {step} has no supervised token; its update is skipped"));
-                    for _ in &batches {
-                        rng.next_u64();
-                    }
-                    None
-                }
-                Some(scale) => {
-                    for tb in &batches {
-                        let dropout_seed = rng.next_u64();
-                        let opts = BackwardOptions {
-                            loss_scale: scale,
-                            gradient_checkpointing: args.gradient_checkpointing,
-                            lora_dropout: lora_dropout.map(|p| (p, dropout_seed)),
-                        };
-                        step_stats.add(model.forward_backward(be, tb, &mut grads, &opts)?);
-                    }
-                    // A non-finite loss or gradient stops the run before the update: the last
-                    // checkpoint stays the last good state.
-                    let loss = step_stats.loss_sum / step_stats.num_targets.max(1) as f64;
-                    let mut sum_sq = 0.0;
-                    for (_, g) in grads.named(model) {
-                        sum_sq += be.sum_squares(g)?;
-                    }
-                    let norm = norm_from_sum_of_squares(sum_sq);
-                    for (what, value) in [("loss", loss), ("gradient norm", norm)] {
-                        if !value.is_finite() {
-                            progress.finish();
-                            let hint = match &last_checkpoint {
-                                Some(c) => format!(
-                                    "The last good checkpoint is {}: resume from it with --resume_from_checkpoint and a lower --learning_rate, or check the data.",
-                                    c.display()
-                                ),
-                                None => "No checkpoint was saved before it: lower --learning_rate (or check the data) and start again.".into(),
-                            };
-                            let err = TrainError::Diverged { step, what, value, hint };
-                            logging.append(&json!({"error": err.to_string(), "global_step": step}))?;
-                            return Err(err);
-                        }
-                    }
-                    let clip = if args.max_grad_norm > 0.0 { clip_coefficient(norm, args.max_grad_norm) } else { 1.0 };
-                    adam_steps += 1;
-                    for (p, (m1, v1)) in model.trainable_params(&grads).into_iter().zip(moments.iter_mut()) {
-                        let h = if p.decay { &hyper } else { &hyper_no_decay };
-                        be.adamw_step(p.param, p.grad, m1, v1, h, adam_steps, lr, clip)?;
-                    }
-                    grads.zero(be)?;
-                    Some(norm)
-                }
+/// Restore moments and step count from a checkpoint (and, for full fine-tuning, the
+/// weights; LoRA adapters were attached by [`setup_adapters`]).
+fn restore_optimizer<B: Backend>(
+    opt: &mut AdamW<B>,
+    be: &B,
+    model: &mut QwenModel<B>,
+    grads: &ModelGrads<B>,
+    mode: TrainMode,
+    resume: &Resumed,
+) -> Result<()> {
+    let saved = checkpoint::read_optimizer_state(&resume.dir.join("optimizer.safetensors"))?;
+    if mode == TrainMode::Full {
+        let store = SafetensorsStore::open_model_folder(&resume.dir)?;
+        for p in model.trainable_params(grads) {
+            let values = match saved.get(&p.name).and_then(|s| s.master.clone()) {
+                Some(master) => master,
+                None => store.read(&p.name)?.to_f32(),
             };
-            state.global_step = step;
-            state.window.loss_sum += step_stats.loss_sum;
-            state.window.targets += step_stats.num_targets;
-            state.window.correct += step_stats.num_correct;
-            state.window.steps += 1;
-            state.total.add(step_stats);
-            state.samples_seen += group.iter().flatten().map(|&i| rows[i].num_samples).sum::<usize>();
-            let step_tokens: usize = batches.iter().map(|b| b.batch.valid.iter().filter(|&&v| v).count()).sum();
-            state.tokens_seen += step_tokens;
-            tokens_this_run += step_tokens;
-            m += group.len();
-            let epoch_f = epoch as f64 + m as f64 / micro.len() as f64;
-            // Where the next step starts: the data position a checkpoint of this step records.
-            let next_position = if m == micro.len() { (epoch + 1, 0) } else { (epoch, m) };
-            let last = step >= max_steps;
-            let elapsed = t_train.elapsed().as_secs_f64();
-            let step_loss = (step_stats.num_targets > 0).then(|| step_stats.loss_sum / step_stats.num_targets as f64);
-            progress.step(step, step_loss, lr, tokens_this_run as f64 / elapsed.max(1e-9));
-
-            // ---- log ------------------------------------------------------------------------
-            if step == 1 || step % args.logging_steps == 0 || last {
-                let log = TrainLog {
-                    window: state.window,
-                    grad_norm,
-                    learning_rate: lr,
-                    epoch: epoch_f,
-                    global_step: step,
-                    max_steps,
-                    elapsed,
-                    start_step,
-                };
-                let record = log.to_json();
-                logging.append(&record)?;
-                report.train_log(step, &log)?;
-                state.push_history(&record, step);
-                if !progress.is_bar() || step % args.logging_steps == 0 || last {
-                    progress.println(&log.progress_line());
-                }
-                state.window = Window::default();
+            if values.len() != p.param.numel() {
+                return Err(resume.error(format!("{} has {} values, the model needs {}", p.name, values.len(), p.param.numel())));
             }
-
-            // ---- evaluate, best checkpoint, early stopping, self-cognition, on_eval ----------
-            // With a validation set: every `eval_steps` and at the last step. Without one, a
-            // run that teaches an identity still asks its questions once, at the last step.
-            let evaluate_now = match eval_steps {
-                Some(every) => step % every == 0 || last,
-                None => last && probe.is_some(),
-            };
-            if evaluate_now {
-                let t_eval = Instant::now();
-                let r = match eval_steps {
-                    Some(_) => Some(evaluate_dataset(be, model, &data.val, args.per_device_eval_batch_size, pad_id)?),
-                    None => None,
-                };
-                let cognition = match &probe {
-                    Some(p) => Some(p.evaluate(be, model, tokenizer)?),
-                    None => None,
-                };
-                let log = EvalLog {
-                    loss: r.map(|r| r.loss),
-                    token_acc: r.map(|r| r.token_acc),
-                    self_cognition_acc: cognition.as_ref().map(|c| c.accuracy),
-                    repetition_rate: cognition.as_ref().map(|c| c.repetition_rate),
-                    runtime: t_eval.elapsed().as_secs_f64(),
-                    samples: r.map_or(0, |r| r.samples),
-                    batches: r.map_or(0, |r| r.samples.div_ceil(args.per_device_eval_batch_size)),
-                    epoch: epoch_f,
-                    global_step: step,
-                    max_steps,
-                    elapsed: t_train.elapsed().as_secs_f64(),
-                    start_step,
-                };
-                let record = log.to_json();
-                logging.append(&record)?;
-                report.eval_log(step, &log)?;
-                state.push_history(&record, step);
-                progress.println(&log.progress_line());
-                if let Some(c) = &cognition {
-                    progress.println(&c.progress_line());
-                }
-                if let Some(r) = r {
-                    // EarlyStoppingCallback.on_evaluate runs before the best metric is updated.
-                    if let Some(patience) = args.early_stopping_patience {
-                        let improved =
-                            state.best_metric.is_none_or(|best| r.loss < best && (r.loss - best).abs() > args.early_stopping_threshold);
-                        state.patience_counter = if improved { 0 } else { state.patience_counter + 1 };
-                        if state.patience_counter >= patience {
-                            stop = StopReason::EarlyStopping;
-                            progress.println(&format!(
-                                "early stopping at step {step}: eval_loss {:.6} has not improved on the best {:.6} by more than {} for {} evaluations",
-                                r.loss,
-                                state.best_metric.unwrap_or(f64::NAN),
-                                args.early_stopping_threshold,
-                                state.patience_counter
-                            ));
-                        }
-                    }
-                    if state.best_metric.is_none_or(|best| r.loss < best) {
-                        state.best_metric = Some(r.loss);
-                        state.best_global_step = Some(step);
-                    }
-                }
-                let metrics = EvalMetrics {
-                    global_step: step,
-                    eval_loss: log.loss,
-                    eval_token_acc: log.token_acc,
-                    eval_self_cognition_acc: log.self_cognition_acc,
-                    eval_repetition_rate: log.repetition_rate,
-                };
-                if let Some(observer) = on_eval.as_mut() {
-                    if observer(&metrics).is_break() && stop == StopReason::Completed && !last {
-                        stop = StopReason::Pruned;
-                        progress.println(&format!("stopped at step {step} by the caller (pruned)"));
-                    }
-                }
-                last_eval = Some(metrics);
-            }
-            if control.stop_requested() && stop == StopReason::Completed {
-                stop = StopReason::Interrupted;
-                progress.println(&format!("interrupted: saving a checkpoint at step {step} and stopping"));
-            }
-            let stopping = stop != StopReason::Completed;
-
-            // ---- checkpoint ------------------------------------------------------------------
-            if step % args.save_steps == 0 || last || stopping {
-                let this_dir = run_dir.join(format!("checkpoint-{step}"));
-                if state.best_global_step == Some(step) {
-                    state.best_model_checkpoint = Some(this_dir.clone());
-                } else if let Some(b) = state.best_global_step {
-                    let candidate = run_dir.join(format!("checkpoint-{b}"));
-                    if candidate.is_dir() {
-                        state.best_model_checkpoint = Some(candidate);
-                    }
-                }
-                let mut optimizer = Vec::with_capacity(param_names.len());
-                let masters: Vec<Option<Vec<f32>>> = if save_master {
-                    model.trainable_params(&grads).iter().map(|p| be.download(p.param).map(Some)).collect::<std::result::Result<_, _>>()?
-                } else {
-                    vec![None; param_names.len()]
-                };
-                for (((name, shape), (m1, v1)), master) in param_names.iter().zip(&moments).zip(masters) {
-                    optimizer.push(ParamState {
-                        name: name.clone(),
-                        shape: shape.clone(),
-                        exp_avg: be.download(m1)?,
-                        exp_avg_sq: be.download(v1)?,
-                        step: adam_steps,
-                        master,
-                    });
-                }
-                let trainer_state = state.trainer_state(&args, max_steps, epoch_f, batch_size);
-                let scheduler = json!({
-                    "lr_scheduler_type": args.lr_scheduler_type,
-                    "config": schedule,
-                    "warmup_steps": schedule.warmup_steps(),
-                    "last_step": step,
-                    "next_lr": schedule.lr_at(step),
-                });
-                let rng_state = json!({
-                    "seed": args.seed,
-                    "dropout_rng_state": rng.state(),
-                    "lora_dropout": args.lora_dropout,
-                });
-                let data_state = json!({
-                    "epoch": next_position.0,
-                    "micro_batch": next_position.1,
-                    "sample_index": next_position.1 * batch_size,
-                    "num_micro_batches": micro.len(),
-                    "num_rows": rows.len(),
-                    "shuffle_seed": args.seed,
-                    "dataset_shuffle": args.dataset_shuffle,
-                    "train_dataloader_shuffle": args.train_dataloader_shuffle,
-                    "group_by_length": args.group_by_length,
-                    "packing": args.packing,
-                    "fingerprint": fingerprint,
-                });
-                let ckpt = CheckpointState {
-                    args_json: &args_json,
-                    trainer_state: &trainer_state,
-                    scheduler: &scheduler,
-                    rng_state: &rng_state,
-                    data_state: &data_state,
-                    optimizer: &optimizer,
-                };
-                let dir = checkpoint::save_checkpoint(be, model, &run_dir, step, &checkpoint_content, &ckpt)?;
-                progress.println(&format!("saved {}", dir.display()));
-                last_checkpoint = Some(dir);
-                if let Some(limit) = args.save_total_limit {
-                    let best_here =
-                        state.best_model_checkpoint.as_ref().filter(|b| b.parent() == Some(run_dir.as_path())).and(state.best_global_step);
-                    for gone in checkpoint::rotate_checkpoints(&run_dir, limit, best_here)? {
-                        progress.println(&format!("deleted {} (save_total_limit {limit})", gone.display()));
-                    }
-                }
-            }
-            if last || stopping {
-                break 'train;
-            }
+            *p.param = be.upload(qtrain_core::HostData::F32(&values), p.param.shape())?;
         }
-        epoch += 1;
     }
-    progress.finish();
-
-    // ---- summary ------------------------------------------------------------------------------
-    let train_runtime = t_train.elapsed().as_secs_f64();
-    let last_checkpoint = last_checkpoint.ok_or_else(|| TrainError::Invalid("no optimizer step ran: nothing to save".into()))?;
-    let session_samples = state.samples_seen; // includes the steps before a resume
-    let summary = TrainSummary {
-        run_dir: run_dir.clone(),
-        last_checkpoint: last_checkpoint.clone(),
-        best_checkpoint: state.best_model_checkpoint.clone(),
-        best_metric: state.best_metric,
-        global_step: state.global_step,
-        max_steps,
-        stop,
-        train_runtime,
-        train_loss: state.total.mean_loss(),
-        train_samples_per_second: session_samples as f64 / train_runtime.max(1e-9),
-        train_tokens_per_second: tokens_this_run as f64 / train_runtime.max(1e-9),
-        dataset: data.train_stats.clone(),
-        last_eval,
-    };
-    let mut line = json!({
-        "last_model_checkpoint": last_checkpoint.to_string_lossy(),
-        "best_model_checkpoint": state.best_model_checkpoint.as_ref().map(|p| p.to_string_lossy()),
-        "best_metric": state.best_metric.map(metrics::round8),
-        "global_step": state.global_step,
-        "max_steps": max_steps,
-        "train_loss": metrics::round8(summary.train_loss),
-        "train_runtime": metrics::round8(train_runtime),
-        "train_samples_per_second": metrics::round8(summary.train_samples_per_second),
-        "train_steps_per_second": metrics::round8((state.global_step - start_step) as f64 / train_runtime.max(1e-9)),
-        "train_tokens_per_second": metrics::round8(summary.train_tokens_per_second),
-        "memory(GiB)": metrics::peak_memory_gib().map(|m| (m * 100.0).round() / 100.0),
-    });
-    if stop != StopReason::Completed {
-        line["stop_reason"] = json!(stop.as_str());
-    }
-    logging.append(&line)?;
-    for note in report.finish(&state.log_history)? {
-        eprintln!("[qtrain] {note}");
-    }
-    let how = match stop {
-        StopReason::Completed => "done".to_string(),
-        StopReason::EarlyStopping => "stopped early (early_stopping_patience)".to_string(),
-        StopReason::Interrupted => format!("interrupted; continue with --resume_from_checkpoint {}", last_checkpoint.display()),
-        StopReason::Pruned => "stopped by the caller (pruned)".to_string(),
-    };
-    eprintln!(
-        "[qtrain] {how}: {} of {max_steps} steps in {} ({:.0} tokens/s), mean train loss {:.4}; last checkpoint {}{}",
-        state.global_step,
-        metrics::format_time(train_runtime),
-        summary.train_tokens_per_second,
-        summary.train_loss,
-        last_checkpoint.display(),
-        match (&state.best_model_checkpoint, state.best_metric) {
-            (Some(b), Some(m)) => format!("; best checkpoint {} (eval_loss {m:.6})", b.display()),
-            _ => String::new(),
+    for ((name, shape), (exp_avg, exp_avg_sq)) in opt.params.iter().zip(opt.moments.iter_mut()) {
+        let s = saved.get(name).ok_or_else(|| resume.error(format!("optimizer.safetensors has no state for {name}")))?;
+        if &s.shape != shape {
+            return Err(resume.error(format!("optimizer state of {name} is {:?}, the parameter is {shape:?}", s.shape)));
         }
-    );
-    Ok(summary)
+        *exp_avg = be.upload(qtrain_core::HostData::F32(&s.exp_avg), shape)?;
+        *exp_avg_sq = be.upload(qtrain_core::HostData::F32(&s.exp_avg_sq), shape)?;
+        opt.num_updates = opt.num_updates.max(s.step);
+    }
+    if saved.len() != opt.params.len() {
+        return Err(resume.error(format!("optimizer.safetensors holds {} tensors, this run trains {}", saved.len(), opt.params.len())));
+    }
+    Ok(())
 }
 
 /// Warn about samples that `max_length` cut or dropped and samples without supervised tokens.
@@ -822,63 +1031,58 @@ impl LoopState {
 
     /// `trainer_state.json`: transformers' keys plus a `qtrain` section with the sums the
     /// loop needs to continue exactly.
-    fn trainer_state(&self, args: &TrainArgs, max_steps: u64, epoch: f64, batch_size: usize) -> Value {
-        json!({
-            "best_global_step": self.best_global_step,
-            "best_metric": self.best_metric,
-            "best_model_checkpoint": self.best_model_checkpoint.as_ref().map(|p| p.to_string_lossy()),
-            "epoch": metrics::round8(epoch),
-            "eval_steps": args.eval_steps,
-            "global_step": self.global_step,
-            "is_local_process_zero": true,
-            "is_world_process_zero": true,
-            "log_history": self.log_history,
-            "logging_steps": args.logging_steps,
-            "max_steps": max_steps,
-            "num_input_tokens_seen": self.tokens_seen,
-            "num_train_epochs": args.num_train_epochs,
-            "save_steps": args.save_steps,
-            "stateful_callbacks": {
-                "EarlyStoppingCallback": {
-                    "args": {
-                        "early_stopping_patience": args.early_stopping_patience,
-                        "early_stopping_threshold": args.early_stopping_threshold,
+    fn trainer_state(&self, args: &TrainArgs, max_steps: u64, epoch: f64, batch_size: usize) -> TrainerState {
+        TrainerState {
+            best_global_step: self.best_global_step,
+            best_metric: self.best_metric,
+            best_model_checkpoint: self.best_model_checkpoint.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            epoch: metrics::round8(epoch),
+            eval_steps: args.eval_steps,
+            global_step: self.global_step,
+            is_local_process_zero: true,
+            is_world_process_zero: true,
+            log_history: self.log_history.clone(),
+            logging_steps: args.logging_steps,
+            max_steps,
+            num_input_tokens_seen: self.tokens_seen,
+            num_train_epochs: args.num_train_epochs,
+            save_steps: args.save_steps,
+            stateful_callbacks: StatefulCallbacks {
+                early_stopping: EarlyStoppingState {
+                    args: EarlyStoppingArgs {
+                        early_stopping_patience: args.early_stopping_patience,
+                        early_stopping_threshold: args.early_stopping_threshold,
                     },
-                    "attributes": {"early_stopping_patience_counter": self.patience_counter},
+                    attributes: EarlyStoppingAttributes { early_stopping_patience_counter: self.patience_counter },
                 },
             },
-            "train_batch_size": batch_size,
-            "qtrain": {
-                "window": {"loss_sum": self.window.loss_sum, "targets": self.window.targets, "correct": self.window.correct, "steps": self.window.steps},
-                "total": {"loss_sum": self.total.loss_sum, "targets": self.total.num_targets, "correct": self.total.num_correct},
-                "samples_seen": self.samples_seen,
+            train_batch_size: batch_size,
+            qtrain: LoopSums {
+                window: WindowSums {
+                    loss_sum: self.window.loss_sum,
+                    targets: self.window.targets,
+                    correct: self.window.correct,
+                    steps: self.window.steps,
+                },
+                total: TotalSums { loss_sum: self.total.loss_sum, targets: self.total.num_targets, correct: self.total.num_correct },
+                samples_seen: self.samples_seen,
             },
-        })
+        }
     }
 
-    fn from_trainer_state(v: &Value) -> Self {
-        let u = |x: &Value| x.as_u64().unwrap_or(0);
-        let q = &v["qtrain"];
+    fn from_trainer_state(t: &TrainerState) -> Self {
+        let q = &t.qtrain;
         LoopState {
-            global_step: u(&v["global_step"]),
-            window: Window {
-                loss_sum: q["window"]["loss_sum"].as_f64().unwrap_or(0.0),
-                targets: u(&q["window"]["targets"]) as usize,
-                correct: u(&q["window"]["correct"]) as usize,
-                steps: u(&q["window"]["steps"]),
-            },
-            total: LossStats {
-                loss_sum: q["total"]["loss_sum"].as_f64().unwrap_or(0.0),
-                num_targets: u(&q["total"]["targets"]) as usize,
-                num_correct: u(&q["total"]["correct"]) as usize,
-            },
-            samples_seen: u(&q["samples_seen"]) as usize,
-            tokens_seen: u(&v["num_input_tokens_seen"]) as usize,
-            log_history: v["log_history"].as_array().cloned().unwrap_or_default(),
-            best_metric: v["best_metric"].as_f64(),
-            best_global_step: v["best_global_step"].as_u64(),
-            best_model_checkpoint: v["best_model_checkpoint"].as_str().map(PathBuf::from),
-            patience_counter: u(&v["stateful_callbacks"]["EarlyStoppingCallback"]["attributes"]["early_stopping_patience_counter"]),
+            global_step: t.global_step,
+            window: Window { loss_sum: q.window.loss_sum, targets: q.window.targets, correct: q.window.correct, steps: q.window.steps },
+            total: LossStats { loss_sum: q.total.loss_sum, num_targets: q.total.targets, num_correct: q.total.correct },
+            samples_seen: q.samples_seen,
+            tokens_seen: t.num_input_tokens_seen,
+            log_history: t.log_history.clone(),
+            best_metric: t.best_metric,
+            best_global_step: t.best_global_step,
+            best_model_checkpoint: t.best_model_checkpoint.as_ref().map(PathBuf::from),
+            patience_counter: t.stateful_callbacks.early_stopping.attributes.early_stopping_patience_counter,
         }
     }
 }
@@ -886,11 +1090,7 @@ impl LoopState {
 /// A checkpoint opened for `--resume_from_checkpoint`, its JSON state files read.
 struct Resumed {
     dir: PathBuf,
-    trainer_state: Value,
-    rng_state: Value,
-    data_state: Value,
-    scheduler: Value,
-    args: Value,
+    files: CheckpointFiles,
 }
 
 impl Resumed {
@@ -913,90 +1113,45 @@ impl Resumed {
             };
             return Err(err(format!("incomplete checkpoint, missing {}{hint}", missing.join(", "))));
         }
-        Ok(Resumed {
-            dir: dir.to_path_buf(),
-            trainer_state: checkpoint::read_json(&dir.join("trainer_state.json"))?,
-            rng_state: checkpoint::read_json(&dir.join("rng_state.json"))?,
-            data_state: checkpoint::read_json(&dir.join("data_state.json"))?,
-            scheduler: checkpoint::read_json(&dir.join("scheduler.json"))?,
-            args: checkpoint::read_json(&dir.join("args.json"))?,
-        })
+        Ok(Resumed { dir: dir.to_path_buf(), files: CheckpointFiles::read(dir)? })
     }
 
     fn error(&self, message: String) -> TrainError {
         TrainError::Resume { path: self.dir.clone(), message }
     }
 
-    fn rng_state(&self) -> Result<[u64; 4]> {
-        let words: Vec<u64> = self.rng_state["dropout_rng_state"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
-        words.try_into().map_err(|_| self.error("rng_state.json: dropout_rng_state must be 4 unsigned integers".into()))
-    }
-
     /// (epoch, first micro-batch) of the next step.
     fn data_position(&self, num_micro: usize) -> Result<(u64, usize)> {
-        let (Some(epoch), Some(micro)) = (self.data_state["epoch"].as_u64(), self.data_state["micro_batch"].as_u64()) else {
-            return Err(self.error("data_state.json lacks epoch / micro_batch".into()));
-        };
-        if micro as usize >= num_micro.max(1) {
+        let (epoch, micro) = (self.files.data_state.epoch, self.files.data_state.micro_batch);
+        if micro >= num_micro.max(1) {
             return Err(self.error(format!(
                 "data_state.json points at micro-batch {micro} but an epoch of this dataset has only {num_micro}: the dataset or batch size changed"
             )));
         }
-        Ok((epoch, micro as usize))
+        Ok((epoch, micro))
     }
 
     /// What differs between the checkpoint's run and this one in ways that change the
     /// trajectory (the run goes on, but not bit-exactly).
     fn differences(&self, args: &Value, fingerprint: &str, schedule: &qtrain_optim::LrSchedule) -> Vec<String> {
-        // LoRA r / alpha / targets are read from the checkpoint's adapter, so they cannot differ.
-        const KEYS: [&str; 28] = [
-            "model",
-            "tuner_type",
-            "dataset",
-            "val_dataset",
-            "split_dataset_ratio",
-            "max_length",
-            "truncation_strategy",
-            "system",
-            "loss_scale",
-            "packing",
-            "group_by_length",
-            "seed",
-            "dataset_shuffle",
-            "train_dataloader_shuffle",
-            "lora_dropout",
-            "learning_rate",
-            "per_device_train_batch_size",
-            "gradient_accumulation_steps",
-            "lr_scheduler_type",
-            "lr_scheduler_kwargs",
-            "warmup_ratio",
-            "warmup_steps",
-            "weight_decay",
-            "adam_beta1",
-            "adam_beta2",
-            "max_grad_norm",
-            "model_name",
-            "model_author",
-        ];
         let mut out = Vec::new();
-        let changed: Vec<String> = KEYS
+        // Each argument's `OnResume` property (declared with it in `args.rs`) says which matter.
+        let saved = &self.files.args;
+        let changed: Vec<String> = ARGS
             .iter()
-            .filter(|k| self.args.get(**k) != args.get(**k))
-            .map(|k| format!("{k}: {} → {}", self.args.get(*k).unwrap_or(&Value::Null), args.get(*k).unwrap_or(&Value::Null)))
+            .filter(|(_, on_resume)| *on_resume == OnResume::Trajectory)
+            .map(|(k, _)| k)
+            .filter(|k| saved.get(**k) != args.get(**k))
+            .map(|k| format!("{k}: {} → {}", saved.get(*k).unwrap_or(&Value::Null), args.get(*k).unwrap_or(&Value::Null)))
             .collect();
         if !changed.is_empty() {
             out.push(format!("arguments differ from the checkpoint's, so the run will not continue bit-exactly: {}", changed.join("; ")));
         }
-        if self.data_state["fingerprint"].as_str() != Some(fingerprint) {
+        if self.files.data_state.fingerprint != fingerprint {
             out.push("the tokenized dataset differs from the one the checkpoint was trained on".into());
         }
-        if let Ok(saved) = serde_json::from_value::<qtrain_optim::LrSchedule>(self.scheduler["config"].clone()) {
-            if &saved != schedule {
-                out.push(
-                    "the learning-rate schedule differs from the checkpoint's (max_steps, warmup or schedule arguments changed)".into(),
-                );
-            }
+        if &self.files.scheduler.config != schedule {
+            out.push("the learning-rate schedule differs from the checkpoint's (max_steps, warmup or schedule arguments changed)".into());
         }
         out
     }

@@ -7,11 +7,11 @@
 mod common;
 
 use common::{fixture, max_relative_error};
-use qtrain_core::{Backend, CpuBackend, DType, TensorInfo};
+use qtrain_core::{Backend, CpuBackend, DType};
 use qtrain_model::adapter::ALL_LINEAR;
 use qtrain_model::generate::{generate, GenerateOptions};
 use qtrain_model::train::{BackwardOptions, LoraInit, TrainBatch, TrainMode};
-use qtrain_model::{AdapterConfig, Batch, QwenModel, Sampler, SamplingParams};
+use qtrain_model::{AdamW, AdapterConfig, Batch, Proj, QwenModel, Sampler, SamplingParams};
 use qtrain_optim::AdamWHyper;
 
 const MODEL: &str = "tiny-qwen2-bf16";
@@ -37,11 +37,11 @@ fn bf16_weights_are_kept_in_bf16() {
     let be = bf16_backend();
     let model = QwenModel::load(&be, &fixture(MODEL)).unwrap();
     assert_eq!(model.embed_tokens.dtype(), DType::BF16);
-    assert_eq!(model.layers[0].q_proj.weight.dtype(), DType::BF16);
-    assert_eq!(model.layers[0].q_proj.bias.as_ref().unwrap().dtype(), DType::F32, "biases stay f32");
+    assert_eq!(model.layers[0].linear(Proj::Q).weight.dtype(), DType::BF16);
+    assert_eq!(model.layers[0].linear(Proj::Q).bias.as_ref().unwrap().dtype(), DType::F32, "biases stay f32");
     assert_eq!(model.norm.dtype(), DType::F32, "norm weights stay f32");
     let f32_model = QwenModel::load(&CpuBackend::new(), &fixture(MODEL)).unwrap();
-    let bytes = |m: &QwenModel<CpuBackend>| m.layers.iter().map(|l| l.gate_proj.weight.storage_bytes()).sum::<usize>();
+    let bytes = |m: &QwenModel<CpuBackend>| m.layers.iter().map(|l| l.linear(Proj::Gate).weight.storage_bytes()).sum::<usize>();
     assert_eq!(2 * bytes(&model), bytes(&f32_model), "half the memory of the f32 path");
 }
 
@@ -78,16 +78,13 @@ fn bf16_lora_training_tracks_f32_for_20_steps() {
         let tb = TrainBatch::from_samples(&samples(), 0).unwrap();
         let mut grads = model.new_grads(be, TrainMode::Lora).unwrap();
         let hyper = AdamWHyper { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0 };
-        let mut moments: Vec<_> =
-            model.trainable_params(&grads).iter().map(|p| (be.zeros(p.grad.shape()).unwrap(), be.zeros(p.grad.shape()).unwrap())).collect();
+        let mut adamw = AdamW::new(be, &mut model, &grads, hyper).unwrap();
         let opts = BackwardOptions { loss_scale: 1.0 / tb.num_targets() as f32, gradient_checkpointing: true, lora_dropout: None };
         (1..=20u64)
-            .map(|step| {
+            .map(|_| {
                 grads.zero(be).unwrap();
                 let stats = model.forward_backward(be, &tb, &mut grads, &opts).unwrap();
-                for (p, (m, v)) in model.trainable_params(&grads).into_iter().zip(moments.iter_mut()) {
-                    be.adamw_step(p.param, p.grad, m, v, &hyper, step, 3e-3, 1.0).unwrap();
-                }
+                adamw.step(be, &mut model, &grads, 3e-3, 1.0).unwrap();
                 stats.mean_loss()
             })
             .collect()

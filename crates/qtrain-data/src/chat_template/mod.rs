@@ -20,7 +20,9 @@ use minijinja::value::{Kwargs, Rest, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
 
 use crate::error::{DataError, Result};
-use crate::python;
+
+/// Python behaviours the templates rely on (`json.dumps`, `str()`, `strftime`, …).
+mod python;
 
 /// Special token strings exposed to templates as `bos_token`, `eos_token`, ...
 /// (transformers passes its `special_tokens_map`; unset tokens are undefined).
