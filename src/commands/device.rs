@@ -16,6 +16,8 @@ pub struct Numerics {
     /// The base weights are trained (full fine-tuning): on the CPU they stay f32 masters and
     /// the bf16 products round them as they pack, as torch's mixed precision does.
     pub trains_base_weights: bool,
+    /// `--torch_dtype auto` took the checkpoint's dtype (said in the log).
+    pub from_checkpoint: bool,
 }
 
 impl Numerics {
@@ -27,7 +29,15 @@ impl Numerics {
             other => DType::from_hf_name(other)
                 .with_context(|| format!("--torch_dtype {other:?}: valid values are auto, bfloat16, float16, float32"))?,
         };
-        Ok(Numerics { dtype, trains_base_weights })
+        Ok(Numerics { dtype, trains_base_weights, from_checkpoint: flag == "auto" })
+    }
+
+    /// "--torch_dtype bfloat16", or "--torch_dtype auto: bfloat16 (config.json)".
+    pub fn describe(&self) -> String {
+        match self.from_checkpoint {
+            true => format!("--torch_dtype auto: {} (config.json)", self.dtype.hf_name()),
+            false => format!("--torch_dtype {}", self.dtype.hf_name()),
+        }
     }
 }
 
@@ -124,7 +134,7 @@ where
     match device {
         Device::Cpu => {
             let (be, line) = cpu_backend(numerics);
-            eprintln!("[qtrain] cpu: {line}");
+            eprintln!("[qtrain] cpu, {}: {line}", numerics.describe());
             be.run(|be| task.run(be))
         }
         Device::Cuda(n) => {
@@ -152,7 +162,11 @@ mod tests {
         assert_eq!(Numerics::resolve("auto", Some(DType::BF16), false).unwrap().dtype, DType::BF16);
         assert_eq!(Numerics::resolve("auto", None, false).unwrap().dtype, DType::F32);
         assert_eq!(Numerics::resolve("float32", Some(DType::BF16), false).unwrap().dtype, DType::F32);
-        assert_eq!(Numerics::resolve("bf16", None, true).unwrap(), Numerics { dtype: DType::BF16, trains_base_weights: true });
+        assert_eq!(
+            Numerics::resolve("bf16", None, true).unwrap(),
+            Numerics { dtype: DType::BF16, trains_base_weights: true, from_checkpoint: false }
+        );
+        assert_eq!(Numerics::resolve("auto", Some(DType::BF16), false).unwrap().describe(), "--torch_dtype auto: bfloat16 (config.json)");
         let err = Numerics::resolve("int8", None, false).unwrap_err().to_string();
         assert!(err.contains("--torch_dtype") && err.contains("bfloat16"), "{err}");
         assert!(cpu_backend(Numerics::resolve("bfloat16", None, false).unwrap()).1.starts_with("bf16 weights"));
