@@ -265,6 +265,20 @@ pub unsafe fn gemm_bf16_raw(p: &Product<'_>, c: *mut f32, accumulate: bool, alph
         return;
     }
     let threads = if parallel && p.flops() >= PARALLEL_MIN_FLOPS { rayon::current_num_threads().max(1) } else { 1 };
+    // f32 operands in the layouts the packers have no fast path for (attention's products, the
+    // weight gradient's dyᵀ) are first brought into one that has: op(a) transposed to row-major,
+    // B rounded to bf16 (the packers then move 16-bit pairs with vector shuffles).
+    let (a_rows, b_bf16);
+    let mut p = *p;
+    if let (Operand::F32(a), true) = (p.a, p.trans_a) {
+        a_rows = transpose_f32(a, p.k, p.m);
+        (p.a, p.trans_a) = (Operand::F32(&a_rows), false);
+    }
+    if let Operand::F32(b) = p.b {
+        b_bf16 = to_bf16(b, threads);
+        p.b = Operand::Bf16(&b_bf16);
+    }
+    let p = &p;
     if let (true, Operand::Bf16(w), true, false) = (m <= GEMV_MAX_ROWS, p.b, p.trans_b, p.trans_a) {
         // SAFETY: forwarded from the caller.
         unsafe { gemv_weight_rows(p, w, c, accumulate, alpha, threads) };
@@ -328,6 +342,44 @@ pub unsafe fn gemm_bf16_raw(p: &Product<'_>, c: *mut f32, accumulate: bool, alph
         }
     }
     SCRATCH.with(|s| *s.borrow_mut() = (a_pack, b_pack));
+}
+
+/// `src` `[rows, cols]` transposed to `[cols, rows]`, in 32 × 32 blocks (both sides stay in L1).
+fn transpose_f32(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const BLOCK: usize = 32;
+    let mut out = vec![0.0f32; rows * cols];
+    for r0 in (0..rows).step_by(BLOCK) {
+        for c0 in (0..cols).step_by(BLOCK) {
+            for r in r0..(r0 + BLOCK).min(rows) {
+                for c in c0..(c0 + BLOCK).min(cols) {
+                    out[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `src` rounded to bf16 (nearest even), 32 values per instruction where AVX512-BF16 exists.
+fn to_bf16(src: &[f32], threads: usize) -> Vec<bf16> {
+    const CHUNK: usize = 1 << 14;
+    let mut out = vec![bf16::ZERO; src.len()];
+    let fill = |(dst, src): (&mut [bf16], &[f32])| {
+        let even = src.len() / 2 * 2;
+        match bytemuck::try_cast_slice_mut::<bf16, u32>(&mut dst[..even]) {
+            Ok(words) => convert_pairs(&src[..even], words),
+            Err(_) => dst[..even].iter_mut().zip(src).for_each(|(d, &s)| *d = bf16::from_bits(f32_to_bf16_bits(s))),
+        }
+        if even < src.len() {
+            dst[even] = bf16::from_bits(f32_to_bf16_bits(src[even]));
+        }
+    };
+    if threads > 1 {
+        out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(fill);
+    } else {
+        out.chunks_mut(CHUNK).zip(src.chunks(CHUNK)).for_each(fill);
+    }
+    out
 }
 
 thread_local! {
@@ -430,7 +482,9 @@ fn pack_b(p: &Product<'_>, out: &mut [u32], jc: usize, nc: usize, pc: usize, kcp
         match (p.b, p.trans_b) {
             // A weight `[n, k]` read as `op(b) = Wᵀ`: column j's pairs are consecutive u32s of
             // row j (k even), so this is a u32 transpose — the hot packing of forward GEMMs.
-            (Operand::Bf16(w), true) if p.k.is_multiple_of(2) => {
+            // (A 4-byte aligned view exists for every Vec or mmap the backend holds; a slice
+            // that is not takes the element-wise path.)
+            (Operand::Bf16(w), true) if p.k.is_multiple_of(2) && bytemuck::try_cast_slice::<bf16, u32>(w).is_ok() => {
                 let words: &[u32] = bytemuck::cast_slice(w);
                 let row_words = p.k / 2;
                 #[cfg(target_arch = "x86_64")]
@@ -514,7 +568,9 @@ fn pack_a(p: &Product<'_>, lda: usize, mr: usize, threads: usize, out: &mut Vec<
                     dst[full] = pair(f32_to_bf16_bits(row[p.k - 1]), 0);
                 }
             }
-            (Operand::Bf16(a), false) if p.k.is_multiple_of(2) => {
+            (Operand::Bf16(a), false)
+                if p.k.is_multiple_of(2) && bytemuck::try_cast_slice::<bf16, u32>(&a[i * p.k..(i + 1) * p.k]).is_ok() =>
+            {
                 dst[..p.k / 2].copy_from_slice(bytemuck::cast_slice(&a[i * p.k..(i + 1) * p.k]))
             }
             _ => {
