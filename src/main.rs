@@ -2,6 +2,7 @@
 //! crates together; any logic beyond that belongs in a crate. Errors surface here through
 //! `anyhow` with their full cause chain and a non-zero exit code.
 
+mod allocator;
 mod commands;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    allocator::keep_large_blocks();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Infer(args) => commands::infer::run(args),
