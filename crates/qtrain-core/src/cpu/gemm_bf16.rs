@@ -506,18 +506,19 @@ fn pack_b(p: &Product<'_>, out: &mut [u32], jc: usize, nc: usize, pc: usize, kcp
             }
             // A weight `[k, n]` read as it is (backward `dy · W`): rows 2kp and 2kp+1 side by side.
             (Operand::Bf16(w), false) => super::math::vectorized!(|| {
+                #[allow(unused_mut)]
+                let mut first = 0;
                 #[cfg(target_arch = "x86_64")]
-                let bw = cols == NR && std::arch::is_x86_feature_detected!("avx512bw");
-                for kp in 0..kcp {
+                if cols == NR && std::arch::is_x86_feature_detected!("avx512bw") {
+                    // Pairs whose both rows exist, one call per panel (the shuffle indices load once).
+                    first = kcp.min((p.k - 2 * pc) / 2);
+                    // SAFETY: avx512bw checked; rows 2·pc .. 2·(pc + first) hold NR values from j0.
+                    unsafe { avx512::interleave_panel(w, p.n, j0, pc, first, panel) };
+                }
+                for kp in first..kcp {
                     let (k0, k1) = (2 * (pc + kp), 2 * (pc + kp) + 1);
                     let dst = &mut panel[kp * NR..(kp + 1) * NR];
                     let r0 = &w[k0 * p.n + j0..k0 * p.n + j0 + cols];
-                    #[cfg(target_arch = "x86_64")]
-                    if bw && k1 < p.k {
-                        // SAFETY: avx512bw checked above; both rows hold NR values from j0.
-                        unsafe { avx512::interleave_rows(r0, &w[k1 * p.n + j0..k1 * p.n + j0 + cols], dst) };
-                        continue;
-                    }
                     if k1 < p.k {
                         let r1 = &w[k1 * p.n + j0..k1 * p.n + j0 + cols];
                         for ((d, a), b) in dst.iter_mut().zip(r0).zip(r1) {
@@ -748,23 +749,30 @@ mod avx512 {
         }
     }
 
-    /// Two bf16 rows (k, k+1) of 32 columns interleaved into 32 pairs, `vpermt2w`.
+    /// Rows (2·(pc + kp), 2·(pc + kp) + 1) of a bf16 `[k, n]` matrix, columns j0 .. j0 + 32,
+    /// interleaved into the pairs of panel row kp, for kp < `count` (`vpermt2w`).
     ///
     /// # Safety
-    /// The CPU must support avx512f and avx512bw; `r0`, `r1` hold ≥ 32 values, `dst` ≥ 32.
+    /// The CPU must support avx512f and avx512bw; those rows and columns exist in `w` and
+    /// `panel` holds `count · NR` pairs.
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn interleave_rows(r0: &[half::bf16], r1: &[half::bf16], dst: &mut [u32]) {
-        debug_assert!(r0.len() >= 32 && r1.len() >= 32 && dst.len() >= 32);
+    pub(super) unsafe fn interleave_panel(w: &[half::bf16], n: usize, j0: usize, pc: usize, count: usize, panel: &mut [u32]) {
+        debug_assert!(count == 0 || (2 * (pc + count) - 1) * n + j0 + 32 <= w.len());
+        debug_assert!(panel.len() >= count * NR);
         let lo_idx: [u16; 32] = std::array::from_fn(|i| if i % 2 == 0 { (i / 2) as u16 } else { 32 + (i / 2) as u16 });
         let hi_idx: [u16; 32] = std::array::from_fn(|i| lo_idx[i] + 16);
-        // SAFETY: 32 values of each row and 32 pairs of dst are in bounds (asserted).
+        // SAFETY: index arrays are 64 bytes; rows and panel bounds as the caller guarantees.
         unsafe {
-            let a = _mm512_loadu_si512(r0.as_ptr() as *const __m512i);
-            let b = _mm512_loadu_si512(r1.as_ptr() as *const __m512i);
-            let lo = _mm512_permutex2var_epi16(a, _mm512_loadu_si512(lo_idx.as_ptr() as *const __m512i), b);
-            let hi = _mm512_permutex2var_epi16(a, _mm512_loadu_si512(hi_idx.as_ptr() as *const __m512i), b);
-            _mm512_storeu_si512(dst.as_mut_ptr() as *mut __m512i, lo);
-            _mm512_storeu_si512(dst.as_mut_ptr().add(16) as *mut __m512i, hi);
+            let (lo_idx, hi_idx) =
+                (_mm512_loadu_si512(lo_idx.as_ptr() as *const __m512i), _mm512_loadu_si512(hi_idx.as_ptr() as *const __m512i));
+            for kp in 0..count {
+                let k0 = 2 * (pc + kp);
+                let a = _mm512_loadu_si512(w.as_ptr().add(k0 * n + j0) as *const __m512i);
+                let b = _mm512_loadu_si512(w.as_ptr().add((k0 + 1) * n + j0) as *const __m512i);
+                let dst = panel.as_mut_ptr().add(kp * NR);
+                _mm512_storeu_si512(dst as *mut __m512i, _mm512_permutex2var_epi16(a, lo_idx, b));
+                _mm512_storeu_si512(dst.add(16) as *mut __m512i, _mm512_permutex2var_epi16(a, hi_idx, b));
+            }
         }
     }
 
