@@ -32,10 +32,10 @@ impl Numerics {
         Ok(Numerics { dtype, trains_base_weights, from_checkpoint: flag == "auto" })
     }
 
-    /// "--torch_dtype bfloat16", or "--torch_dtype auto: bfloat16 (config.json)".
+    /// "--torch_dtype bfloat16", or "--torch_dtype auto: bfloat16 (the checkpoint's dtype)".
     pub fn describe(&self) -> String {
         match self.from_checkpoint {
-            true => format!("--torch_dtype auto: {} (config.json)", self.dtype.hf_name()),
+            true => format!("--torch_dtype auto: {} (the checkpoint's dtype)", self.dtype.hf_name()),
             false => format!("--torch_dtype {}", self.dtype.hf_name()),
         }
     }
@@ -166,7 +166,10 @@ mod tests {
             Numerics::resolve("bf16", None, true).unwrap(),
             Numerics { dtype: DType::BF16, trains_base_weights: true, from_checkpoint: false }
         );
-        assert_eq!(Numerics::resolve("auto", Some(DType::BF16), false).unwrap().describe(), "--torch_dtype auto: bfloat16 (config.json)");
+        assert_eq!(
+            Numerics::resolve("auto", Some(DType::BF16), false).unwrap().describe(),
+            "--torch_dtype auto: bfloat16 (the checkpoint's dtype)"
+        );
         let err = Numerics::resolve("int8", None, false).unwrap_err().to_string();
         assert!(err.contains("--torch_dtype") && err.contains("bfloat16"), "{err}");
         assert!(cpu_backend(Numerics::resolve("bfloat16", None, false).unwrap()).1.starts_with("bf16 weights"));

@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{self, Precision};
-use super::gemm_bf16::Operand;
+use super::gemm_bf16::{Operand, Product};
 use super::math::{self, exp};
 use super::CpuTensor;
 use crate::backend::{check_attention_backward_shapes, check_attention_shapes, AttentionMask, TensorInfo};
@@ -39,7 +39,7 @@ fn scatter(dst: &mut [f32], rows: usize, stride: usize, offset: usize, d: usize,
 /// per batch row and key/value head), at the backend's precision.
 #[allow(clippy::too_many_arguments)]
 fn mm(precision: Precision, m: usize, n: usize, k: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32], acc: bool, alpha: f32) {
-    gemm::product(precision, m, n, k, Operand::F32(a), ta, Operand::F32(b), tb, c, acc, alpha, true)
+    gemm::product(precision, &Product::new(m, n, k, Operand::F32(a), ta, Operand::F32(b), tb), c, acc, alpha, true)
 }
 
 /// Query positions per block: big enough for efficient products, small enough that the causal

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{self, gemm_f32, Precision};
-use super::gemm_bf16::Operand;
+use super::gemm_bf16::{Operand, Product};
 use super::math::{self, exp};
 use super::{inverse_rms, rows_cols, CpuTensor};
 use crate::backend::{CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
@@ -48,10 +48,17 @@ pub fn linear_backward(
     let d_out = w.shape()[0];
     ensure_shape!(dy.data().len() == n * d_out, "linear_backward", "dy {:?} for {n} rows of {d_out}", dy.shape());
     let (x_op, dy_op) = (Operand::F32(x.f32s("linear_backward")?), Operand::F32(dy.f32s("linear_backward")?));
-    let mut dx = need_dx.then(|| gemm::product_new(precision, n, d_in, d_out, dy_op, false, w.operand(), false, 1.0));
+    let mut dx = need_dx.then(|| gemm::product_new(precision, &Product::new(n, d_in, d_out, dy_op, false, w.operand(), false), 1.0));
     if let Some(gw) = grads.weight {
         check_grad("linear_backward", "weight", gw, w.shape())?;
-        gemm::product(precision, d_out, d_in, n, dy_op, true, x_op, false, gw.f32s_mut("linear_backward")?, true, 1.0, false);
+        gemm::product(
+            precision,
+            &Product::new(d_out, d_in, n, dy_op, true, x_op, false),
+            gw.f32s_mut("linear_backward")?,
+            true,
+            1.0,
+            false,
+        );
     }
     if let Some(gb) = grads.bias {
         check_grad("linear_backward", "bias", gb, &[d_out])?;
@@ -254,7 +261,7 @@ pub fn lm_head_cross_entropy(
         for &i in chunk {
             h.extend_from_slice(&hidden.data()[i * c..(i + 1) * c]);
         }
-        let mut logits = gemm::product_new(precision, m, vocab, c, Operand::F32(&h), false, w.operand(), true, 1.0);
+        let mut logits = gemm::product_new(precision, &Product::new(m, vocab, c, Operand::F32(&h), false, w.operand(), true), 1.0);
         let stats: Vec<(f64, bool)> = logits
             .par_chunks_mut(vocab)
             .zip(chunk.par_iter())
@@ -285,13 +292,20 @@ pub fn lm_head_cross_entropy(
             num_correct += ok as usize;
         }
         if let Some(gh) = grad_hidden.as_mut() {
-            let dh = gemm::product_new(precision, m, c, vocab, Operand::F32(&logits), false, w.operand(), false, 1.0);
+            let dh = gemm::product_new(precision, &Product::new(m, c, vocab, Operand::F32(&logits), false, w.operand(), false), 1.0);
             for (r, &i) in chunk.iter().enumerate() {
                 gh[i * c..(i + 1) * c].copy_from_slice(&dh[r * c..(r + 1) * c]);
             }
             if let Some(gw) = grad_w.as_deref_mut() {
                 let gw = gw.f32s_mut("lm_head_cross_entropy")?;
-                gemm::product(precision, vocab, c, m, Operand::F32(&logits), true, Operand::F32(&h), false, gw, true, 1.0, false);
+                gemm::product(
+                    precision,
+                    &Product::new(vocab, c, m, Operand::F32(&logits), true, Operand::F32(&h), false),
+                    gw,
+                    true,
+                    1.0,
+                    false,
+                );
             }
         }
     }

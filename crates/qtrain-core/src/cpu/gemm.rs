@@ -5,7 +5,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::gemm_bf16::{self, Operand};
+use super::gemm_bf16::{self, Operand, Product};
 
 /// Products smaller than this many multiply-adds run single-threaded: spawning rayon tasks
 /// costs more than it saves on tiny decode-step matrices.
@@ -113,45 +113,23 @@ pub enum Precision {
 
 /// `op(a) · op(b) · alpha` in a new `[m, n]` vector, at `precision`, spread over rayon's threads.
 /// A bf16 operand under [`Precision::F32`] is widened first (exact).
-#[allow(clippy::too_many_arguments)]
-pub fn product_new(
-    precision: Precision,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Operand<'_>,
-    trans_a: bool,
-    b: Operand<'_>,
-    trans_b: bool,
-    alpha: f32,
-) -> Vec<f32> {
+pub fn product_new(precision: Precision, p: &Product<'_>, alpha: f32) -> Vec<f32> {
     match precision {
-        Precision::Bf16 => gemm_bf16::gemm_bf16_new(&gemm_bf16::Product::new(m, n, k, a, trans_a, b, trans_b), alpha, true),
-        Precision::F32 => gemm_f32_new(m, n, k, &widen(a), trans_a, &widen(b), trans_b, alpha),
+        Precision::Bf16 => gemm_bf16::gemm_bf16_new(p, alpha, true),
+        Precision::F32 => gemm_f32_new(p.m, p.n, p.k, &widen(p.a), p.trans_a, &widen(p.b), p.trans_b, alpha),
     }
 }
 
 /// `c = [c +] alpha · op(a) · op(b)` at `precision`; `serial` keeps it on the calling thread
 /// (callers that already run one task per core, as attention).
-#[allow(clippy::too_many_arguments)]
-pub fn product(
-    precision: Precision,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Operand<'_>,
-    trans_a: bool,
-    b: Operand<'_>,
-    trans_b: bool,
-    c: &mut [f32],
-    accumulate: bool,
-    alpha: f32,
-    serial: bool,
-) {
-    match precision {
-        Precision::Bf16 => gemm_bf16::gemm_bf16(&gemm_bf16::Product::new(m, n, k, a, trans_a, b, trans_b), c, accumulate, alpha, !serial),
-        Precision::F32 if serial => gemm_f32_serial(m, n, k, &widen(a), trans_a, &widen(b), trans_b, c, accumulate, alpha),
-        Precision::F32 => gemm_f32(m, n, k, &widen(a), trans_a, &widen(b), trans_b, c, accumulate, alpha),
+pub fn product(precision: Precision, p: &Product<'_>, c: &mut [f32], accumulate: bool, alpha: f32, serial: bool) {
+    if precision == Precision::Bf16 {
+        return gemm_bf16::gemm_bf16(p, c, accumulate, alpha, !serial);
+    }
+    let (a, b) = (widen(p.a), widen(p.b));
+    match serial {
+        true => gemm_f32_serial(p.m, p.n, p.k, &a, p.trans_a, &b, p.trans_b, c, accumulate, alpha),
+        false => gemm_f32(p.m, p.n, p.k, &a, p.trans_a, &b, p.trans_b, c, accumulate, alpha),
     }
 }
 

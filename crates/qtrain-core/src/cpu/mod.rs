@@ -20,7 +20,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 pub use gemm::Precision;
-use gemm_bf16::Operand;
+use gemm_bf16::{Operand, Product};
 
 use crate::backend::{
     check_matmul_shapes, check_rope_shapes, AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights,
@@ -293,7 +293,7 @@ impl Backend for CpuBackend {
 
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> Result<CpuTensor> {
         let (m, k, n) = check_matmul_shapes(&a.shape, &b.shape, trans_a, trans_b)?;
-        CpuTensor::new(gemm::product_new(self.precision, m, n, k, a.operand(), trans_a, b.operand(), trans_b, 1.0), &[m, n])
+        CpuTensor::new(gemm::product_new(self.precision, &Product::new(m, n, k, a.operand(), trans_a, b.operand(), trans_b), 1.0), &[m, n])
     }
 
     fn linear(
@@ -306,7 +306,11 @@ impl Backend for CpuBackend {
         let (n, d_in) = rows_cols(&x.shape);
         ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, "linear", "x {:?} against weight {:?}", x.shape, w.shape);
         let d_out = w.shape[0];
-        let mut y = gemm::product_new(self.precision, n, d_out, d_in, Operand::F32(x.f32s("linear")?), false, w.operand(), true, 1.0);
+        let mut y = gemm::product_new(
+            self.precision,
+            &Product::new(n, d_out, d_in, Operand::F32(x.f32s("linear")?), false, w.operand(), true),
+            1.0,
+        );
         if let Some(bias) = bias {
             ensure_shape!(bias.data.len() == d_out, "linear", "bias {:?} for {d_out} outputs", bias.shape);
             y.par_chunks_mut(d_out).for_each(|row| row.iter_mut().zip(&bias.data).for_each(|(v, b)| *v += b));
