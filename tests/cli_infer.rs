@@ -202,3 +202,45 @@ fn memory_is_predicted_and_runs_that_cannot_fit_are_refused() {
     assert!(stderr.contains("needs about") && stderr.contains("GiB available") && stderr.contains("--torch_dtype bfloat16"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `export --torch_dtype bfloat16` writes the merged f32 model in bf16, says so in config.json,
+/// and still passes the merge self-check (against base + adapter, within bf16's tolerance).
+#[test]
+fn export_writes_the_requested_dtype() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("merged-bf16");
+    let (model, lora) = (fixture("tiny-qwen2"), fixture("tiny-qwen2-lora"));
+    let (code, stdout, stderr) = qtrain(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapters",
+        lora.to_str().unwrap(),
+        "--merge_lora",
+        "true",
+        "--torch_dtype",
+        "bfloat16",
+        "--output_dir",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), out.to_str().unwrap());
+    let store = SafetensorsStore::open_model_folder(&out).unwrap();
+    assert_eq!(store.dtype("model.layers.0.self_attn.q_proj.weight").unwrap(), qtrain_core::DType::BF16);
+    assert_eq!(store.dtype("model.norm.weight").unwrap(), qtrain_core::DType::BF16);
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["torch_dtype"], "bfloat16");
+    let err = qtrain(&[
+        "export",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapters",
+        lora.to_str().unwrap(),
+        "--merge_lora",
+        "true",
+        "--torch_dtype",
+        "int4",
+    ])
+    .2;
+    assert!(err.contains("--torch_dtype") && err.contains("bfloat16") && !err.contains("panicked"), "{err}");
+}

@@ -24,6 +24,9 @@ pub struct ExportCliArgs {
     /// [default: <adapters>-merged]
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
+    /// auto | bfloat16 | float16 | float32: dtype of the merged weights (auto: the base model's).
+    #[arg(long, default_value = "auto")]
+    pub torch_dtype: String,
 }
 
 pub fn run(args: ExportCliArgs) -> Result<()> {
@@ -35,9 +38,16 @@ pub fn run(args: ExportCliArgs) -> Result<()> {
         None => model_from_checkpoint(&args.adapters)?,
     };
     let output_dir = args.output_dir.unwrap_or_else(|| default_output_dir(&args.adapters));
+    let dtype = match args.torch_dtype.as_str() {
+        "auto" => None,
+        other => Some(
+            qtrain_core::DType::from_hf_name(other)
+                .with_context(|| format!("--torch_dtype {other:?}: valid values are auto, bfloat16, float16, float32"))?,
+        ),
+    };
     let be = CpuBackend::new();
     let t0 = std::time::Instant::now();
-    let report = qtrain_train::merge_lora(&be, &MergeOptions { model: model.clone(), adapters: args.adapters.clone(), output_dir })
+    let report = qtrain_train::merge_lora(&be, &MergeOptions { model: model.clone(), adapters: args.adapters.clone(), output_dir, dtype })
         .with_context(|| format!("merging {} into {}", args.adapters.display(), model.display()))?;
     eprintln!(
         "[qtrain] merged {} modules into {} ({}); self-check relative logit error {:.2e} (tolerance {:.0e}); copied {}; {:.2}s",

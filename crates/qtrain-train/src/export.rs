@@ -43,6 +43,8 @@ pub struct MergeOptions {
     pub model: PathBuf,
     pub adapters: PathBuf,
     pub output_dir: PathBuf,
+    /// dtype of the merged folder's weights (`--torch_dtype`); `None` keeps the base model's.
+    pub dtype: Option<DType>,
 }
 
 /// The default output folder: `<adapters>-merged` (ms-swift's naming).
@@ -79,7 +81,8 @@ pub fn merge_lora<B: Backend>(be: &B, opts: &MergeOptions) -> Result<MergeReport
     let store = SafetensorsStore::open_model_folder(&opts.model)?;
     let tied = cfg.tie_word_embeddings;
     store.check(&cfg.expected_tensors(), |n| tied && n == "lm_head.weight")?;
-    let dtype = store.dtype("model.embed_tokens.weight")?;
+    let stored = store.dtype("model.embed_tokens.weight")?;
+    let dtype = opts.dtype.unwrap_or(stored);
 
     let mut tensors = Vec::new();
     let mut merged_modules = 0;
@@ -93,14 +96,14 @@ pub fn merge_lora<B: Backend>(be: &B, opts: &MergeOptions) -> Result<MergeReport
                 let a_t = be.upload(HostData::F32(&a.to_f32()), &[r, in_dim])?;
                 let b_t = be.upload(HostData::F32(&b.to_f32()), &[out_dim, r])?;
                 let delta = be.download(&be.matmul(&b_t, &a_t, false, false)?)?; // [out, in]
-                let stored_dtype = t.dtype();
                 let mut w = t.to_f32();
                 for (w, d) in w.iter_mut().zip(&delta) {
                     *w += scale * d;
                 }
-                tensors.push((name, HostTensor { shape: t.shape, data: cast(w, stored_dtype) }));
+                tensors.push((name, HostTensor { shape: t.shape, data: cast(w, dtype) }));
                 merged_modules += 1;
             }
+            None if t.dtype() != dtype => tensors.push((name, HostTensor { data: cast(t.to_f32(), dtype), shape: t.shape })),
             None => tensors.push((name, t)),
         }
     }
@@ -124,14 +127,34 @@ pub fn merge_lora<B: Backend>(be: &B, opts: &MergeOptions) -> Result<MergeReport
     write_safetensors(&tmp.join("model.safetensors"), &tensors, None).map_err(|e| cleanup(e.into()))?;
     drop(tensors);
     let copied_files = copy_model_assets(&opts.model, &tmp).map_err(cleanup)?;
+    if dtype != stored {
+        set_config_dtype(&tmp.join("config.json"), dtype).map_err(cleanup)?;
+    }
 
     let max_relative_error = self_check(be, &opts.model, &adapter, &tmp).map_err(cleanup)?;
-    let tol = tolerance(dtype);
+    // A cast to a narrower dtype than the base rounds every weight too: the looser limit applies.
+    let tol = tolerance(dtype).max(tolerance(stored));
     if max_relative_error.is_nan() || max_relative_error > tol {
         return Err(cleanup(TrainError::MergeCheck { error: max_relative_error, tolerance: tol, dtype: dtype.hf_name() }));
     }
     std::fs::rename(&tmp, out).map_err(|e| cleanup(TrainError::io(out, e)))?;
     Ok(MergeReport { output_dir: out.clone(), dtype, merged_modules, copied_files, max_relative_error, tolerance: tol })
+}
+
+/// Rewrites `config.json`'s `torch_dtype` (and transformers 5's `dtype`, where present) to the
+/// dtype the merged weights were written in.
+fn set_config_dtype(path: &Path, dtype: DType) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| TrainError::Invalid(format!("{}: malformed JSON: {e}", path.display())))?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("torch_dtype".into(), dtype.hf_name().into());
+        if obj.contains_key("dtype") {
+            obj.insert("dtype".into(), dtype.hf_name().into());
+        }
+    }
+    let bytes = serde_json::to_vec_pretty(&v).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(qtrain_model::safetensors_io::write_atomic(path, &bytes)?)
 }
 
 /// Relative logit error of the merged folder against base + adapter on a fixed probe batch
