@@ -210,19 +210,11 @@ fn export_writes_the_requested_dtype() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("merged-bf16");
     let (model, lora) = (fixture("tiny-qwen2"), fixture("tiny-qwen2-lora"));
-    let (code, stdout, stderr) = qtrain(&[
-        "export",
-        "--model",
-        model.to_str().unwrap(),
-        "--adapters",
-        lora.to_str().unwrap(),
-        "--merge_lora",
-        "true",
-        "--torch_dtype",
-        "bfloat16",
-        "--output_dir",
-        out.to_str().unwrap(),
-    ]);
+    let export = |dtype: &str| {
+        let (model, lora, out) = (model.to_str().unwrap(), lora.to_str().unwrap(), out.to_str().unwrap());
+        qtrain(&["export", "--model", model, "--adapters", lora, "--merge_lora", "true", "--torch_dtype", dtype, "--output_dir", out])
+    };
+    let (code, stdout, stderr) = export("bfloat16");
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.trim(), out.to_str().unwrap());
     let store = SafetensorsStore::open_model_folder(&out).unwrap();
@@ -230,17 +222,6 @@ fn export_writes_the_requested_dtype() {
     assert_eq!(store.dtype("model.norm.weight").unwrap(), qtrain_core::DType::BF16);
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["torch_dtype"], "bfloat16");
-    let err = qtrain(&[
-        "export",
-        "--model",
-        model.to_str().unwrap(),
-        "--adapters",
-        lora.to_str().unwrap(),
-        "--merge_lora",
-        "true",
-        "--torch_dtype",
-        "int4",
-    ])
-    .2;
+    let err = export("int4").2;
     assert!(err.contains("--torch_dtype") && err.contains("bfloat16") && !err.contains("panicked"), "{err}");
 }

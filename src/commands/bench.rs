@@ -8,7 +8,7 @@ use clap::{ArgAction, Args};
 
 use qtrain_core::Backend;
 
-use super::device::{checkpoint_dtype, cpu_weight_bytes, ensure_cpu_fits, resolve, run_on, BackendTask, Numerics};
+use super::device::{cpu_weight_bytes, ensure_cpu_fits, resolve, run_on, stated_dtype, BackendTask, Numerics};
 use qtrain_model::bench::{bench_inference, bench_lora_train, BenchOptions, BenchReport};
 use qtrain_model::memory::{MemoryEstimate, Target};
 use qtrain_model::QwenModel;
@@ -51,16 +51,17 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let device = resolve(&args.device)?;
-    let stored = match &args.model {
-        Some(dir) => checkpoint_dtype(dir),
-        None => Some(qtrain_core::DType::BF16),
+    // A published shape has no config.json dtype: its checkpoints are bf16.
+    let (cfg, stored) = match (&args.model, &args.shape) {
+        (Some(dir), _) => {
+            let cfg = qtrain_model::QwenConfig::from_file(&dir.join("config.json"))?;
+            let stored = stated_dtype(&cfg);
+            (Some(cfg), stored)
+        }
+        (None, Some(shape)) => (Some(qtrain_model::shapes::shape(shape)?), Some(qtrain_core::DType::BF16)),
+        (None, None) => (None, None),
     };
     let numerics = Numerics::resolve(&args.torch_dtype, stored, false)?;
-    let cfg = match (&args.model, &args.shape) {
-        (Some(dir), _) => Some(qtrain_model::QwenConfig::from_file(&dir.join("config.json"))?),
-        (None, Some(shape)) => Some(qtrain_model::shapes::shape(shape)?),
-        (None, None) => None,
-    };
     if let Some(cfg) = cfg {
         let (tokens, batch) = (args.max_length as u64, args.per_device_train_batch_size as u64);
         let wb = cpu_weight_bytes(numerics);

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use qtrain_core::{Backend, CpuBackend, DType};
 use qtrain_cuda::CudaBackend;
+use qtrain_model::QwenConfig;
 
 /// How a run computes, from `--torch_dtype` (ms-swift's flag) and the checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,12 +25,9 @@ impl Numerics {
     /// `--torch_dtype FLAG` against the checkpoint's own dtype (`config.json`'s `torch_dtype`):
     /// `auto` (ms-swift's default) takes the checkpoint's, f32 when it states none.
     pub fn resolve(flag: &str, checkpoint: Option<DType>, trains_base_weights: bool) -> Result<Numerics> {
-        let dtype = match flag {
-            "auto" => checkpoint.unwrap_or(DType::F32),
-            other => DType::from_hf_name(other)
-                .with_context(|| format!("--torch_dtype {other:?}: valid values are auto, bfloat16, float16, float32"))?,
-        };
-        Ok(Numerics { dtype, trains_base_weights, from_checkpoint: flag == "auto" })
+        let requested = parse_torch_dtype(flag)?;
+        let dtype = requested.or(checkpoint).unwrap_or(DType::F32);
+        Ok(Numerics { dtype, trains_base_weights, from_checkpoint: requested.is_none() })
     }
 
     /// "--torch_dtype bfloat16", or "--torch_dtype auto: bfloat16 (the checkpoint's dtype)".
@@ -41,10 +39,24 @@ impl Numerics {
     }
 }
 
-/// The `torch_dtype` a model folder's `config.json` states, if it can be read (a missing or
-/// unreadable folder is reported by the loader itself, with its own message).
-pub fn checkpoint_dtype(model_dir: &std::path::Path) -> Option<DType> {
-    let config = qtrain_model::QwenConfig::from_file(&model_dir.join("config.json")).ok()?;
+/// A `--torch_dtype` value: `None` for `auto`, else the dtype it names (an error lists the values).
+pub fn parse_torch_dtype(flag: &str) -> Result<Option<DType>> {
+    match flag {
+        "auto" => Ok(None),
+        other => DType::from_hf_name(other)
+            .map(Some)
+            .with_context(|| format!("--torch_dtype {other:?}: valid values are auto, bfloat16, float16, float32")),
+    }
+}
+
+/// A model folder's `config.json`, read once for the dtype and the memory check, if it can be
+/// read (a missing or unreadable folder is reported by the loader itself, with its own message).
+pub fn model_config(model_dir: &std::path::Path) -> Option<QwenConfig> {
+    QwenConfig::from_file(&model_dir.join("config.json")).ok()
+}
+
+/// The `torch_dtype` a config states (`auto`'s answer).
+pub fn stated_dtype(config: &QwenConfig) -> Option<DType> {
     config.torch_dtype.as_deref().and_then(DType::from_hf_name)
 }
 
@@ -82,7 +94,11 @@ pub fn cpu_backend(numerics: Numerics) -> (CpuBackend, String) {
             let line = be.describe_precision();
             (be, line)
         }
-        DType::F32 => (CpuBackend::new(), CpuBackend::new().describe_precision()),
+        DType::F32 => {
+            let be = CpuBackend::new();
+            let line = be.describe_precision();
+            (be, line)
+        }
         DType::F16 => (
             CpuBackend::new(),
             "float16: the CPU has no float16 products; weights are widened to f32 and products run in f32 (use bfloat16 for the fast path)"

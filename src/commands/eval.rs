@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::device::{checkpoint_dtype, resolve, run_on, BackendTask, Numerics};
+use super::device::{model_config, resolve, run_on, stated_dtype, BackendTask, Numerics};
 use qtrain_data::LossScale;
 use qtrain_train::{EvalArgs, TruncationStrategy};
 
@@ -64,7 +64,8 @@ impl BackendTask for EvalArgs {
 
 pub fn run(args: EvalCliArgs) -> Result<()> {
     let device = resolve(&args.device)?;
-    let numerics = Numerics::resolve(&args.torch_dtype, checkpoint_dtype(&args.model), false)?;
+    let stored = model_config(&args.model).as_ref().and_then(stated_dtype);
+    let numerics = Numerics::resolve(&args.torch_dtype, stored, false)?;
     let eval = EvalArgs {
         model: args.model,
         adapters: args.adapters,

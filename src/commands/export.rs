@@ -38,13 +38,7 @@ pub fn run(args: ExportCliArgs) -> Result<()> {
         None => model_from_checkpoint(&args.adapters)?,
     };
     let output_dir = args.output_dir.unwrap_or_else(|| default_output_dir(&args.adapters));
-    let dtype = match args.torch_dtype.as_str() {
-        "auto" => None,
-        other => Some(
-            qtrain_core::DType::from_hf_name(other)
-                .with_context(|| format!("--torch_dtype {other:?}: valid values are auto, bfloat16, float16, float32"))?,
-        ),
-    };
+    let dtype = super::device::parse_torch_dtype(&args.torch_dtype)?;
     let be = CpuBackend::new();
     let t0 = std::time::Instant::now();
     let report = qtrain_train::merge_lora(&be, &MergeOptions { model: model.clone(), adapters: args.adapters.clone(), output_dir, dtype })

@@ -9,7 +9,7 @@ use clap::{ArgAction, Args};
 use qtrain_chat::{Chat, ChatOptions, ModelFolder};
 use qtrain_core::Backend;
 
-use super::device::{checkpoint_dtype, cpu_weight_bytes, ensure_cpu_fits, resolve, run_on, BackendTask, Numerics};
+use super::device::{cpu_weight_bytes, ensure_cpu_fits, model_config, resolve, run_on, stated_dtype, BackendTask, Numerics};
 use qtrain_model::memory::{MemoryEstimate, Target};
 use qtrain_model::SamplingParams;
 
@@ -65,9 +65,9 @@ pub struct InferArgs {
 
 pub fn run(args: InferArgs) -> Result<()> {
     let device = resolve(&args.device)?;
-    let stored = args.model.as_deref().and_then(checkpoint_dtype);
-    let numerics = Numerics::resolve(&args.torch_dtype, stored, false)?;
-    if let Some(cfg) = args.model.as_deref().and_then(|d| qtrain_model::QwenConfig::from_file(&d.join("config.json")).ok()) {
+    let cfg = args.model.as_deref().and_then(model_config);
+    let numerics = Numerics::resolve(&args.torch_dtype, cfg.as_ref().and_then(stated_dtype), false)?;
+    if let Some(cfg) = cfg {
         // A prompt of up to 512 tokens plus the reply, one sequence.
         let tokens = (512 + args.max_new_tokens as u64).min(cfg.max_position_embeddings as u64);
         let estimate = MemoryEstimate::inference(Target::Cpu, &cfg, 1, tokens.min(512), tokens, cpu_weight_bytes(numerics));

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::device::{checkpoint_dtype, cpu_weight_bytes, ensure_cpu_fits, resolve, run_on, BackendTask, Numerics};
+use super::device::{cpu_weight_bytes, ensure_cpu_fits, model_config, resolve, run_on, stated_dtype, BackendTask, Numerics};
 use qtrain_model::memory::{MemoryEstimate, Target};
 use qtrain_train::{RunControl, StopReason, TrainArgs, TrainArgsFlags};
 
@@ -95,8 +95,9 @@ pub fn run(args: TrainCliArgs) -> Result<()> {
     })?;
     let device = resolve(&args.device)?;
     let full = train_args.tuner_type == qtrain_train::TunerType::Full;
-    let numerics = Numerics::resolve(train_args.torch_dtype.as_deref().unwrap_or("auto"), checkpoint_dtype(&train_args.model), full)?;
-    if let Ok(cfg) = qtrain_model::QwenConfig::from_file(&train_args.model.join("config.json")) {
+    let cfg = model_config(&train_args.model);
+    let numerics = Numerics::resolve(train_args.torch_dtype.as_deref().unwrap_or("auto"), cfg.as_ref().and_then(stated_dtype), full)?;
+    if let Some(cfg) = cfg {
         // Rows of --max_length (512 when unset: samples are usually far shorter than the model's limit).
         let tokens = (train_args.per_device_train_batch_size * train_args.max_length.unwrap_or(512)) as u64;
         let estimate = if full {

@@ -289,7 +289,7 @@ impl<B: Backend> QwenModel<B> {
     }
 
     /// The model with norm weights 1, biases 0 and every matrix from `weight(shape)`.
-    fn random_with(be: &B, config: QwenConfig, normal: &mut dyn FnMut(&[usize]) -> Result<B::Tensor>) -> Result<Self> {
+    fn random_with(be: &B, config: QwenConfig, weight: &mut dyn FnMut(&[usize]) -> Result<B::Tensor>) -> Result<Self> {
         let ones = |n: usize| -> Result<B::Tensor> { Ok(be.upload(HostData::F32(&vec![1.0; n]), &[n])?) };
         let (h, d) = (config.hidden_size, config.head_dim);
         let mut layers = Vec::with_capacity(config.num_layers);
@@ -297,7 +297,7 @@ impl<B: Backend> QwenModel<B> {
             let mut linear = |proj: Proj| -> Result<Linear<B>> {
                 let [o, i] = proj.shape(&config);
                 let bias = proj.has_bias(&config);
-                Ok(Linear { weight: normal(&[o, i])?, bias: if bias { Some(be.zeros(&[o])?) } else { None }, lora: None })
+                Ok(Linear { weight: weight(&[o, i])?, bias: if bias { Some(be.zeros(&[o])?) } else { None }, lora: None })
             };
             layers.push(DecoderLayer {
                 input_layernorm: ones(h)?,
@@ -310,10 +310,10 @@ impl<B: Backend> QwenModel<B> {
         let (cos, sin) = rope_tables(config.rope_theta, d, config.max_position_embeddings);
         let table_shape = [config.max_position_embeddings, d / 2];
         Ok(QwenModel {
-            embed_tokens: normal(&[config.vocab_size, h])?,
+            embed_tokens: weight(&[config.vocab_size, h])?,
             layers,
             norm: ones(h)?,
-            lm_head: if config.tie_word_embeddings { None } else { Some(normal(&[config.vocab_size, h])?) },
+            lm_head: if config.tie_word_embeddings { None } else { Some(weight(&[config.vocab_size, h])?) },
             rope_cos: be.upload(HostData::F32(&cos), &table_shape)?,
             rope_sin: be.upload(HostData::F32(&sin), &table_shape)?,
             config,

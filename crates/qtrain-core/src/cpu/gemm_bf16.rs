@@ -191,28 +191,33 @@ impl<'a> Product<'a> {
     #[inline(always)]
     fn a_bits(&self, i: usize, kk: usize) -> u16 {
         if kk >= self.k {
-            0
-        } else if self.trans_a {
-            self.a.bits(kk * self.m + i)
-        } else {
-            self.a.bits(i * self.k + kk)
+            return 0;
         }
+        self.a.bits(element(self.trans_a, self.m, self.k, i, kk))
     }
 
     /// `op(b)[kk][j]` as bf16 bits, zero past k.
     #[inline(always)]
     fn b_bits(&self, kk: usize, j: usize) -> u16 {
         if kk >= self.k {
-            0
-        } else if self.trans_b {
-            self.b.bits(j * self.k + kk)
-        } else {
-            self.b.bits(kk * self.n + j)
+            return 0;
         }
+        self.b.bits(element(self.trans_b, self.k, self.n, kk, j))
     }
 
     fn flops(&self) -> usize {
         self.m * self.n * self.k
+    }
+}
+
+/// Index of `op(x)[r][c]` in a row-major slice: `op(x)` is `[rows, cols]`, stored as it is or,
+/// when `trans`, as `[cols, rows]`.
+#[inline(always)]
+fn element(trans: bool, rows: usize, cols: usize, r: usize, c: usize) -> usize {
+    if trans {
+        c * rows + r
+    } else {
+        r * cols + c
     }
 }
 

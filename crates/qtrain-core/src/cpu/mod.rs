@@ -51,10 +51,8 @@ impl CpuTensor {
     /// Wrap bf16 `data` with `shape` (a frozen weight).
     pub fn new_bf16(data: Vec<bf16>, shape: &[usize]) -> Result<Self> {
         check_count("CpuTensor::new_bf16", shape, data.len())?;
-        let empty = data.is_empty();
-        let t = CpuTensor { shape: shape.to_vec(), data: Vec::new(), bf16: data };
-        // An empty tensor is the same in both types: store it as f32.
-        Ok(if empty { CpuTensor { bf16: Vec::new(), ..t } } else { t })
+        // (An empty tensor has an empty `bf16` too, so it reads as f32: both types agree.)
+        Ok(CpuTensor { shape: shape.to_vec(), data: Vec::new(), bf16: data })
     }
 
     /// The f32 elements (empty when the tensor is stored in bf16: see [`CpuTensor::dtype`]).
