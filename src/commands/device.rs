@@ -124,7 +124,11 @@ pub fn resolve(spec: &str) -> Result<Device> {
                 Ok(Device::Cuda(0))
             }
             Err(why) => {
-                eprintln!("[qtrain] device: cpu (CUDA not usable: {why})");
+                // The loader's list of every library name it tried helps only on a GPU machine
+                // (`--device cuda` prints it in full); here one clause says why.
+                let why = why.to_string();
+                let short = why.split(" (tried").next().unwrap_or(&why);
+                eprintln!("[qtrain] device: cpu (CUDA not usable: {short})");
                 Ok(Device::Cpu)
             }
         },

@@ -43,7 +43,7 @@ impl<B: Backend> ModelFolder<B> {
     /// Load weights, tokenizer, chat template and generation defaults from `dir`.
     pub fn load(be: &B, dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(ChatError::Invalid(format!("{}: model folder not found", dir.display())));
+            return Err(ChatError::Invalid(qtrain_model::config::model_folder_not_found(dir)));
         }
         let model = QwenModel::load(be, dir)?;
         let tokenizer = QwenTokenizer::from_file(dir.join("tokenizer.json"))?;

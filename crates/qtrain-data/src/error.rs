@@ -85,12 +85,13 @@ pub enum RowLocation {
 }
 
 impl std::fmt::Display for RowLocation {
-    /// `:12` for JSONL lines, `: record 3 of the JSON array` for array indices, so that
-    /// `path` followed by the location reads as an editor-friendly position.
+    /// `:12` for JSONL lines, `: record 3 of the JSON array` for array indices — both counted
+    /// from 1, as a person counts — so that `path` followed by the location reads as an
+    /// editor-friendly position.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RowLocation::Line(line) => write!(f, ":{line}"),
-            RowLocation::Index(index) => write!(f, ": record {index} of the JSON array"),
+            RowLocation::Index(index) => write!(f, ": record {} of the JSON array", index + 1),
         }
     }
 }
@@ -182,7 +183,7 @@ mod tests {
         let err = DataError::row(Path::new("/d/train.jsonl"), RowLocation::Line(7), "no assistant turn");
         assert_eq!(err.to_string(), "/d/train.jsonl:7: no assistant turn");
         let err = DataError::row(Path::new("/d/train.json"), RowLocation::Index(3), "no assistant turn");
-        assert_eq!(err.to_string(), "/d/train.json: record 3 of the JSON array: no assistant turn");
+        assert_eq!(err.to_string(), "/d/train.json: record 4 of the JSON array: no assistant turn");
     }
 
     #[test]

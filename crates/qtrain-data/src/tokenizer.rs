@@ -96,6 +96,14 @@ impl QwenTokenizer {
         self.inner.decode(ids, skip_special_tokens).map_err(|e| self.tokenizer_error("decode", e))
     }
 
+    /// Decode ids that may stop inside a character (a reply cut at `max_new_tokens`: byte-level
+    /// BPE splits a multi-byte character over several tokens): the incomplete character at the
+    /// end, which decodes to U+FFFD, is left out rather than shown as `�`.
+    pub fn decode_prefix(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        let text = self.decode(ids, skip_special_tokens)?;
+        Ok(text.trim_end_matches('\u{FFFD}').to_string())
+    }
+
     /// Id of a token given in its vocabulary spelling (added tokens included).
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
@@ -294,5 +302,15 @@ mod tests {
         assert_eq!(dec.finish().unwrap(), "\u{FFFD}");
         // After finish the decoder starts afresh.
         assert_eq!(dec.push(ids[0]).unwrap(), "x");
+    }
+
+    #[test]
+    fn decode_prefix_leaves_out_a_character_cut_by_the_token_limit() {
+        let tok = byte_level_tokenizer();
+        let ids = tok.encode("ab中").unwrap();
+        // a, b, then the three bytes of 中: stop after the first of them.
+        assert_eq!(tok.decode(&ids[..3], false).unwrap(), "ab\u{FFFD}");
+        assert_eq!(tok.decode_prefix(&ids[..3], false).unwrap(), "ab");
+        assert_eq!(tok.decode_prefix(&ids, false).unwrap(), "ab中");
     }
 }

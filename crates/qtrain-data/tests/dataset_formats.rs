@@ -108,8 +108,8 @@ fn json_arrays_and_several_files() {
     assert_eq!(
         got,
         vec![
-            (RowFormat::Alpaca, format!("{array}: record 0 of the JSON array")),
-            (RowFormat::ShareGpt, format!("{array}: record 1 of the JSON array")),
+            (RowFormat::Alpaca, format!("{array}: record 1 of the JSON array")),
+            (RowFormat::ShareGpt, format!("{array}: record 2 of the JSON array")),
             (RowFormat::QueryResponse, format!("{lines}:1")),
             (RowFormat::Messages, format!("{lines}:2")),
         ]
@@ -208,7 +208,7 @@ fn malformed_rows_name_file_and_line() {
     // JSON arrays: the record index.
     let file = write(dir.path(), "bad.json", &format!("[{QUERY_ROW}, {{\"query\": \"q\"}}]"));
     let err = load_dataset(&file, &opts()).unwrap_err().to_string();
-    assert_eq!(err, format!("{file}: record 1 of the JSON array: `query` without `response`: no assistant turn"));
+    assert_eq!(err, format!("{file}: record 2 of the JSON array: `query` without `response`: no assistant turn"));
     // An array that does not parse: serde's line and column, even when skipping.
     let file = write(dir.path(), "broken.json", "[\n{\"query\": \"q\", \"response\": \"r\"},\n{oops}\n]");
     let err = load_dataset(&file, &DatasetOptions { skip_malformed: true, ..opts() }).unwrap_err().to_string();

@@ -42,6 +42,16 @@ pub enum TargetModules {
     Regex(String),
 }
 
+impl std::fmt::Display for TargetModules {
+    /// `q_proj, v_proj` or `regex "…"`, for messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetModules::Names(names) => f.write_str(&names.join(", ")),
+            TargetModules::Regex(re) => write!(f, "regex {re:?}"),
+        }
+    }
+}
+
 impl TargetModules {
     /// Whether the module `name` (e.g. `model.layers.3.mlp.up_proj`) is targeted.
     pub fn matches(&self, name: &str) -> Result<bool> {

@@ -208,7 +208,7 @@ impl<B: Backend> QwenModel<B> {
             }
         }
         if count == 0 {
-            return Err(ModelError::Invalid(format!("target_modules {:?} matches no linear layer of the model", config.target_modules)));
+            return Err(ModelError::Invalid(format!("target_modules ({}) match no linear layer of the model", config.target_modules)));
         }
         Ok(count)
     }

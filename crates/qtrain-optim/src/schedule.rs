@@ -164,7 +164,7 @@ impl Warmup {
                 return Err(OptimError::InvalidArgument {
                     param: "warmup ratio",
                     value: r.to_string(),
-                    expected: "must be in [0, 1] (use Warmup::Steps for a step count)".into(),
+                    expected: "must be in [0, 1] (--warmup_steps takes a step count)".into(),
                 });
             }
         }

@@ -165,7 +165,7 @@ impl CognitionProbe {
             let mut sampler = Sampler::new(SamplingParams::default(), 0);
             let g = generate(model, be, prompt, &opts, &mut sampler, |_| true)?;
             let ids: Vec<u32> = g.tokens.iter().copied().filter(|id| !self.stop_ids.contains(id)).collect();
-            let text = tokenizer.decode(&ids, false)?;
+            let text = tokenizer.decode_prefix(&ids, false)?;
             let visible = strip_think(&text).trim().to_string();
             answers.push(CognitionAnswer {
                 query: q.query.clone(),

@@ -26,7 +26,7 @@ pub struct LoadedFolder<B: Backend> {
 impl<B: Backend> LoadedFolder<B> {
     pub fn load(be: &B, dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(TrainError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found")));
+            return Err(TrainError::Invalid(qtrain_model::config::model_folder_not_found(dir)));
         }
         let config = QwenConfig::from_file(&dir.join("config.json"))?;
         let store = SafetensorsStore::open_model_folder(dir)?;

@@ -5,6 +5,15 @@
 
 use serde_json::{json, Map, Value};
 
+/// "1 step", "2 steps": a count with its noun, for log lines.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// ms-swift's `format_time`: `"3s"`, `"2m 5s"`, `"1h 0m 7s"`, `"2d 3h 0m 0s"`.
 pub fn format_time(seconds: f64) -> String {
     let s = seconds.max(0.0);

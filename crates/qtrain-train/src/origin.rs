@@ -101,7 +101,7 @@ pub fn base_model(checkpoint: &Path) -> Result<(PathBuf, &'static str)> {
     if dir.is_dir() {
         return Ok((dir, source));
     }
-    let hint = if looks_like_hub_id(name) {
+    let hint = if qtrain_model::config::looks_like_hub_id(name) {
         format!(
             "{name:?} is a Hugging Face hub id and qtrain does not download: fetch it (`huggingface-cli download {name} --local-dir DIR`) and pass --model DIR"
         )
@@ -109,12 +109,6 @@ pub fn base_model(checkpoint: &Path) -> Result<(PathBuf, &'static str)> {
         format!("the folder {name} does not exist here: pass --model with the base model's folder")
     };
     Err(TrainError::Invalid(format!("{}: the base model in {source} cannot be used: {hint}", checkpoint.display())))
-}
-
-/// `owner/name` with no further slashes and not a path that starts like one.
-fn looks_like_hub_id(name: &str) -> bool {
-    let parts: Vec<&str> = name.split('/').collect();
-    parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && *p != "." && *p != "..") && !name.starts_with('~')
 }
 
 fn optional_json(path: &Path) -> Result<Option<Value>> {

@@ -747,8 +747,9 @@ impl<'a, B: Backend> Run<'a, B> {
             StopReason::Pruned => "stopped by the caller (pruned)".to_string(),
         };
         eprintln!(
-            "[qtrain] {how}: {} of {max_steps} steps in {} ({:.0} tokens/s), mean train loss {:.4}; last checkpoint {}{}",
+            "[qtrain] {how}: {} of {} in {} ({:.0} tokens/s), mean train loss {:.4}; last checkpoint {}{}",
             state.global_step,
+            metrics::count(max_steps, "step"),
             metrics::format_time(train_runtime),
             summary.train_tokens_per_second,
             summary.train_loss,
@@ -836,11 +837,7 @@ fn setup_adapters<B: Backend>(
             c.target_modules = targets;
             c.init_lora_weights = args.init_lora_weights.to_json();
             let n = model.init_lora(be, &c, args.init_lora_weights, args.seed)?;
-            let targets = match &c.target_modules {
-                TargetModules::Names(names) => names.join(", "),
-                TargetModules::Regex(re) => format!("regex {re:?}"),
-            };
-            eprintln!("[qtrain] LoRA r={} alpha={} dropout={} on {n} modules ({targets})", c.r, c.lora_alpha, c.lora_dropout);
+            eprintln!("[qtrain] LoRA r={} alpha={} dropout={} on {n} modules ({})", c.r, c.lora_alpha, c.lora_dropout, c.target_modules);
             c
         }
     };
@@ -943,16 +940,20 @@ fn create_run_folder(args: &TrainArgs, args_json: &Value, data: &Data, steps: &S
         qtrain_model::safetensors_io::write_atomic(&run_dir.join("val_dataset.jsonl"), text.as_bytes())?;
     }
     eprintln!(
-        "[qtrain] run folder {}: {} steps ({} per epoch; batch {} × accumulation {}), lr {:e} {} with {} warmup steps{}",
+        "[qtrain] run folder {}: {} ({} per epoch; batch {} × accumulation {}), lr {:e} {} with {}{}",
         run_dir.display(),
-        steps.max_steps,
+        metrics::count(steps.max_steps, "step"),
         steps.steps_per_epoch,
         steps.batch_size,
         steps.accumulation,
         args.lr(),
         args.lr_scheduler_type,
-        steps.schedule.warmup_steps(),
-        steps.eval_steps.map(|n| format!(", eval every {n} steps")).unwrap_or_default()
+        metrics::count(steps.schedule.warmup_steps(), "warmup step"),
+        match (steps.eval_steps, args.eval_interval()) {
+            (Some(_), IntervalStrategy::Epoch) => ", eval at each epoch's end".to_string(),
+            (Some(n), _) => format!(", eval every {}", metrics::count(n, "step")),
+            (None, _) => String::new(),
+        }
     );
     Ok(run_dir)
 }
