@@ -108,8 +108,11 @@ fn sampled_datasets_count_rows_and_bad_input_is_refused_cleanly() {
     assert_eq!(read_jsonl(&out).len(), 9, "FILE#9 draws 9 rows (repeating some): {stderr}");
     assert!(stderr.contains("9 rows answered"), "{stderr}");
     // A malformed row names its file and line; nothing is written.
-    std::fs::write(&data, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n{oops\n")
-        .unwrap();
+    std::fs::write(
+        &data,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n{oops\n",
+    )
+    .unwrap();
     let failed = tmp.path().join("failed.jsonl");
     let err = fails(&greedy(&["--model", s(&model), "--val_dataset", s(&data), "--result_path", s(&failed)]));
     assert!(err.contains("val.jsonl:2"), "{err}");

@@ -6,7 +6,6 @@
 //! (and equals a one-question `qtrain infer --prompt` with that seed). It must not read or write
 //! files: the caller owns datasets and result files.
 
-
 use serde_json::Value;
 
 use qtrain_core::Backend;
@@ -17,7 +16,12 @@ use crate::{ChatError, ChatOptions, ModelFolder, Reply, Result};
 
 /// Render `messages` (ending with a user turn) with `tools` and tokenize the prompt. `system`
 /// of `options` is not applied here: a request carries its own system message, if any.
-pub fn encode_request<B: Backend>(folder: &ModelFolder<B>, messages: &Value, tools: Option<&Value>, options: &ChatOptions) -> Result<Vec<u32>> {
+pub fn encode_request<B: Backend>(
+    folder: &ModelFolder<B>,
+    messages: &Value,
+    tools: Option<&Value>,
+    options: &ChatOptions,
+) -> Result<Vec<u32>> {
     let prompt = folder.render_prompt(messages, tools, options.enable_thinking)?;
     let ids = folder.tokenizer.encode(&prompt)?;
     let limit = options.context_limit(folder);
@@ -31,8 +35,7 @@ pub fn encode_request<B: Backend>(folder: &ModelFolder<B>, messages: &Value, too
 pub fn generate_replies<B: Backend>(folder: &ModelFolder<B>, be: &B, prompts: &[Vec<u32>], options: &ChatOptions) -> Result<Vec<Reply>> {
     let opts = GenerateOptions { max_new_tokens: options.max_new_tokens, stop_ids: folder.stop_ids() };
     let mut samplers = vec![Sampler::new(options.sampling.clone(), options.seed); prompts.len()];
-    let generations =
-        generate_batch(&folder.model, be, prompts, &opts, options.context_limit(folder), &mut samplers, |_, _| true)?;
+    let generations = generate_batch(&folder.model, be, prompts, &opts, options.context_limit(folder), &mut samplers, |_, _| true)?;
     prompts
         .iter()
         .zip(generations)
@@ -59,13 +62,10 @@ mod tests {
         let be = CpuBackend::new();
         let folder = ModelFolder::load(&be, &ensure_embedded_model(&tmp.path().join("m")).unwrap()).unwrap();
         let sampling = SamplingParams { temperature: 0.9, top_k: 50, ..SamplingParams::default() };
-        let options =
-            ChatOptions { system: None, enable_thinking: None, sampling, max_new_tokens: 12, seed: 7, context_limit: None };
+        let options = ChatOptions { system: None, enable_thinking: None, sampling, max_new_tokens: 12, seed: 7, context_limit: None };
         let questions = ["hello there", "who are you?", "a somewhat longer question about nothing in particular"];
-        let prompts: Vec<Vec<u32>> = questions
-            .iter()
-            .map(|q| encode_request(&folder, &json!([{"role": "user", "content": q}]), None, &options).unwrap())
-            .collect();
+        let prompts: Vec<Vec<u32>> =
+            questions.iter().map(|q| encode_request(&folder, &json!([{"role": "user", "content": q}]), None, &options).unwrap()).collect();
         let together = generate_replies(&folder, &be, &prompts, &options).unwrap();
         for (i, q) in questions.iter().enumerate() {
             let alone = generate_replies(&folder, &be, &prompts[i..=i], &options).unwrap();

@@ -234,14 +234,8 @@ impl<'a, B: Backend> Chat<'a, B> {
         }
         let limit = self.context_limit();
         let prompts = [prompt_ids];
-        let mut generation = generate_batch(
-            &self.folder.model,
-            self.be,
-            &prompts,
-            &opts,
-            limit,
-            std::slice::from_mut(&mut self.sampler),
-            |_, id| {
+        let mut generation =
+            generate_batch(&self.folder.model, self.be, &prompts, &opts, limit, std::slice::from_mut(&mut self.sampler), |_, id| {
                 if interrupt.as_ref().is_some_and(|f| f.load(Ordering::SeqCst)) {
                     return false;
                 }
@@ -260,9 +254,8 @@ impl<'a, B: Backend> Chat<'a, B> {
                         false
                     }
                 }
-            },
-        )?
-        .remove(0);
+            })?
+            .remove(0);
         if let Some(e) = decode_error {
             return Err(e.into());
         }

@@ -31,11 +31,7 @@ pub(super) fn run<B: Backend>(be: &B, folder: &ModelFolder<B>, args: &InferArgs,
     let result_path = args.result_path.clone().unwrap_or_else(|| default_result_path(args, folder));
     let mut requests = rows.into_iter().map(|row| Request::new(row, folder, options)).collect::<Result<Vec<_>>>()?;
     let total = requests.len();
-    eprintln!(
-        "[qtrain] batch inference: {total} rows from {}, up to {} generated together",
-        specs.join(", "),
-        args.max_batch_size
-    );
+    eprintln!("[qtrain] batch inference: {total} rows from {}, up to {} generated together", specs.join(", "), args.max_batch_size);
     // Similar lengths together waste less on padding; results keep the dataset's order.
     let mut order: Vec<usize> = (0..total).collect();
     order.sort_by_key(|&i| requests[i].prompt.len());
