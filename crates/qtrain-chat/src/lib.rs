@@ -174,6 +174,8 @@ pub struct Chat<'a, B: Backend> {
     messages: Vec<Value>,
     sampler: Sampler,
     interrupt: Option<Arc<AtomicBool>>,
+    /// The tokenized prompt of the user turn awaiting its reply, and the turns dropped for it.
+    pending: Option<(Vec<u32>, usize)>,
 }
 
 impl<'a, B: Backend> Chat<'a, B> {
@@ -184,7 +186,7 @@ impl<'a, B: Backend> Chat<'a, B> {
             messages.push(json!({"role": "system", "content": system}));
         }
         let sampler = Sampler::new(options.sampling.clone(), options.seed);
-        Ok(Chat { folder, be, options, messages, sampler, interrupt: None })
+        Ok(Chat { folder, be, options, messages, sampler, interrupt: None, pending: None })
     }
 
     /// A flag that, once set, ends the reply being generated (it is cleared when a reply starts).
@@ -203,6 +205,7 @@ impl<'a, B: Backend> Chat<'a, B> {
 
     /// Forget every turn (the system prompt stays).
     pub fn clear(&mut self) {
+        self.pending = None;
         self.messages.retain(|m| m["role"] == "system");
     }
 
@@ -212,17 +215,34 @@ impl<'a, B: Backend> Chat<'a, B> {
     }
 
     /// Add a user turn, generate the assistant's reply (streaming text pieces to `on_text`),
-    /// and record the reply in the conversation. When the prompt leaves too little room for a
-    /// reply, the oldest turns are dropped first ([`Reply::dropped_turns`]); a message that
+    /// and record the reply in the conversation: [`Chat::push_user`], then [`Chat::reply`].
+    pub fn send(&mut self, user_text: &str, on_text: impl FnMut(&str)) -> Result<Reply> {
+        self.push_user(user_text)?;
+        self.reply(on_text)
+    }
+
+    /// Add a user turn and make the conversation fit the context: when the prompt leaves too
+    /// little room for a reply, the oldest turns are dropped; returns how many. A message that
     /// does not fit even alone is an error and is not kept.
-    pub fn send(&mut self, user_text: &str, mut on_text: impl FnMut(&str)) -> Result<Reply> {
+    pub fn push_user(&mut self, user_text: &str) -> Result<usize> {
         self.messages.push(json!({"role": "user", "content": user_text}));
-        let (prompt_ids, dropped_turns) = match self.fit_prompt() {
-            Ok(fitted) => fitted,
+        match self.fit_prompt() {
+            Ok((ids, dropped)) => {
+                self.pending = Some((ids, dropped));
+                Ok(dropped)
+            }
             Err(e) => {
                 self.messages.pop();
-                return Err(e);
+                Err(e)
             }
+        }
+    }
+
+    /// Generate the reply to the turn added by [`Chat::push_user`], streaming text pieces to
+    /// `on_text`, and record it in the conversation.
+    pub fn reply(&mut self, mut on_text: impl FnMut(&str)) -> Result<Reply> {
+        let Some((prompt_ids, dropped_turns)) = self.pending.take() else {
+            return Err(ChatError::Invalid("no user message to reply to".into()));
         };
         let stop_ids = self.folder.stop_ids();
         let opts = GenerateOptions { max_new_tokens: self.options.max_new_tokens, stop_ids: stop_ids.clone() };

@@ -110,10 +110,18 @@ pub(super) fn run<B: Backend>(be: &B, folder: &ModelFolder<B>, args: &InferArgs,
 
 /// Send one message and print the reply (stdout) and its notes and statistics (stderr).
 fn turn<B: Backend>(chat: &mut Chat<'_, B>, text: &str, stream: bool, interrupt: &Interrupt) -> Result<()> {
+    let limit = chat.context_limit();
+    let dropped = chat.push_user(text)?;
+    if dropped > 0 {
+        eprintln!(
+            "[qtrain] warning: the conversation reached the context of {limit} tokens; the oldest {} dropped to make room (/clear starts over)",
+            plural(dropped, "turn was", "turns were")
+        );
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     interrupt.replying.store(true, Ordering::SeqCst);
-    let sent = chat.send(text, |piece| {
+    let sent = chat.reply(|piece| {
         if stream {
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
@@ -126,13 +134,6 @@ fn turn<B: Backend>(chat: &mut Chat<'_, B>, text: &str, stream: bool, interrupt:
     }
     writeln!(out)?;
     out.flush()?;
-    let limit = chat.context_limit();
-    if reply.dropped_turns > 0 {
-        eprintln!(
-            "[qtrain] warning: the conversation reached the context of {limit} tokens; the oldest {} dropped to make room (/clear starts over)",
-            plural(reply.dropped_turns, "turn was", "turns were")
-        );
-    }
     let g = &reply.generation;
     match g.stop {
         StopReason::ContextFull => eprintln!("[qtrain] note: the reply stopped at the context limit of {limit} tokens"),
