@@ -108,4 +108,18 @@ fn ctrl_c_stops_the_reply_not_the_chat() {
     let answered = replies(&stderr);
     assert_eq!(answered.len(), 2, "the second message is answered: {stderr}");
     assert!(answered[0].contains("(stopped)") && !answered[1].contains("(stopped)"), "{stderr}");
+    // With --prompt, the interrupted reply is printed as far as it got and the exit code says so.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qtrain"))
+        .args(["infer", "--device", "cpu", "--temperature", "0", "--max_new_tokens", "1500", "--prompt", "tell me everything"])
+        .env("QTRAIN_HOME", home.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(replies(&stderr)[0].contains("(stopped)"), "{stderr}");
 }

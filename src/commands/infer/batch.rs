@@ -22,6 +22,8 @@ use super::InferArgs;
 /// The run folder's validation split, written by `qtrain train` next to its checkpoints.
 const RUN_VAL_DATASET: &str = "val_dataset.jsonl";
 
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(super) fn run<B: Backend>(be: &B, folder: &ModelFolder<B>, args: &InferArgs, options: &ChatOptions) -> Result<()> {
     let specs = dataset_specs(args)?;
     let mut rows = load_datasets(&specs, &DatasetOptions { seed: args.seed, ..DatasetOptions::default() })?.rows;
@@ -35,7 +37,7 @@ pub(super) fn run<B: Backend>(be: &B, folder: &ModelFolder<B>, args: &InferArgs,
     // Similar lengths together waste less on padding; results keep the dataset's order.
     let mut order: Vec<usize> = (0..total).collect();
     order.sort_by_key(|&i| requests[i].prompt.len());
-    let start = Instant::now();
+    let (start, mut last_progress) = (Instant::now(), Instant::now());
     let (mut done, mut new_tokens, mut stops) = (0, 0, BTreeMap::<String, usize>::new());
     for group in order.chunks(args.max_batch_size) {
         let prompts: Vec<Vec<u32>> = group.iter().map(|&i| requests[i].prompt.clone()).collect();
@@ -45,7 +47,11 @@ pub(super) fn run<B: Backend>(be: &B, folder: &ModelFolder<B>, args: &InferArgs,
             requests[i].response = Some(reply.text);
         }
         done += group.len();
-        eprintln!("[qtrain] {done}/{total} rows, {:.1} new tokens/s", new_tokens as f64 / start.elapsed().as_secs_f64().max(1e-9));
+        // A progress line at most every PROGRESS_EVERY, and at the end.
+        if done == total || last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            eprintln!("[qtrain] {done}/{total} rows, {:.1} new tokens/s", new_tokens as f64 / start.elapsed().as_secs_f64().max(1e-9));
+        }
     }
     let text: String = requests.into_iter().map(|r| format!("{}\n", r.into_result())).collect();
     write_result(&result_path, &text)?;

@@ -79,7 +79,10 @@ pub(super) fn run<B: Backend>(be: &B, folder: &ModelFolder<B>, args: &InferArgs,
     let mut chat = Chat::new(folder, be, options)?;
     chat.set_interrupt(interrupt.stop.clone());
     if let Some(prompt) = &args.prompt {
-        return turn(&mut chat, prompt, args.stream, &interrupt);
+        if turn(&mut chat, prompt, args.stream, &interrupt)? == StopReason::Cancelled {
+            std::process::exit(130); // as an interrupted command: the reply on stdout is partial
+        }
+        return Ok(());
     }
     eprintln!("[qtrain] interactive chat, context {} tokens: type a message; /help lists the commands.", chat.context_limit());
     let stdin = std::io::stdin();
@@ -102,14 +105,17 @@ pub(super) fn run<B: Backend>(be: &B, folder: &ModelFolder<B>, args: &InferArgs,
             Input::Unknown(word) => eprintln!("[qtrain] unknown command {word} (not sent to the model); /help lists the commands"),
             Input::Message(text) => match turn(&mut chat, text, args.stream, &interrupt) {
                 Err(e) if matches!(e.downcast_ref::<ChatError>(), Some(ChatError::Invalid(_))) => eprintln!("[qtrain] {e}"),
-                other => other?,
+                other => {
+                    other?;
+                }
             },
         }
     }
 }
 
-/// Send one message and print the reply (stdout) and its notes and statistics (stderr).
-fn turn<B: Backend>(chat: &mut Chat<'_, B>, text: &str, stream: bool, interrupt: &Interrupt) -> Result<()> {
+/// Send one message and print the reply (stdout) and its notes and statistics (stderr);
+/// returns why the reply ended.
+fn turn<B: Backend>(chat: &mut Chat<'_, B>, text: &str, stream: bool, interrupt: &Interrupt) -> Result<StopReason> {
     let limit = chat.context_limit();
     let dropped = chat.push_user(text)?;
     if dropped > 0 {
@@ -148,7 +154,7 @@ fn turn<B: Backend>(chat: &mut Chat<'_, B>, text: &str, stream: bool, interrupt:
         g.prefill_time.as_secs_f64(),
         g.decode_tokens_per_second()
     );
-    Ok(())
+    Ok(g.stop)
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
