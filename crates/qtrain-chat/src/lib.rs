@@ -77,7 +77,7 @@ impl<B: Backend> ModelFolder<B> {
 
     /// Merge the attached adapter into the base weights (W += scale · B·A, in f32, then stored
     /// as the backend keeps weights) and detach it: the same function, one product per layer
-    /// less. Returns how many layers were merged.
+    /// less. Returns how many linear modules were merged.
     pub fn merge_adapter(&mut self, be: &B) -> Result<usize> {
         let mut merged = 0;
         for layer in &mut self.model.layers {
