@@ -29,6 +29,17 @@ impl Architecture {
             Architecture::Qwen3 => "Qwen3ForCausalLM",
         }
     }
+
+    /// Whether ms-swift's `--model_type` names this family: its model types are family names
+    /// with variants (`qwen2_5`, `qwen2_5_instruct`, `qwen3`, `qwen3_thinking`, …; `-` and `.`
+    /// read as `_`).
+    pub fn accepts_model_type(self, model_type: &str) -> bool {
+        let normalized = model_type.to_ascii_lowercase().replace(['-', '.'], "_");
+        match self {
+            Architecture::Qwen2 => normalized.starts_with("qwen2"),
+            Architecture::Qwen3 => normalized.starts_with("qwen3"),
+        }
+    }
 }
 
 /// The resolved configuration the model code runs on.
@@ -337,6 +348,14 @@ impl QwenConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_types_name_their_family() {
+        assert!(Architecture::Qwen2.accepts_model_type("qwen2_5") && Architecture::Qwen2.accepts_model_type("Qwen2.5-instruct"));
+        assert!(Architecture::Qwen3.accepts_model_type("qwen3_thinking"));
+        assert!(!Architecture::Qwen2.accepts_model_type("qwen3") && !Architecture::Qwen3.accepts_model_type("qwen2_5"));
+        assert!(!Architecture::Qwen2.accepts_model_type("llama"));
+    }
 
     #[test]
     fn the_projection_table_is_in_order_and_names_its_modules() {

@@ -1,6 +1,10 @@
 //! Autoregressive generation with a KV cache: prefill the prompt once, then one token per step.
-//! It must not know about chat templates or text: it maps token ids to token ids, and reports
-//! each new token to a callback so the caller can stream text.
+//! Several prompts can be generated together ([`generate_batch`]): they are right-padded into
+//! one batch, the padding is masked out of attention and each row keeps its own rotary
+//! positions, so each row's logits are those of the row alone up to float rounding (summation
+//! order over a padded key range) — greedy replies agree with one-at-a-time generation except at
+//! exact near-ties. It must not know about chat templates or text: it maps token ids to token
+//! ids, and reports each new token to a callback so the caller can stream text.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +33,17 @@ pub enum StopReason {
     Cancelled,
 }
 
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopReason::StopToken => "end of reply",
+            StopReason::Length => "max_new_tokens reached",
+            StopReason::ContextFull => "context full",
+            StopReason::Cancelled => "stopped",
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Generation {
     /// New tokens, including the stop token if one ended the generation (as transformers).
@@ -50,8 +65,8 @@ impl Generation {
     }
 }
 
-/// Generate up to `opts.max_new_tokens` after `prompt`. `on_token` sees each new token and
-/// returns false to stop early.
+/// Generate up to `opts.max_new_tokens` after `prompt`, within the model's whole context.
+/// `on_token` sees each new token and returns false to stop early.
 pub fn generate<B: Backend>(
     model: &QwenModel<B>,
     be: &B,
@@ -60,44 +75,94 @@ pub fn generate<B: Backend>(
     sampler: &mut Sampler,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Generation> {
-    if prompt.is_empty() {
-        return Err(ModelError::Invalid("generation needs a non-empty prompt".into()));
-    }
-    let max_ctx = model.config.max_position_embeddings;
-    if prompt.len() >= max_ctx {
-        return Err(ModelError::Invalid(format!("prompt of {} tokens does not fit the model's context of {max_ctx}", prompt.len())));
-    }
-    let capacity = (prompt.len() + opts.max_new_tokens).min(max_ctx);
-    let mut cache = KvCache::new(be, &model.config, 1, capacity)?;
-    let mut context: Vec<u32> = prompt.to_vec();
-    let mut tokens = Vec::new();
+    let limit = model.config.max_position_embeddings;
+    let mut out = generate_batch(model, be, &[prompt.to_vec()], opts, limit, std::slice::from_mut(sampler), |_, id| on_token(id))?;
+    Ok(out.remove(0))
+}
+
+/// Generate after each of `prompts` together, row `i` drawing from `samplers[i]`, so that
+/// prompt + reply never exceed `context_limit` tokens (at most `max_position_embeddings`).
+/// `on_token(row, id)` sees each new token and returns false to stop that row. Finished rows
+/// stay in the batch as masked padding until every row is done.
+pub fn generate_batch<B: Backend>(
+    model: &QwenModel<B>,
+    be: &B,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    context_limit: usize,
+    samplers: &mut [Sampler],
+    mut on_token: impl FnMut(usize, u32) -> bool,
+) -> Result<Vec<Generation>> {
+    let limit = context_limit.min(model.config.max_position_embeddings);
+    check_prompts(prompts, samplers.len(), limit)?;
+    let (rows, longest) = (prompts.len(), prompts.iter().map(Vec::len).max().unwrap_or(0));
+    let shortest = prompts.iter().map(Vec::len).min().unwrap_or(0);
+    // Cache slots: the padded prompts, then one per decode step (the last token is never fed).
+    let capacity = longest + opts.max_new_tokens.min(limit - shortest);
+    let mut cache = KvCache::new(be, &model.config, rows, capacity)?;
+    let mut contexts: Vec<Vec<u32>> = prompts.to_vec();
+    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); rows];
+    let mut stops: Vec<Option<StopReason>> = vec![if opts.max_new_tokens == 0 { Some(StopReason::Length) } else { None }; rows];
     let start = Instant::now();
-    let hidden = model.forward_hidden(be, &Batch::single(prompt, 0), Some(&mut cache))?;
-    let mut logits = be.download(&model.logits_for_rows(be, &hidden, &[prompt.len() - 1])?)?;
+    let hidden = model.forward_hidden(be, &Batch::right_padded(prompts, 0)?, Some(&mut cache))?;
+    let last: Vec<usize> = prompts.iter().enumerate().map(|(i, p)| i * longest + p.len() - 1).collect();
+    let mut logits = be.download(&model.logits_for_rows(be, &hidden, &last)?)?;
     let prefill_time = start.elapsed();
     let decode_start = Instant::now();
-    let stop = loop {
-        if tokens.len() >= opts.max_new_tokens {
-            break StopReason::Length;
+    let vocab = logits.len() / rows;
+    loop {
+        for i in 0..rows {
+            if stops[i].is_some() {
+                continue;
+            }
+            let next = samplers[i].sample(&mut logits[i * vocab..(i + 1) * vocab], &contexts[i]);
+            tokens[i].push(next);
+            contexts[i].push(next);
+            stops[i] = if !on_token(i, next) {
+                Some(StopReason::Cancelled)
+            } else if opts.stop_ids.contains(&next) {
+                Some(StopReason::StopToken)
+            } else if tokens[i].len() >= opts.max_new_tokens {
+                Some(StopReason::Length)
+            } else if contexts[i].len() >= limit {
+                Some(StopReason::ContextFull)
+            } else {
+                None
+            };
         }
-        let next = sampler.sample(&mut logits, &context);
-        tokens.push(next);
-        context.push(next);
-        if !on_token(next) {
-            break StopReason::Cancelled;
+        if stops.iter().all(Option::is_some) {
+            break;
         }
-        if opts.stop_ids.contains(&next) {
-            break StopReason::StopToken;
-        }
-        if tokens.len() >= opts.max_new_tokens {
-            break StopReason::Length;
-        }
-        if cache.len() >= capacity {
-            break StopReason::ContextFull;
-        }
-        let pos = cache.len() as u32;
-        let hidden = model.forward_hidden(be, &Batch::single(&[next], pos), Some(&mut cache))?;
-        logits = be.download(&model.logits_for_rows(be, &hidden, &[0])?)?;
-    };
-    Ok(Generation { tokens, stop, prefill_time, decode_time: decode_start.elapsed() })
+        // Every row feeds its newest token at the same cache slot but at its own position;
+        // finished rows feed masked padding.
+        let step = Batch {
+            ids: (0..rows).map(|i| if stops[i].is_none() { contexts[i][contexts[i].len() - 1] } else { 0 }).collect(),
+            batch: rows,
+            seq_len: 1,
+            positions: contexts.iter().map(|c| (c.len() - 1).min(limit - 1) as u32).collect(),
+            valid: stops.iter().map(Option::is_none).collect(),
+            segments: None,
+        };
+        let hidden = model.forward_hidden(be, &step, Some(&mut cache))?;
+        logits = be.download(&model.logits_for_rows(be, &hidden, &(0..rows).collect::<Vec<_>>())?)?;
+    }
+    let decode_time = decode_start.elapsed();
+    Ok(tokens
+        .into_iter()
+        .zip(stops)
+        .map(|(tokens, stop)| Generation { tokens, stop: stop.unwrap_or(StopReason::Length), prefill_time, decode_time })
+        .collect())
+}
+
+fn check_prompts(prompts: &[Vec<u32>], samplers: usize, limit: usize) -> Result<()> {
+    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+        return Err(ModelError::Invalid("generation needs non-empty prompts".into()));
+    }
+    if samplers != prompts.len() {
+        return Err(ModelError::Invalid(format!("{} prompts but {samplers} samplers", prompts.len())));
+    }
+    if let Some(p) = prompts.iter().find(|p| p.len() >= limit) {
+        return Err(ModelError::Invalid(format!("prompt of {} tokens does not fit the context of {limit} tokens", p.len())));
+    }
+    Ok(())
 }

@@ -50,6 +50,32 @@ impl SamplingParams {
     }
 }
 
+/// Reads as a log line: `greedy` or `temperature 0.7, top_k 20, top_p 0.8`, naming only the
+/// filters that are on (and a repetition penalty other than 1).
+impl std::fmt::Display for SamplingParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = vec![];
+        if self.is_greedy() {
+            parts.push("greedy".to_string());
+        } else {
+            parts.push(format!("temperature {}", self.temperature));
+            if self.top_k != 0 {
+                parts.push(format!("top_k {}", self.top_k));
+            }
+            if self.top_p != 1.0 {
+                parts.push(format!("top_p {}", self.top_p));
+            }
+            if self.min_p != 0.0 {
+                parts.push(format!("min_p {}", self.min_p));
+            }
+        }
+        if self.repetition_penalty != 1.0 {
+            parts.push(format!("repetition_penalty {}", self.repetition_penalty));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// Stateful sampler (it owns the random stream, so a seed reproduces a whole generation).
 #[derive(Clone, Debug)]
 pub struct Sampler {
@@ -177,6 +203,13 @@ pub fn softmax(logits: &[f32]) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampling_params_read_as_words() {
+        assert_eq!(SamplingParams::default().to_string(), "greedy");
+        let p = SamplingParams { temperature: 0.7, top_k: 20, top_p: 0.8, min_p: 0.0, repetition_penalty: 1.05 };
+        assert_eq!(p.to_string(), "temperature 0.7, top_k 20, top_p 0.8, repetition_penalty 1.05");
+    }
 
     #[test]
     fn repetition_penalty_divides_positive_and_multiplies_negative_once_per_token() {

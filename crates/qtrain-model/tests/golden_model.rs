@@ -6,7 +6,7 @@ mod common;
 
 use common::{fixture, max_relative_error, Reference, REGENERATE};
 use qtrain_core::{Backend, CpuBackend};
-use qtrain_model::generate::{generate, GenerateOptions};
+use qtrain_model::generate::{generate, generate_batch, GenerateOptions, StopReason};
 use qtrain_model::{Batch, LoraAdapter, QwenModel, Sampler, SamplingParams};
 
 /// Logits tolerance for an f32 model against transformers in f32.
@@ -112,5 +112,55 @@ fn kv_cache_decoding_equals_a_full_forward() {
         let h = model.forward_hidden(&be, &Batch::single(&[id], p as u32), Some(&mut cache)).unwrap();
         let step = be.download(&model.logits_for_rows(&be, &h, &[0]).unwrap()).unwrap();
         assert!(max_relative_error(&step, &full[p * v..(p + 1) * v]) < 1e-5, "position {p}");
+    }
+}
+
+/// Prompts of different lengths generated together (right-padded, one decode step for all
+/// rows) give each row the greedy tokens it gets alone, rows stop independently, and a row
+/// that reaches the context limit stops there instead of failing.
+#[test]
+fn batched_generation_equals_one_prompt_at_a_time() {
+    let be = CpuBackend::new();
+    for name in ["tiny-qwen2", "tiny-qwen3"] {
+        let mut model = QwenModel::load(&be, &fixture(name)).unwrap();
+        let r = Reference::open(name);
+        let full = r.u32s("greedy.prompt_ids");
+        let prompts: Vec<Vec<u32>> =
+            vec![full.clone(), full[..full.len() / 2].to_vec(), full[3..].to_vec(), (0..5).map(|i| (i * 97 + 11) % 4000).collect()];
+        for with_lora in [false, true] {
+            if with_lora {
+                LoraAdapter::load(&fixture(&format!("{name}-lora")), &model.config).unwrap().attach(&be, &mut model).unwrap();
+            }
+            // The first row stops at an id of its own single-prompt reply, so rows finish at different steps.
+            let alone = |p: &[u32], opts: &GenerateOptions| {
+                let mut sampler = Sampler::new(SamplingParams::default(), 0);
+                generate(&model, &be, p, opts, &mut sampler, |_| true).unwrap()
+            };
+            let probe = alone(&prompts[0], &GenerateOptions { max_new_tokens: 20, stop_ids: vec![] });
+            let first_new = (5..20).find(|&j| !probe.tokens[..j].contains(&probe.tokens[j])).expect("a reply of 20 distinct-enough tokens");
+            let opts = GenerateOptions { max_new_tokens: 20, stop_ids: vec![probe.tokens[first_new]] };
+            let mut samplers = vec![Sampler::new(SamplingParams::default(), 0); prompts.len()];
+            let mut seen = vec![0usize; prompts.len()];
+            let batch = generate_batch(&model, &be, &prompts, &opts, usize::MAX, &mut samplers, |row, _| {
+                seen[row] += 1;
+                true
+            })
+            .unwrap();
+            for (i, (p, got)) in prompts.iter().zip(&batch).enumerate() {
+                let want = alone(p, &opts);
+                assert_eq!(got.tokens, want.tokens, "{name} (LoRA {with_lora}) row {i}: batched greedy tokens differ");
+                assert_eq!((got.stop, seen[i]), (want.stop, want.tokens.len()), "{name} row {i}");
+            }
+            assert_eq!((batch[0].stop, batch[0].tokens.len()), (StopReason::StopToken, first_new + 1));
+            // A limit of prompt + 4 tokens: the longest row fills it, the others do not.
+            let limit = full.len() + 4;
+            let limited = generate_batch(&model, &be, &prompts, &opts, limit, &mut samplers, |_, _| true).unwrap();
+            assert_eq!((limited[0].stop, limited[0].tokens.len()), (StopReason::ContextFull, 4), "{name}");
+            for (i, (got, unlimited)) in limited.iter().zip(&batch).enumerate() {
+                assert_eq!(got.tokens[..], unlimited.tokens[..got.tokens.len()], "{name} row {i}");
+                let full_context = prompts[i].len() + got.tokens.len() == limit;
+                assert_eq!(got.stop == StopReason::ContextFull, full_context && got.stop != StopReason::StopToken, "{name} row {i}");
+            }
+        }
     }
 }

@@ -917,13 +917,7 @@ impl TrainArgs {
             }
         }
         if let Some(t) = &self.model_type {
-            let family = match architecture {
-                Architecture::Qwen2 => "qwen2",
-                Architecture::Qwen3 => "qwen3",
-            };
-            // ms-swift's model types are family names with variants: qwen2_5, qwen2_5_instruct, qwen3, qwen3_thinking …
-            let normalized = t.replace(['-', '.'], "_");
-            if !normalized.starts_with(family) || (family == "qwen2" && normalized.starts_with("qwen3")) {
+            if !architecture.accepts_model_type(t) {
                 return Err(TrainError::arg(
                     "model_type",
                     format!("{t:?} does not match the model folder ({} in config.json)", architecture.hf_class()),
