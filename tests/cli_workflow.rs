@@ -265,3 +265,25 @@ fn a_dataset_without_a_model_uses_ms_swift_defaults_not_the_demo_preset() {
     assert_eq!(args["learning_rate"], 1e-4);
     assert_eq!(args["lora_rank"], 8);
 }
+
+#[test]
+fn the_first_sample_is_shown_with_its_supervised_part_and_neftune_changes_training_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA[..1]);
+    let model = fixture("tiny-qwen2");
+    let run = |out: &str, extra: &[&str]| -> (String, Vec<(u64, Value, Value)>) {
+        let out = tmp.path().join(out);
+        let mut args = train_args(&model, &data, &out, &["--max_steps", "2", "--gradient_accumulation_steps", "1", "--lora_dropout", "0"]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let (_, stderr) = ok(&args);
+        (stderr, step_losses(&run_dirs(&out)[0]))
+    };
+    let (stderr, plain) = run("plain", &[]);
+    let labels = stderr.lines().find(|l| l.starts_with("[LABELS] ")).expect("a [LABELS] line");
+    assert!(labels.starts_with("[LABELS] [-100 * ") && labels.contains(&format!("]{}<|im_end|>", QA[0].1)), "{labels}");
+    assert!(stderr.contains("[INPUT] <|im_start|>system"), "{stderr}");
+    let (_, noisy) = run("noisy", &["--neftune_noise_alpha", "5"]);
+    let (_, again) = run("again", &["--neftune_noise_alpha", "5"]);
+    assert_eq!(noisy, again, "NEFTune noise is seeded");
+    assert_ne!(noisy[0].1, plain[0].1, "NEFTune noise must change the training loss");
+}

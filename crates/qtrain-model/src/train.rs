@@ -460,3 +460,35 @@ fn clone_tensor<B: Backend>(be: &B, t: &B::Tensor) -> Result<B::Tensor> {
     be.add_scaled_assign(&mut out, t, 1.0)?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qtrain_core::CpuBackend;
+
+    #[test]
+    fn neftune_noise_is_uniform_in_alpha_over_sqrt_tokens_times_hidden() {
+        let be = CpuBackend::new();
+        let (n, d, seq_len, alpha) = (64, 96, 32, 5.0f32);
+        let mut rng = Rng::new(7);
+        let x: Vec<f32> = (0..n * d).map(|_| rng.normal() as f32).collect();
+        let xt = be.upload(HostData::F32(&x), &[n, d]).unwrap();
+        let noisy = be.download(&add_neftune_noise(&be, xt, seq_len, alpha, 11).unwrap()).unwrap();
+        let m = alpha as f64 / ((seq_len * d) as f64).sqrt();
+        let noise: Vec<f64> = noisy.iter().zip(&x).map(|(a, b)| (*a - *b) as f64).collect();
+        assert!(noise.iter().all(|e| e.abs() <= m * (1.0 + 1e-5)), "noise beyond ±{m}");
+        // U(−m, m): mean 0, variance m²/3 (n·d = 6144 draws: 5 standard errors).
+        let mean = noise.iter().sum::<f64>() / noise.len() as f64;
+        let var = noise.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / noise.len() as f64;
+        let se_mean = (m * m / 3.0 / noise.len() as f64).sqrt();
+        assert!(mean.abs() < 5.0 * se_mean, "mean {mean}");
+        assert!((var / (m * m / 3.0) - 1.0).abs() < 0.1, "variance {var} vs {}", m * m / 3.0);
+        // Another seed, other noise; the same seed, the same noise.
+        let xt = be.upload(HostData::F32(&x), &[n, d]).unwrap();
+        let again = be.download(&add_neftune_noise(&be, xt, seq_len, alpha, 11).unwrap()).unwrap();
+        assert_eq!(again, noisy);
+        let xt = be.upload(HostData::F32(&x), &[n, d]).unwrap();
+        let other = be.download(&add_neftune_noise(&be, xt, seq_len, alpha, 12).unwrap()).unwrap();
+        assert_ne!(other, noisy);
+    }
+}

@@ -32,6 +32,26 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// The sample as ms-swift shows the first one at train start: `[INPUT]` the whole text the
+    /// model reads, `[LABELS]` the supervised text with each unsupervised stretch written as
+    /// `[-100 * N]` — so a template that supervises the wrong tokens is visible at a glance.
+    pub fn render(&self, tokenizer: &qtrain_data::QwenTokenizer) -> Result<String> {
+        let input = tokenizer.decode(&self.input_ids, false)?;
+        let mut labels = String::new();
+        let mut i = 0;
+        while i < self.labels.len() {
+            let supervised = self.labels[i] != -100;
+            let end = (i..self.labels.len()).find(|&j| (self.labels[j] != -100) != supervised).unwrap_or(self.labels.len());
+            if supervised {
+                labels.push_str(&tokenizer.decode(&self.input_ids[i..end], false)?);
+            } else {
+                labels.push_str(&format!("[-100 * {}]", end - i));
+            }
+            i = end;
+        }
+        Ok(format!("[INPUT] {input}\n[LABELS] {labels}"))
+    }
+
     /// Supervised next-token targets: labels ≠ -100 at positions ≥ 1 (position 0 is never
     /// predicted).
     pub fn num_targets(&self) -> usize {

@@ -853,6 +853,14 @@ impl Data {
         let max_length = prep.max_length;
         let data = dataset::prepare(&args.dataset, &args.val_dataset, args.split_dataset_ratio, template, tokenizer, &prep)?;
         report_datasets(args, &data, max_length);
+        if let Some(first) = data.train.first() {
+            eprintln!(
+                "[qtrain] the first training sample as the model sees it ({} tokens, {} supervised):\n{}",
+                first.input_ids.len(),
+                first.labels.iter().filter(|&&l| l != -100).count(),
+                first.render(tokenizer)?
+            );
+        }
         let (name, author) = args.self_cognition_names()?;
         let probe = CognitionProbe::for_run(&args.dataset, name.as_ref(), author.as_ref(), args.system.as_deref(), template, tokenizer)?;
         if let Some(p) = &probe {
