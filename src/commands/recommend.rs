@@ -19,7 +19,7 @@ pub struct RecommendArgs {
     pub tuner_type: String,
     #[arg(long, default_value_t = 1)]
     pub per_device_train_batch_size: usize,
-    /// Needed only for the self-cognition dataset.
+    /// Accepted for symmetry with `qtrain train`; rows are counted without it.
     #[arg(long, num_args = 1..=2)]
     pub model_name: Vec<String>,
     #[arg(long, num_args = 1..=2)]
@@ -41,6 +41,13 @@ pub fn run(args: RecommendArgs) -> Result<()> {
     }
     if !args.model_author.is_empty() {
         opts.model_author = Some(Bilingual::from_values("model_author", &args.model_author)?);
+    }
+    // Only rows are counted here: the self-cognition dataset's size does not depend on the
+    // name and author it is filled with, so placeholders stand in for them when not given.
+    for (slot, placeholder) in [(&mut opts.model_name, "NAME"), (&mut opts.model_author, "AUTHOR")] {
+        if slot.is_none() {
+            *slot = Some(Bilingual::from_values("model_name", &[placeholder.to_string()])?);
+        }
     }
     let data = load_datasets(&args.dataset, &opts)?;
     let n = data.rows.len();
