@@ -82,6 +82,10 @@ impl TrainFlags {
         if !bare && self.config.is_none() && self.args.resume_from_checkpoint.is_none() {
             eprintln!("[qtrain] arguments: ms-swift's defaults under the flags given");
         }
+        if self.config.is_some() && self.args.model.is_none() && a.model.as_os_str().is_empty() {
+            // A config file describes a whole run: a missing model there is a mistake, not a demo.
+            bail!("--model is required (a Hugging Face model folder), on the command line or as `model` in --config");
+        }
         if self.args.model.is_none() && a.model.as_os_str().is_empty() {
             let dir = qtrain_chat::embedded::ensure_embedded_model(&qtrain_chat::embedded::default_location())?;
             eprintln!("[qtrain] no --model: fine-tuning the embedded tiny model at {}", dir.display());

@@ -331,7 +331,7 @@ const COMPAT: &str = "Accepted for ms-swift compatibility (each explained in the
 train_args! {
     // ---- model and output ----------------------------------------------------------------
     /// Hugging Face model folder (config.json, safetensors, tokenizer.json, tokenizer_config.json).
-    /// Without --model and --config: the embedded tiny model and presets/embedded-self-cognition.toml.
+    /// Without --model: the embedded tiny model (a bare `qtrain train`: with presets/embedded-self-cognition.toml).
     #[arg(long, help_heading = MODEL)]
     model: PathBuf = PathBuf::new(), Trajectory;
     /// Runs go to OUTPUT_DIR/vN-YYYYMMDD-HHMMSS/ [default: output].
