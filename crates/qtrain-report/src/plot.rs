@@ -289,15 +289,7 @@ where
     let x_fmt = |v: &f64| x_axis.format_tick(*v);
     let y_fmt = |v: &f64| y_axis.format_tick(*v);
 
-    // Room for the widest y tick label plus the rotated y description.
-    let y_label_width =
-        [y_axis.lo, y_axis.hi, (y_axis.lo + y_axis.hi) / 2.0].iter().map(|v| y_axis.format_tick(*v).chars().count()).max().unwrap_or(1)
-            as f64
-            * TICK_PX
-            * 0.62;
-    let y_area = (y_label_width + 16.0 + if plot.y_label.is_empty() { 0.0 } else { AXIS_DESC_PX + 8.0 }) as u32;
-    let x_area = (TICK_PX + 14.0 + if plot.x_label.is_empty() { 0.0 } else { AXIS_DESC_PX + 10.0 }) as u32;
-
+    let (x_area, y_area) = label_areas(plot, y_axis);
     let mut builder = ChartBuilder::on(root);
     builder.margin(14).margin_right(24).x_label_area_size(x_area).y_label_area_size(y_area);
     if !plot.title.is_empty() {
@@ -321,22 +313,9 @@ where
         .draw()
         .map_err(err)?;
 
-    // Legend rows: named series first, then one for the marked-point cross, capped to what
-    // fits in the plotting area (the rest collapse into one "… and N more" row).
     let plot_h = chart.plotting_area().dim_in_pixel().1 as f64;
     let plot_w = chart.plotting_area().dim_in_pixel().0 as f64;
-    let any_marked = prepared.iter().any(|p| !p.marked_xy().is_empty());
-    let show_marked_row = any_marked && !plot.marked_label.is_empty();
-    let named: Vec<usize> = (0..prepared.len()).filter(|&i| !prepared[i].series.name.is_empty()).collect();
-    let max_rows = (((plot_h - 20.0) / LEGEND_ROW_PX).floor() as usize).max(1);
-    let reserved = usize::from(show_marked_row);
-    let (shown, hidden) = if named.len() + reserved <= max_rows {
-        (named.len(), 0)
-    } else {
-        let shown = max_rows.saturating_sub(reserved + 1);
-        (shown, named.len() - shown)
-    };
-    let labelled: Vec<usize> = named[..shown].to_vec();
+    let LegendRows { labelled, hidden, show_marked_row } = legend_rows(plot, prepared, plot_h);
 
     for (i, p) in prepared.iter().enumerate() {
         let color = p.color;
@@ -412,6 +391,46 @@ where
             .map_err(err)?;
     }
     Ok(())
+}
+
+/// Pixels for the x and y label areas: the widest y tick label plus the rotated y description,
+/// one row of x ticks plus the x description.
+fn label_areas(plot: &Plot, y_axis: &Axis) -> (u32, u32) {
+    let y_label_width =
+        [y_axis.lo, y_axis.hi, (y_axis.lo + y_axis.hi) / 2.0].iter().map(|v| y_axis.format_tick(*v).chars().count()).max().unwrap_or(1)
+            as f64
+            * TICK_PX
+            * 0.62;
+    let y_area = (y_label_width + 16.0 + if plot.y_label.is_empty() { 0.0 } else { AXIS_DESC_PX + 8.0 }) as u32;
+    let x_area = (TICK_PX + 14.0 + if plot.x_label.is_empty() { 0.0 } else { AXIS_DESC_PX + 10.0 }) as u32;
+    (x_area, y_area)
+}
+
+/// Which series the legend names.
+struct LegendRows {
+    /// Indices of the named series given a legend row.
+    labelled: Vec<usize>,
+    /// Named series left out (one "… and N more" row stands for them).
+    hidden: usize,
+    /// A row for the marked-point cross.
+    show_marked_row: bool,
+}
+
+/// Legend rows: named series first, then one for the marked-point cross, capped to what fits
+/// in a plotting area `plot_h` pixels high (the rest collapse into one "… and N more" row).
+fn legend_rows(plot: &Plot, prepared: &[Prepared], plot_h: f64) -> LegendRows {
+    let any_marked = prepared.iter().any(|p| !p.marked_xy().is_empty());
+    let show_marked_row = any_marked && !plot.marked_label.is_empty();
+    let named: Vec<usize> = (0..prepared.len()).filter(|&i| !prepared[i].series.name.is_empty()).collect();
+    let max_rows = (((plot_h - 20.0) / LEGEND_ROW_PX).floor() as usize).max(1);
+    let reserved = usize::from(show_marked_row);
+    let (shown, hidden) = if named.len() + reserved <= max_rows {
+        (named.len(), 0)
+    } else {
+        let shown = max_rows.saturating_sub(reserved + 1);
+        (shown, named.len() - shown)
+    };
+    LegendRows { labelled: named[..shown].to_vec(), hidden, show_marked_row }
 }
 
 /// The corner whose legend-sized box covers the fewest data points (matplotlib's `loc="best"`,
