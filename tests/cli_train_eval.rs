@@ -5,23 +5,8 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{fixture, qtrain, read_json, read_jsonl, run_dirs, s, succeeds as ok, text, write_qa_jsonl, QA};
+use common::{checkpoint_steps, fixture, qtrain, read_json, read_jsonl, run_dirs, s, step_of, succeeds as ok, text, write_qa_jsonl, QA};
 use serde_json::Value;
-
-fn step_of(log: &Value) -> u64 {
-    log["global_step/max_steps"].as_str().unwrap().split('/').next().unwrap().parse().unwrap()
-}
-
-fn checkpoint_steps(run: &Path) -> Vec<u64> {
-    let mut steps: Vec<u64> = std::fs::read_dir(run)
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_prefix("checkpoint-")?.parse().ok())
-        .collect();
-    steps.sort_unstable();
-    steps
-}
 
 #[test]
 fn eval_steps_log_eval_metrics_and_save_total_limit_keeps_best_and_last() {

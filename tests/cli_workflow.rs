@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fails, fixture, read_json, read_jsonl, run_dirs, s, succeeds as ok, write_qa_jsonl, QA};
+use common::{checkpoint_steps, fails, fixture, read_json, read_jsonl, run_dirs, s, step_of, succeeds as ok, write_qa_jsonl, QA};
 use serde_json::Value;
 
 /// A LoRA run of 6 steps on the fixture (batch 1 × accumulation 2: 4 steps per epoch of 8
@@ -48,10 +48,7 @@ fn step_losses(run: &Path) -> Vec<(u64, Value, Value)> {
     read_jsonl(&run.join("logging.jsonl"))
         .into_iter()
         .filter(|l| l.get("loss").is_some())
-        .map(|l| {
-            let step = l["global_step/max_steps"].as_str().unwrap().split('/').next().unwrap().parse().unwrap();
-            (step, l["loss"].clone(), l["grad_norm"].clone())
-        })
+        .map(|l| (step_of(&l), l["loss"].clone(), l["grad_norm"].clone()))
         .collect()
 }
 
@@ -212,18 +209,12 @@ fn epoch_strategies_save_and_evaluate_at_epoch_ends_and_the_best_checkpoint_is_t
     let model = fixture("tiny-qwen2");
     let (stdout, stderr) = ok(&train_args(&model, &data, &out, &extra));
     let run = &run_dirs(&out)[0];
-    let mut saved: Vec<u64> = std::fs::read_dir(run)
-        .unwrap()
-        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_prefix("checkpoint-")?.parse().ok())
-        .collect();
-    saved.sort_unstable();
+    let saved = checkpoint_steps(run);
     assert_eq!(saved, vec![3, 6, 9]);
     let evals: Vec<(u64, f64)> = read_jsonl(&run.join("logging.jsonl"))
         .iter()
         .filter(|l| l.get("eval_loss").is_some())
-        .map(|l| {
-            (l["global_step/max_steps"].as_str().unwrap().split('/').next().unwrap().parse().unwrap(), l["eval_loss"].as_f64().unwrap())
-        })
+        .map(|l| (step_of(l), l["eval_loss"].as_f64().unwrap()))
         .collect();
     assert_eq!(evals.iter().map(|e| e.0).collect::<Vec<_>>(), vec![3, 6, 9]);
     let best = evals.iter().fold(evals[0], |b, &e| if e.1 < b.1 { e } else { b });

@@ -52,6 +52,21 @@ pub fn fails(args: &[&str]) -> String {
     err
 }
 
+/// The step of a `logging.jsonl` record (`"global_step/max_steps": "5/94"`).
+pub fn step_of(log: &serde_json::Value) -> u64 {
+    log["global_step/max_steps"].as_str().unwrap().split('/').next().unwrap().parse().unwrap()
+}
+
+/// The steps of a run folder's `checkpoint-N` folders, sorted.
+pub fn checkpoint_steps(run: &std::path::Path) -> Vec<u64> {
+    let mut steps: Vec<u64> = std::fs::read_dir(run)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_prefix("checkpoint-")?.parse().ok())
+        .collect();
+    steps.sort_unstable();
+    steps
+}
+
 /// The run folders `vN-…` of an output folder, sorted.
 pub fn run_dirs(output: &std::path::Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(output).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
