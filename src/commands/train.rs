@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::device::{cpu_weight_bytes, ensure_cpu_fits, model_config, resolve, run_on, stated_dtype, BackendTask, Numerics};
 use qtrain_model::memory::{MemoryEstimate, Target};
-use qtrain_train::{RunControl, StopReason, TrainArgs, TrainArgsFlags};
+use qtrain_train::{RunControl, StopReason, TrainArgs, TrainArgsFlags, TrainCommand};
 
 /// `qtrain train`'s flags, boxed: the flag set is large, and a `Command` enum variant holding it
 /// inline would make every other subcommand's value as big (clippy's `large_enum_variant`).
@@ -55,12 +55,17 @@ pub const EMBEDDED_PRESET_NAME: &str = "presets/embedded-self-cognition.toml";
 impl TrainFlags {
     /// The config file (if any) under the command-line flags, over ms-swift's defaults.
     pub fn into_train_args(self) -> Result<TrainArgs> {
-        // Neither --model nor --config: the embedded tiny model with the self-cognition preset.
-        let embedded = self.config.is_none() && self.args.model.is_none();
+        self.into_args_for(TrainCommand::Train)
+    }
+
+    /// The config file (if any) under the command-line flags, over `command`'s defaults.
+    pub fn into_args_for(self, command: TrainCommand) -> Result<TrainArgs> {
+        // `qtrain train` with neither --model nor --config: the embedded tiny model with the self-cognition preset.
+        let embedded = command == TrainCommand::Train && self.config.is_none() && self.args.model.is_none();
         let mut a = match &self.config {
-            Some(path) => TrainArgs::from_toml_file(path)?,
+            Some(path) => TrainArgs::from_toml_file_for(command, path)?,
             None if embedded => TrainArgs::from_toml_str(EMBEDDED_PRESET, std::path::Path::new(EMBEDDED_PRESET_NAME))?,
-            None => TrainArgs::default(),
+            None => TrainArgs::defaults_for(command),
         };
         if embedded {
             let dir = qtrain_chat::embedded::ensure_embedded_model(&qtrain_chat::embedded::default_location())?;
@@ -82,7 +87,12 @@ impl TrainFlags {
 }
 
 pub fn run(args: TrainCliArgs) -> Result<()> {
-    let train_args = args.flags.into_train_args()?;
+    run_command(args, TrainCommand::Train)
+}
+
+/// `qtrain train` or `qtrain pt`: the same run, with `command`'s defaults.
+pub fn run_command(args: TrainCliArgs, command: TrainCommand) -> Result<()> {
+    let train_args = args.flags.into_args_for(command)?;
     // Ctrl-C / SIGTERM: finish the step in flight, save a checkpoint, stop. A second one exits now.
     let control = RunControl::new();
     let handler = control.clone();

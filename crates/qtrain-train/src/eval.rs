@@ -32,6 +32,13 @@ pub struct EvalResult {
     pub samples: usize,
 }
 
+impl EvalResult {
+    /// `exp(loss)`: the perplexity of the supervised tokens (the usual measure on raw text).
+    pub fn perplexity(&self) -> f64 {
+        self.loss.exp()
+    }
+}
+
 /// What one evaluation during a training run measured: handed to the trainer's `on_eval`
 /// observer (a sweep's pruner) and kept as [`crate::TrainSummary::last_eval`].
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -103,6 +110,8 @@ pub struct EvalArgs {
     /// For `self-cognition`: one value or two (zh, en).
     pub model_name: Vec<String>,
     pub model_author: Vec<String>,
+    /// false: raw text as `qtrain pt` reads it (documents + eos, every token scored).
+    pub use_chat_template: bool,
 }
 
 /// What `qtrain eval` measured.
@@ -126,6 +135,8 @@ pub fn run_eval<B: Backend>(be: &B, args: &EvalArgs) -> Result<EvalReport> {
     let max_length = args.max_length.unwrap_or(model_max).min(model_max);
     let mut opts = PrepareOptions::for_eval(max_length, args.truncation_strategy, args.system.clone());
     opts.loss_scale = args.loss_scale;
+    opts.use_chat_template = args.use_chat_template;
+    opts.eos_token = folder.eos_token.clone();
     let names = |option: &str, values: &[String]| -> Result<Option<Bilingual>> {
         if values.is_empty() {
             return Ok(None);
