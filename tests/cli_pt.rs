@@ -8,18 +8,25 @@ use std::path::{Path, PathBuf};
 
 use common::{fails, fixture, read_json, read_jsonl, run_dirs, s, succeeds};
 
-fn sample() -> PathBuf {
-    fixture("pretrain/sample.txt")
+/// The bundled text sample, as an argument.
+fn sample() -> String {
+    s(&fixture("pretrain/sample.txt")).to_string()
+}
+
+/// The tiny Qwen2 model folder, as an argument.
+fn tiny() -> String {
+    s(&fixture("tiny-qwen2")).to_string()
 }
 
 /// `qtrain pt` on the text sample; returns the checkpoint it printed and its stderr.
 fn pt(out: &Path, extra: &[&str]) -> (PathBuf, String) {
+    let (model, dataset) = (tiny(), sample());
     let mut args = vec![
         "pt",
         "--model",
-        s(&fixture("tiny-qwen2")),
+        &model,
         "--dataset",
-        s(&sample()),
+        &dataset,
         "--output_dir",
         s(out),
         "--max_length",
@@ -75,12 +82,12 @@ fn pt_trains_full_by_default_and_the_result_infers_and_evaluates() {
         "cpu",
     ]);
 
-    let dataset = s(&sample());
-    let model = s(&checkpoint);
+    let (dataset, base_model) = (sample(), tiny());
+    let (dataset, model) = (dataset.as_str(), s(&checkpoint));
     let base = eval_json(&[
         "eval",
         "--model",
-        s(&fixture("tiny-qwen2")),
+        &base_model,
         "--dataset",
         dataset,
         "--use_chat_template",
@@ -116,10 +123,10 @@ fn pt_with_lora_writes_an_adapter_that_eval_loads() {
     let tmp = tempfile::tempdir().unwrap();
     let (checkpoint, _) = pt(tmp.path(), &["--tuner_type", "lora", "--learning_rate", "1e-2", "--packing", "true"]);
     assert!(checkpoint.join("adapter_config.json").is_file(), "{}", checkpoint.display());
-    let base = s(&fixture("tiny-qwen2"));
+    let (base, dataset) = (tiny(), sample());
+    let base = base.as_str();
     let with = |adapter: Option<&str>| {
-        let mut args =
-            vec!["eval", "--model", base, "--dataset", s(&sample()), "--use_chat_template", "false", "--json", "--device", "cpu"];
+        let mut args = vec!["eval", "--model", base, "--dataset", &dataset, "--use_chat_template", "false", "--json", "--device", "cpu"];
         if let Some(a) = adapter {
             args.extend(["--adapters", a]);
         }
@@ -150,10 +157,11 @@ fn pt_refuses_conversations_and_chat_only_flags() {
     std::fs::write(&chat, "{\"text\": \"fine\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n")
         .unwrap();
     let out = tmp.path().join("out");
-    let model = s(&fixture("tiny-qwen2"));
+    let (model, text) = (tiny(), sample());
+    let model = model.as_str();
     let err = fails(&["pt", "--model", model, "--dataset", s(&chat), "--output_dir", s(&out), "--device", "cpu"]);
     assert!(err.contains("chat.jsonl:2") && err.contains("qtrain train"), "{err}");
-    let err = fails(&["pt", "--model", model, "--dataset", s(&sample()), "--system", "Be brief.", "--output_dir", s(&out)]);
+    let err = fails(&["pt", "--model", model, "--dataset", &text, "--system", "Be brief.", "--output_dir", s(&out)]);
     assert!(err.contains("--system") && err.contains("no system prompt"), "{err}");
     let err = fails(&["train", "--model", model, "--dataset", s(&chat), "--truncation_strategy", "split", "--output_dir", s(&out)]);
     assert!(err.contains("--truncation_strategy") && err.contains("raw text"), "{err}");
