@@ -165,4 +165,6 @@ fn pt_refuses_conversations_and_chat_only_flags() {
     assert!(err.contains("--system") && err.contains("no system prompt"), "{err}");
     let err = fails(&["train", "--model", model, "--dataset", s(&chat), "--truncation_strategy", "split", "--output_dir", s(&out)]);
     assert!(err.contains("--truncation_strategy") && err.contains("raw text"), "{err}");
+    let err = fails(&["eval", "--model", model, "--dataset", &text, "--use_chat_template", "false", "--loss_scale", "last_round"]);
+    assert!(err.contains("--loss_scale") && err.contains("no turns"), "{err}");
 }

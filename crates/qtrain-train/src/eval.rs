@@ -17,7 +17,7 @@ use qtrain_model::{LoraAdapter, QwenModel};
 use crate::args::TruncationStrategy;
 use crate::cognition::{CognitionEval, CognitionProbe};
 use crate::dataset::{self, DatasetStats, PrepareOptions, Sample};
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::folder::LoadedFolder;
 
 /// Loss and accuracy of a model over a dataset.
@@ -127,6 +127,15 @@ pub struct EvalReport {
 /// Load the model folder (and adapter), prepare the dataset and evaluate it; with
 /// `model_name` and `model_author`, also ask the held-out self-cognition questions.
 pub fn run_eval<B: Backend>(be: &B, args: &EvalArgs) -> Result<EvalReport> {
+    if !args.use_chat_template {
+        // Raw text is scored token by token: nothing for a system prompt or a turn choice to act on.
+        if args.system.is_some() {
+            return Err(TrainError::arg("system", "raw text (--use_chat_template false) has no system prompt"));
+        }
+        if args.loss_scale == LossScale::LastRound {
+            return Err(TrainError::arg("loss_scale", "raw text (--use_chat_template false) has no turns: every token is scored"));
+        }
+    }
     let mut folder = LoadedFolder::load(be, &args.model)?;
     if let Some(dir) = &args.adapters {
         LoraAdapter::load(dir, &folder.model.config)?.attach(be, &mut folder.model)?;
