@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "qtrain", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("QTRAIN_GIT_HASH"), ")"), about = "Fine-tune and run Qwen2 / Qwen2.5 / Qwen3 models (LoRA, full fine-tuning, PEFT adapters).")]
+// A flag given twice keeps its last value, as ms-swift's argparse does (a pasted command that
+// repeats a flag must work).
+#[command(args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,9 +36,10 @@ enum Command {
     Eval(commands::eval::EvalCliArgs),
     /// Hyper-parameter search over `qtrain train` runs (grid/random/TPE, median/ASHA pruning); writes OUTPUT_DIR/trials.jsonl, best.toml, images/.
     Sweep(commands::sweep::SweepCliArgs),
-    /// Merge a LoRA adapter into its base model (--merge_lora true).
-    #[command(alias = "merge")]
+    /// Export a LoRA adapter: `--merge_lora true` merges it into its base model (a full HF folder).
     Export(commands::export::ExportCliArgs),
+    /// Merge a LoRA adapter into its base model: `qtrain export --merge_lora true`.
+    Merge(commands::export::ExportCliArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => commands::eval::run(args),
         Command::Sweep(args) => commands::sweep::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Merge(args) => commands::export::run(commands::export::ExportCliArgs { merge_lora: true, ..args }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

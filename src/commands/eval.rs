@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
 use super::device::{model_config, resolve, run_on, stated_dtype, BackendTask, Numerics};
@@ -14,10 +14,10 @@ use qtrain_train::{EvalArgs, TruncationStrategy};
 #[derive(Args, Debug)]
 #[command(rename_all = "snake_case")]
 pub struct EvalCliArgs {
-    /// Hugging Face model folder.
+    /// Hugging Face model folder. Default: the base model the --adapters checkpoint names.
     #[arg(long)]
-    pub model: PathBuf,
-    /// PEFT LoRA adapter folder.
+    pub model: Option<PathBuf>,
+    /// PEFT LoRA adapter folder, a checkpoint-N of a run, or a run folder (its best or last checkpoint).
     #[arg(long)]
     pub adapters: Option<PathBuf>,
     /// Datasets as `qtrain train --dataset` takes them: JSON/JSONL files, FILE#N, self-cognition[#N].
@@ -68,11 +68,15 @@ impl BackendTask for EvalArgs {
 
 pub fn run(args: EvalCliArgs) -> Result<()> {
     let device = resolve(&args.device)?;
-    let stored = model_config(&args.model).as_ref().and_then(stated_dtype);
+    let (model, adapters) = super::checkpoint_model(args.model, args.adapters)?;
+    let Some(model) = model else {
+        bail!("--model is required (a Hugging Face model folder) unless --adapters names a checkpoint");
+    };
+    let stored = model_config(&model).as_ref().and_then(stated_dtype);
     let numerics = Numerics::resolve(&args.torch_dtype, stored, false)?;
     let eval = EvalArgs {
-        model: args.model,
-        adapters: args.adapters,
+        model,
+        adapters,
         dataset: args.dataset,
         max_length: args.max_length,
         truncation_strategy: args.truncation_strategy.unwrap_or(if args.use_chat_template {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{ArgAction, Args};
 
 use qtrain_core::CpuBackend;
@@ -15,10 +15,11 @@ pub struct ExportCliArgs {
     /// Base model folder. Default: the `model` recorded in the adapter checkpoint's args.json.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// PEFT LoRA adapter folder (e.g. output/v0-…/checkpoint-N).
+    /// PEFT LoRA adapter folder: a checkpoint-N of a run (e.g. output/v0-…/checkpoint-N), or a run
+    /// folder (its best or last checkpoint).
     #[arg(long)]
     pub adapters: PathBuf,
-    /// Merge the adapter into the base weights (the only export implemented).
+    /// Merge the adapter into the base weights (the only export implemented; `qtrain merge` implies it).
     #[arg(long, action = ArgAction::Set, default_value_t = false)]
     pub merge_lora: bool,
     /// [default: <adapters>-merged]
@@ -31,23 +32,24 @@ pub struct ExportCliArgs {
 
 pub fn run(args: ExportCliArgs) -> Result<()> {
     if !args.merge_lora {
-        bail!("nothing to do: only `--merge_lora true` is supported by qtrain export");
+        bail!("nothing to do: add --merge_lora true (merging the adapter into its base model is the export qtrain implements), or use `qtrain merge`");
     }
-    let model = match args.model {
-        Some(m) => m,
-        None => model_from_checkpoint(&args.adapters)?,
+    let (model, adapters) = super::checkpoint_model(args.model, Some(args.adapters))?;
+    let (Some(model), Some(adapters)) = (model, adapters) else {
+        bail!("--adapters names a full model checkpoint: there is no LoRA adapter to merge");
     };
-    let output_dir = args.output_dir.unwrap_or_else(|| default_output_dir(&args.adapters));
+    let output_dir = args.output_dir.unwrap_or_else(|| default_output_dir(&adapters));
     let dtype = super::device::parse_torch_dtype(&args.torch_dtype)?;
     let be = CpuBackend::new();
     let t0 = std::time::Instant::now();
-    let report = qtrain_train::merge_lora(&be, &MergeOptions { model: model.clone(), adapters: args.adapters.clone(), output_dir, dtype })
-        .with_context(|| format!("merging {} into {}", args.adapters.display(), model.display()))?;
+    let report = qtrain_train::merge_lora(&be, &MergeOptions { model: model.clone(), adapters: adapters.clone(), output_dir, dtype })?;
     eprintln!(
-        "[qtrain] merged {} modules into {} ({}); self-check relative logit error {:.2e} (tolerance {:.0e}); copied {}; {:.2}s",
-        report.merged_modules,
+        "[qtrain] wrote the merged model {} ({}): base {} + adapter {} ({} modules merged; the base folder is unchanged); self-check relative logit error {:.2e} (tolerance {:.0e}); copied {}; {:.2}s",
         report.output_dir.display(),
         report.dtype.hf_name(),
+        model.display(),
+        adapters.display(),
+        report.merged_modules,
         report.max_relative_error,
         report.tolerance,
         report.copied_files.join(", "),
@@ -55,15 +57,4 @@ pub fn run(args: ExportCliArgs) -> Result<()> {
     );
     println!("{}", report.output_dir.display());
     Ok(())
-}
-
-/// The base model a qtrain (or ms-swift) checkpoint was trained from, from its args.json.
-fn model_from_checkpoint(adapters: &std::path::Path) -> Result<PathBuf> {
-    let path = adapters.join("args.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("--model not given and {} cannot be read", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: malformed JSON", path.display()))?;
-    match v.get("model").and_then(|m| m.as_str()) {
-        Some(m) => Ok(PathBuf::from(m)),
-        None => bail!("--model not given and {} has no \"model\" entry", path.display()),
-    }
 }

@@ -3,7 +3,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{ArgAction, Args};
 
 use qtrain_chat::{Chat, ChatOptions, ModelFolder};
@@ -63,8 +63,9 @@ pub struct InferArgs {
     pub torch_dtype: String,
 }
 
-pub fn run(args: InferArgs) -> Result<()> {
+pub fn run(mut args: InferArgs) -> Result<()> {
     let device = resolve(&args.device)?;
+    (args.model, args.adapters) = super::checkpoint_model(args.model.take(), args.adapters.take())?;
     let cfg = args.model.as_deref().and_then(model_config);
     let numerics = Numerics::resolve(&args.torch_dtype, cfg.as_ref().and_then(stated_dtype), false)?;
     if let Some(cfg) = cfg {
@@ -93,7 +94,7 @@ fn infer_on<B: Backend>(be: &B, args: InferArgs) -> Result<()> {
             dir
         }
     };
-    let mut folder = ModelFolder::load(be, &model_dir).with_context(|| format!("loading model folder {}", model_dir.display()))?;
+    let mut folder = ModelFolder::load(be, &model_dir)?;
     let cfg = &folder.model.config;
     eprintln!(
         "[qtrain] {} from {}: {} layers, hidden {}, {:.1} M parameters, on {} ({:.2}s)",
@@ -106,7 +107,7 @@ fn infer_on<B: Backend>(be: &B, args: InferArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     if let Some(dir) = &args.adapters {
-        let adapter = folder.attach_adapter(be, dir).with_context(|| format!("loading adapter {}", dir.display()))?;
+        let adapter = folder.attach_adapter(be, dir)?;
         eprintln!(
             "[qtrain] adapter {}: r={}, alpha={}, {} modules",
             dir.display(),

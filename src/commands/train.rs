@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::device::{cpu_weight_bytes, ensure_cpu_fits, model_config, resolve, run_on, stated_dtype, BackendTask, Numerics};
 use qtrain_model::memory::{MemoryEstimate, Target};
-use qtrain_train::{RunControl, StopReason, TrainArgs, TrainArgsFlags, TrainCommand};
+use qtrain_train::{origin, RunControl, StopReason, TrainArgs, TrainArgsFlags, TrainCommand};
 
 /// `qtrain train`'s flags, boxed: the flag set is large, and a `Command` enum variant holding it
 /// inline would make every other subcommand's value as big (clippy's `large_enum_variant`).
@@ -48,37 +48,56 @@ pub struct TrainFlags {
     pub args: TrainArgsFlags,
 }
 
-/// The preset used without --model and --config (its first line is the command that runs it).
+/// The preset of a bare `qtrain train` (its first line is the command that runs it).
 pub const EMBEDDED_PRESET: &str = include_str!("../../presets/embedded-self-cognition.toml");
 pub const EMBEDDED_PRESET_NAME: &str = "presets/embedded-self-cognition.toml";
 
 impl TrainFlags {
-    /// The config file (if any) under the command-line flags, over ms-swift's defaults.
+    /// `qtrain train`'s arguments ([`TrainFlags::into_args_for`]).
     pub fn into_train_args(self) -> Result<TrainArgs> {
         self.into_args_for(TrainCommand::Train)
     }
 
-    /// The config file (if any) under the command-line flags, over `command`'s defaults.
-    pub fn into_args_for(self, command: TrainCommand) -> Result<TrainArgs> {
-        // `qtrain train` with neither --model nor --config: the embedded tiny model with the self-cognition preset.
-        let embedded = command == TrainCommand::Train && self.config.is_none() && self.args.model.is_none();
-        let mut a = match &self.config {
-            Some(path) => TrainArgs::from_toml_file_for(command, path)?,
-            None if embedded => TrainArgs::from_toml_str(EMBEDDED_PRESET, std::path::Path::new(EMBEDDED_PRESET_NAME))?,
-            None => TrainArgs::defaults_for(command),
+    /// The arguments of the run: the command-line flags over, in this order of precedence, the
+    /// `--config` file, or the checkpoint's own `args.json` (`--resume_from_checkpoint` alone
+    /// continues the run), or the embedded demo preset (a bare `qtrain train`), or `command`'s
+    /// defaults (ms-swift's; `qtrain pt`'s own where the args table says so). Without --model,
+    /// the embedded tiny model. The log says which.
+    pub fn into_args_for(mut self, command: TrainCommand) -> Result<TrainArgs> {
+        if let Some(path) = self.args.resume_from_checkpoint.take() {
+            let found = origin::locate(&path, "resume_from_checkpoint")?;
+            if let Some(note) = &found.note {
+                eprintln!("[qtrain] {note}");
+            }
+            self.args.resume_from_checkpoint = Some(found.dir);
+        }
+        let bare = command == TrainCommand::Train
+            && self.config.is_none()
+            && self.args.model.is_none()
+            && self.args.dataset.is_none()
+            && self.args.resume_from_checkpoint.is_none();
+        let mut a = match (&self.config, &self.args.resume_from_checkpoint) {
+            (Some(path), _) => TrainArgs::from_toml_file_for(command, path)?,
+            (None, Some(ckpt)) => {
+                eprintln!("[qtrain] arguments: the run's own, from {} (flags given here override them)", ckpt.join("args.json").display());
+                origin::run_args(ckpt)?
+            }
+            (None, None) if bare => {
+                eprintln!("[qtrain] a bare `qtrain train`: the demo preset {EMBEDDED_PRESET_NAME} (command-line flags override it)");
+                TrainArgs::from_toml_str(EMBEDDED_PRESET, std::path::Path::new(EMBEDDED_PRESET_NAME))?
+            }
+            (None, None) => TrainArgs::defaults_for(command),
         };
-        if embedded {
+        if !bare && self.config.is_none() && self.args.resume_from_checkpoint.is_none() {
+            let defaults = if command == TrainCommand::Pt { "qtrain pt's defaults" } else { "ms-swift's defaults" };
+            eprintln!("[qtrain] arguments: {defaults} under the flags given");
+        }
+        if self.args.model.is_none() && a.model.as_os_str().is_empty() {
             let dir = qtrain_chat::embedded::ensure_embedded_model(&qtrain_chat::embedded::default_location())?;
-            eprintln!(
-                "[qtrain] no --model: fine-tuning the embedded tiny model at {} with the preset {EMBEDDED_PRESET_NAME} (command-line flags override it)",
-                dir.display()
-            );
+            eprintln!("[qtrain] no --model: fine-tuning the embedded tiny model at {}", dir.display());
             a.model = dir;
         }
         self.args.apply(&mut a);
-        if a.model.as_os_str().is_empty() {
-            bail!("--model is required (a Hugging Face model folder), on the command line or as `model` in --config");
-        }
         if a.dataset.is_empty() {
             bail!("--dataset is required (JSON/JSONL files, FILE#N or self-cognition), on the command line or as `dataset` in --config");
         }
@@ -104,9 +123,11 @@ pub fn run_command(args: TrainCliArgs, command: TrainCommand) -> Result<()> {
         eprintln!("\n[qtrain] interrupt received: finishing the current step, then saving a checkpoint (interrupt again to quit at once)");
     })?;
     let device = resolve(&args.device)?;
+    let load_best = train_args.load_best_model_at_end;
     let full = train_args.tuner_type == qtrain_train::TunerType::Full;
     let cfg = model_config(&train_args.model);
-    let numerics = Numerics::resolve(train_args.torch_dtype.as_deref().unwrap_or("auto"), cfg.as_ref().and_then(stated_dtype), full)?;
+    let dtype = train_args.dtype_flag()?;
+    let numerics = Numerics::resolve(dtype.as_deref().unwrap_or("auto"), cfg.as_ref().and_then(stated_dtype), full)?;
     if let Some(cfg) = cfg {
         // Rows of --max_length (512 when unset: samples are usually far shorter than the model's limit).
         let tokens = (train_args.per_device_train_batch_size * train_args.max_length.unwrap_or(512)) as u64;
@@ -125,8 +146,10 @@ pub fn run_command(args: TrainCliArgs, command: TrainCommand) -> Result<()> {
         }
         other => other?,
     };
-    // The last checkpoint on stdout, so scripts can pick it up.
-    println!("{}", summary.last_checkpoint.display());
+    // The run's result on stdout, so scripts can pick it up: the last checkpoint, or the best
+    // one with --load_best_model_at_end.
+    let result = if load_best { summary.best_checkpoint.as_ref().unwrap_or(&summary.last_checkpoint) } else { &summary.last_checkpoint };
+    println!("{}", result.display());
     if summary.stop == StopReason::Interrupted {
         std::process::exit(130);
     }

@@ -63,7 +63,7 @@ impl<B: Backend> ModelFolder<B> {
 
     /// Attach a PEFT adapter folder.
     pub fn attach_adapter(&mut self, be: &B, adapter_dir: &Path) -> Result<LoraAdapter> {
-        let adapter = LoraAdapter::load(adapter_dir, &self.model.config)?;
+        let adapter = LoraAdapter::load(adapter_dir, &self.model.config).map_err(|e| e.for_model(&self.dir))?;
         adapter.attach(be, &mut self.model)?;
         Ok(adapter)
     }

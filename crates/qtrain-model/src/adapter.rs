@@ -217,6 +217,8 @@ impl LoraAdapter {
         let store = SafetensorsStore::open_file(&weights_path)?;
         let modules = linear_modules(model_cfg);
         let mut problems = vec![];
+        // Shape misfits mean another base model: reported as one line, not one per module.
+        let mut misfits: Vec<String> = vec![];
         let mut weights = BTreeMap::new();
         let mut seen = std::collections::HashSet::new();
         // Map each stored key to (module, A|B); PEFT may keep the adapter name (".default").
@@ -257,10 +259,14 @@ impl LoraAdapter {
             let (a, b) = (store.read(a_key)?, store.read(b_key)?);
             let r = a.shape.first().copied().unwrap_or(0);
             if a.shape != [r, *in_dim] || b.shape != [*out_dim, r] || r == 0 {
-                problems.push(format!("  {module}: lora_A {:?} / lora_B {:?} do not fit a [{out_dim}, {in_dim}] weight", a.shape, b.shape));
+                misfits.push(format!("{module}: lora_A {:?} / lora_B {:?} do not fit its [{out_dim}, {in_dim}] weight", a.shape, b.shape));
                 continue;
             }
             weights.insert(module.clone(), (a, b));
+        }
+        if let Some(example) = misfits.first() {
+            let (base, more) = (config.base_model_name_or_path.clone(), misfits.len() - 1);
+            return Err(ModelError::AdapterMismatch { path: dir.to_path_buf(), base, model: None, example: example.clone(), more });
         }
         if !problems.is_empty() {
             return Err(ModelError::Weights { path: weights_path, problems });

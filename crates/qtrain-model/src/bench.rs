@@ -105,6 +105,7 @@ pub fn bench_lora_train<B: Backend>(model: &mut QwenModel<B>, be: &B, opts: &Ben
         loss_scale: 1.0 / tb.num_targets() as f32,
         gradient_checkpointing: opts.gradient_checkpointing,
         lora_dropout: None,
+        neftune: None,
     };
     let mut one_step = |model: &mut QwenModel<B>| -> Result<()> {
         grads.zero(be)?;

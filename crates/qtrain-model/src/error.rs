@@ -1,7 +1,7 @@
 //! Errors of model loading and running. Every variant names the file or tensor at fault and,
 //! where there is one, the fix; none of them is raised by a panic.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub type Result<T> = std::result::Result<T, ModelError>;
 
@@ -22,6 +22,10 @@ pub enum ModelError {
     /// Every problem found while matching a file's tensors against the model, reported at once.
     #[error("{path}: the weights do not match the model:\n{}", problems.join("\n"))]
     Weights { path: PathBuf, problems: Vec<String> },
+    /// A LoRA adapter whose tensors have another model's shapes: one line naming both models,
+    /// not one line per module.
+    #[error("{}", adapter_mismatch(path, base.as_deref(), model.as_deref(), example, *more))]
+    AdapterMismatch { path: PathBuf, base: Option<String>, model: Option<PathBuf>, example: String, more: usize },
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -38,4 +42,26 @@ impl ModelError {
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
     serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.to_path_buf(), source })
+}
+
+impl ModelError {
+    /// Name the model folder an adapter was matched against (see [`ModelError::AdapterMismatch`]).
+    pub fn for_model(self, dir: &Path) -> Self {
+        match self {
+            ModelError::AdapterMismatch { path, base, example, more, .. } => {
+                ModelError::AdapterMismatch { path, base, model: Some(dir.to_path_buf()), example, more }
+            }
+            other => other,
+        }
+    }
+}
+
+fn adapter_mismatch(path: &Path, base: Option<&str>, model: Option<&Path>, example: &str, more: usize) -> String {
+    let base = base.map(|b| format!(" ({b})")).unwrap_or_default();
+    let model = model.map(|m| format!(", not for {}", m.display())).unwrap_or_default();
+    let more = if more > 0 { format!(" (and {more} more modules)") } else { String::new() };
+    format!(
+        "adapter {}: it was trained for another base model{base}{model}: {example}{more}; pass that base model with --model, or leave --model out to use the one the checkpoint names",
+        path.display()
+    )
 }

@@ -99,6 +99,24 @@ pub struct BackwardOptions {
     pub gradient_checkpointing: bool,
     /// LoRA dropout probability and the seed of this micro-batch's masks.
     pub lora_dropout: Option<(f32, u64)>,
+    /// NEFTune noise on the input embeddings: (alpha, seed of this micro-batch's noise).
+    pub neftune: Option<(f32, u64)>,
+}
+
+/// NEFTune (Jain et al., "NEFTune: Noisy Embeddings Improve Instruction Finetuning", 2023,
+/// Algorithm 1), as transformers' `neftune_post_forward_hook`: in training only, add
+/// `U(−m, m)` noise with `m = alpha / sqrt(T · d)` to the `[B·T, d]` input embeddings (T the
+/// padded row length, d the hidden size; padding positions get noise too, as in transformers).
+/// The noise is a constant of the pass, so backward is unchanged. Drawn on the host from
+/// `seed` (one micro-batch's worth, once per pass).
+pub fn add_neftune_noise<B: Backend>(be: &B, x: B::Tensor, seq_len: usize, alpha: f32, seed: u64) -> Result<B::Tensor> {
+    let shape = x.shape().to_vec();
+    let (n, d) = (shape[0], shape[1]);
+    let magnitude = alpha as f64 / ((seq_len * d) as f64).sqrt();
+    let mut rng = Rng::new(seed);
+    let noise: Vec<f32> = (0..n * d).map(|_| rng.uniform(-magnitude, magnitude) as f32).collect();
+    let noise = be.upload(HostData::F32(&noise), &shape)?;
+    Ok(be.add(&x, &noise)?)
 }
 
 /// How LoRA A is initialised (B is always zero, so training starts from the base model): the
@@ -261,6 +279,9 @@ impl<B: Backend> QwenModel<B> {
         let dropout_for =
             |l: usize| opts.lora_dropout.map(|(p, seed)| LayerDropout { p, seed: seed.wrapping_mul(0x9E37_79B9).wrapping_add(l as u64) });
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
+        if let Some((alpha, seed)) = opts.neftune {
+            x = add_neftune_noise(be, x, batch.seq_len, alpha, seed)?;
+        }
         // Under checkpointing only layer inputs are kept; otherwise each layer's activations.
         let mut saved_inputs = Vec::new();
         let mut saved_acts = Vec::new();

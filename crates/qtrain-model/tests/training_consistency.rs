@@ -62,7 +62,7 @@ fn run(
     let batches: Vec<TrainBatch> = micro.iter().map(|m| TrainBatch::from_samples(m, 4096).unwrap()).collect();
     let total: usize = batches.iter().map(TrainBatch::num_targets).sum();
     let mut grads = model.new_grads(be, mode).unwrap();
-    let opts = BackwardOptions { loss_scale: 1.0 / total as f32, gradient_checkpointing: checkpointing, lora_dropout: None };
+    let opts = BackwardOptions { loss_scale: 1.0 / total as f32, gradient_checkpointing: checkpointing, lora_dropout: None, neftune: None };
     for b in &batches {
         model.forward_backward(be, b, &mut grads, &opts).unwrap();
     }
@@ -143,7 +143,7 @@ fn model_gradients_match_finite_differences() {
     ] {
         let mut model = if mode == TrainMode::Lora { lora_model(&be, name) } else { QwenModel::load(&be, &fixture(name)).unwrap() };
         let mut grads = model.new_grads(&be, mode).unwrap();
-        let opts = BackwardOptions { loss_scale: (1.0 / n) as f32, gradient_checkpointing: true, lora_dropout: None };
+        let opts = BackwardOptions { loss_scale: (1.0 / n) as f32, gradient_checkpointing: true, lora_dropout: None, neftune: None };
         model.forward_backward(&be, &tb, &mut grads, &opts).unwrap();
         let analytic: std::collections::HashMap<String, Vec<f32>> = grads_of(&model, &be, &grads).into_iter().collect();
         for pick in picks {

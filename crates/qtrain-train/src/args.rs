@@ -84,6 +84,70 @@ impl FromStr for TruncationStrategy {
     }
 }
 
+/// When to save or evaluate (transformers' `IntervalStrategy`, ms-swift's `--save_strategy` /
+/// `--eval_strategy`): every N steps, at each epoch's end, or not at all. The last step is
+/// always saved (ms-swift's habit), whatever the strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntervalStrategy {
+    Steps,
+    Epoch,
+    No,
+}
+
+impl FromStr for IntervalStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "steps" => Ok(IntervalStrategy::Steps),
+            "epoch" => Ok(IntervalStrategy::Epoch),
+            "no" => Ok(IntervalStrategy::No),
+            other => Err(format!("unknown strategy {other:?}; valid: steps, epoch, no")),
+        }
+    }
+}
+
+impl fmt::Display for IntervalStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IntervalStrategy::Steps => "steps",
+            IntervalStrategy::Epoch => "epoch",
+            IntervalStrategy::No => "no",
+        })
+    }
+}
+
+/// The evaluation metric that decides the best checkpoint and early stopping
+/// (`--metric_for_best_model`, with or without transformers' `eval_` prefix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BestMetric {
+    Loss,
+    TokenAcc,
+    SelfCognitionAcc,
+}
+
+impl BestMetric {
+    pub const NAMES: [&'static str; 3] = ["loss", "token_acc", "self_cognition_acc"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.strip_prefix("eval_").unwrap_or(name) {
+            "loss" => Some(BestMetric::Loss),
+            "token_acc" | "acc" => Some(BestMetric::TokenAcc),
+            "self_cognition_acc" => Some(BestMetric::SelfCognitionAcc),
+            _ => None,
+        }
+    }
+
+    /// The name in logs and `trainer_state.json` (`eval_loss`, …).
+    pub fn eval_name(self) -> &'static str {
+        match self {
+            BestMetric::Loss => "eval_loss",
+            BestMetric::TokenAcc => "eval_token_acc",
+            BestMetric::SelfCognitionAcc => "eval_self_cognition_acc",
+        }
+    }
+}
+
 /// `--lr_scheduler_kwargs`: the extra arguments of a schedule, as transformers'
 /// `lr_scheduler_kwargs` (a JSON object on the command line, a table or a JSON string in a
 /// TOML config). Each key applies to some schedules only; a key the chosen schedule does not
@@ -324,10 +388,16 @@ train_args! {
     /// Continue training this PEFT adapter (its r, alpha and targets win).
     #[arg(long, help_heading = MODEL)]
     adapters: Option<PathBuf>, Free;
-    /// A checkpoint-N folder of an earlier run: continue bit-exactly from its step (weights,
-    /// optimizer, scheduler, RNG and data position are restored) in a new run folder.
+    /// A checkpoint-N folder (or a run folder: its last checkpoint) of an earlier run: continue
+    /// bit-exactly from its step (weights, optimizer, scheduler, RNG and data position are
+    /// restored) in a new run folder. The run's own arguments are read from the checkpoint;
+    /// flags that would change its course are refused (see --resume_only_model).
     #[arg(long, help_heading = MODEL)]
     resume_from_checkpoint: Option<PathBuf>, Free;
+    /// With --resume_from_checkpoint: take only the checkpoint's weights (its adapter, or its
+    /// full model) and start a new run from step 0 — any argument may change [default: false].
+    #[arg(long, action = ArgAction::Set, help_heading = MODEL)]
+    resume_only_model: bool = false, Free;
 
     // ---- data ------------------------------------------------------------------------------
     /// Datasets: JSON/JSONL files (messages, ShareGPT conversations, Alpaca, query/response rows;
@@ -464,6 +534,13 @@ train_args! {
     /// [default: true]
     #[arg(long, action = ArgAction::Set, help_heading = OPTIM)]
     gradient_checkpointing: bool = true, Free;
+    /// adamw_torch | adamw_torch_fused | adamw_hf (all the same decoupled AdamW) [default: adamw_torch].
+    #[arg(long, help_heading = OPTIM)]
+    optim: String = "adamw_torch".into(), Trajectory;
+    /// NEFTune (Jain et al. 2023): uniform noise of magnitude alpha / sqrt(tokens × hidden) added
+    /// to the input embeddings in training, as transformers' `neftune_noise_alpha` (e.g. 5) [default: off].
+    #[arg(long, help_heading = OPTIM)]
+    neftune_noise_alpha: Option<f64>, Trajectory;
 
     // ---- logging, evaluation, checkpoints --------------------------------------------------------
     /// [default: 5]
@@ -481,9 +558,36 @@ train_args! {
     /// Stop after N evaluations without improvement of the eval loss (saves a final checkpoint).
     #[arg(long, help_heading = LOGGING)]
     early_stopping_patience: Option<u64>, Free;
-    /// An improvement must lower the eval loss by more than this [default: 0].
+    /// An improvement must better the best metric by more than this [default: 0].
     #[arg(long, help_heading = LOGGING)]
     early_stopping_threshold: f64 = 0.0, Free;
+    /// steps (every --save_steps) | epoch (each epoch's end) | no; the last step is always saved [default: steps].
+    #[arg(long, help_heading = LOGGING)]
+    save_strategy: IntervalStrategy = IntervalStrategy::Steps, Free;
+    /// steps (every --eval_steps) | epoch | no [default: --save_strategy].
+    #[arg(long, alias = "evaluation_strategy", help_heading = LOGGING)]
+    #[serde(alias = "evaluation_strategy")]
+    eval_strategy: Option<IntervalStrategy>, Free;
+    /// Name the best checkpoint (by --metric_for_best_model) as the run's result: the last log
+    /// line and stdout give it, and --save_total_limit keeps it [default: false].
+    #[arg(long, action = ArgAction::Set, help_heading = LOGGING)]
+    load_best_model_at_end: bool = false, Free;
+    /// loss | token_acc | self_cognition_acc (with or without eval_) [default: loss].
+    #[arg(long, help_heading = LOGGING)]
+    metric_for_best_model: String = "loss".into(), Free;
+    /// [default: false for loss, true for the accuracies]
+    #[arg(long, action = ArgAction::Set, help_heading = LOGGING)]
+    greater_is_better: Option<bool>, Free;
+    /// Checkpoints hold the weights only (no optimizer, scheduler, RNG or data state): smaller,
+    /// but a resume from them needs --resume_only_model true [default: false].
+    #[arg(long, action = ArgAction::Set, help_heading = LOGGING)]
+    save_only_model: bool = false, Free;
+    /// Write into OUTPUT_DIR/vN-YYYYMMDD-HHMMSS/; false: into OUTPUT_DIR itself [default: true].
+    #[arg(long, action = ArgAction::Set, help_heading = MODEL)]
+    add_version: bool = true, Free;
+    /// Log the first step as well as every --logging_steps [default: true, as ms-swift].
+    #[arg(long, action = ArgAction::Set, help_heading = LOGGING)]
+    logging_first_step: bool = true, Free;
 
     // ---- accepted for ms-swift compatibility ---------------------------------------------------------
     /// auto | bfloat16 | float16 | float32 [default: auto, config.json's torch_dtype]. On the CPU,
@@ -508,6 +612,24 @@ train_args! {
     /// No effect: one exact attention implementation.
     #[arg(long, help_heading = COMPAT)]
     attn_impl: Option<String>, Free;
+    /// true: --torch_dtype bfloat16 (ms-swift's mixed-precision switch).
+    #[arg(long, action = ArgAction::Set, help_heading = COMPAT)]
+    bf16: Option<bool>, Free;
+    /// true: --torch_dtype float16.
+    #[arg(long, action = ArgAction::Set, help_heading = COMPAT)]
+    fp16: Option<bool>, Free;
+    /// No effect: one process, one device (no DeepSpeed).
+    #[arg(long, help_heading = COMPAT)]
+    deepspeed: Option<String>, Free;
+    /// No effect: the dataset is tokenized once before training.
+    #[arg(long, action = ArgAction::Set, help_heading = COMPAT)]
+    lazy_tokenize: Option<bool>, Free;
+    /// Not available: datasets are local files read whole.
+    #[arg(long, action = ArgAction::Set, help_heading = COMPAT)]
+    streaming: Option<bool>, Free;
+    /// No effect: qtrain reads local folders only (no hub downloads).
+    #[arg(long, action = ArgAction::Set, help_heading = COMPAT)]
+    use_hf: Option<bool>, Free;
 }
 
 /// ms-swift's default accumulation: `ceil(16 / batch / world_size)` (one process here).
@@ -692,9 +814,15 @@ impl TrainArgs {
             self.check_raw_text()?;
         }
         self.self_cognition_names()?;
+        self.torch_dtype = self.dtype_flag()?;
+        notes.extend(self.resolve_strategies(has_validation)?);
+        self.check_optimizer_flags()?;
         if self.tuner_type == TunerType::Lora {
             if self.lora_rank == 0 {
                 return Err(TrainError::arg("lora_rank", "must be at least 1"));
+            }
+            if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
+                return Err(TrainError::arg("lora_alpha", format!("{} must be > 0 (the adapter's scale is alpha / r)", self.lora_alpha)));
             }
             if !(0.0..1.0).contains(&self.lora_dropout) {
                 return Err(TrainError::arg("lora_dropout", format!("{} must be in [0, 1)", self.lora_dropout)));
@@ -730,6 +858,120 @@ impl TrainArgs {
             ));
         }
         Ok(())
+    }
+
+    /// `--torch_dtype`, with ms-swift's `--bf16 true` / `--fp16 true` as its aliases.
+    pub fn dtype_flag(&self) -> Result<Option<String>> {
+        let alias = match (self.bf16, self.fp16) {
+            (Some(true), Some(true)) => return Err(TrainError::arg("bf16", "--bf16 true and --fp16 true contradict each other")),
+            (Some(true), _) => Some("bfloat16"),
+            (_, Some(true)) => Some("float16"),
+            _ => None,
+        };
+        match (&self.torch_dtype, alias) {
+            (Some(d), Some(a)) if d != a && d != "auto" => {
+                let flag = if a == "bfloat16" { "bf16" } else { "fp16" };
+                Err(TrainError::arg(flag, format!("--{flag} true means --torch_dtype {a}, but --torch_dtype {d} was given")))
+            }
+            (_, Some(a)) => Ok(Some(a.to_string())),
+            (d, None) => Ok(d.clone()),
+        }
+    }
+
+    /// `--eval_strategy` (default: `--save_strategy`), the best-model metric and
+    /// `--load_best_model_at_end`'s conditions (transformers' `TrainingArguments.__post_init__`).
+    fn resolve_strategies(&mut self, has_validation: bool) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        let eval = *self.eval_strategy.get_or_insert(self.save_strategy);
+        let (metric, _) = self.best_metric()?;
+        if self.load_best_model_at_end {
+            if !has_validation && metric != BestMetric::SelfCognitionAcc {
+                return Err(TrainError::arg(
+                    "load_best_model_at_end",
+                    "needs a validation set: add --val_dataset or --split_dataset_ratio",
+                ));
+            }
+            if eval != self.save_strategy {
+                return Err(TrainError::arg(
+                    "load_best_model_at_end",
+                    format!("needs the same --save_strategy and --eval_strategy (they are {} and {eval})", self.save_strategy),
+                ));
+            }
+            let every = self.eval_steps.unwrap_or(self.save_steps);
+            if eval == IntervalStrategy::Steps && self.save_steps % every != 0 {
+                return Err(TrainError::arg(
+                    "load_best_model_at_end",
+                    format!(
+                        "needs --save_steps ({}) to be a multiple of --eval_steps ({every}), so every best model is saved",
+                        self.save_steps
+                    ),
+                ));
+            }
+        }
+        if eval == IntervalStrategy::No && self.early_stopping_patience.is_some() {
+            return Err(TrainError::arg("early_stopping_patience", "needs evaluations: --eval_strategy is no"));
+        }
+        if has_validation && eval == IntervalStrategy::No {
+            notes.push("--eval_strategy no: the validation set is not evaluated".into());
+        }
+        Ok(notes)
+    }
+
+    /// `--metric_for_best_model` and whether greater is better (default: false for loss).
+    pub fn best_metric(&self) -> Result<(BestMetric, bool)> {
+        let metric = BestMetric::parse(&self.metric_for_best_model).ok_or_else(|| {
+            TrainError::arg(
+                "metric_for_best_model",
+                format!("unknown metric {:?}; valid: {} (with or without eval_)", self.metric_for_best_model, BestMetric::NAMES.join(", ")),
+            )
+        })?;
+        Ok((metric, self.greater_is_better.unwrap_or(metric != BestMetric::Loss)))
+    }
+
+    /// `--optim`, `--neftune_noise_alpha` and `--streaming`: what qtrain can do.
+    fn check_optimizer_flags(&self) -> Result<()> {
+        const OPTIMIZERS: [&str; 4] = ["adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw"];
+        if !OPTIMIZERS.contains(&self.optim.as_str()) {
+            return Err(TrainError::arg(
+                "optim",
+                format!("{:?} is not available; valid: {} (one decoupled AdamW)", self.optim, OPTIMIZERS.join(", ")),
+            ));
+        }
+        if let Some(alpha) = self.neftune_noise_alpha {
+            if !(alpha.is_finite() && alpha >= 0.0) {
+                return Err(TrainError::arg("neftune_noise_alpha", format!("{alpha} must be >= 0")));
+            }
+        }
+        if self.streaming == Some(true) {
+            return Err(TrainError::arg("streaming", "not available: qtrain reads local dataset files whole (leave --streaming out)"));
+        }
+        Ok(())
+    }
+
+    /// `--resume_only_model true`: the checkpoint's weights start a new run — its adapter as
+    /// `--adapters` (LoRA), the checkpoint folder as `--model` (full) — and nothing else of it
+    /// is restored. Logs what it did; no effect without `--resume_from_checkpoint`.
+    pub fn take_weights_only_resume(&mut self) {
+        if !self.resume_only_model {
+            return;
+        }
+        let Some(ckpt) = self.resume_from_checkpoint.take() else {
+            eprintln!("[qtrain] note: --resume_only_model true has no effect without --resume_from_checkpoint");
+            return;
+        };
+        match self.tuner_type {
+            TunerType::Lora => self.adapters = Some(ckpt.clone()),
+            TunerType::Full => self.model = ckpt.clone(),
+        }
+        eprintln!(
+            "[qtrain] --resume_only_model: a new run from the weights of {} (optimizer, schedule and data order start afresh)",
+            ckpt.display()
+        );
+    }
+
+    /// The resolved evaluation strategy (call after [`TrainArgs::resolve`]).
+    pub fn eval_interval(&self) -> IntervalStrategy {
+        self.eval_strategy.unwrap_or(self.save_strategy)
     }
 
     /// Whether the run evaluates: a validation dataset or a split ratio.
@@ -797,6 +1039,19 @@ impl TrainArgs {
         }
         if let Some(n) = self.dataset_num_proc {
             notes.push(format!("--dataset_num_proc {n}: no effect; datasets are tokenized in this process"));
+        }
+        if let Some(d) = &self.deepspeed {
+            notes.push(format!("--deepspeed {d}: no effect; qtrain trains in one process on one device"));
+        }
+        if let Some(l) = self.lazy_tokenize {
+            notes.push(format!("--lazy_tokenize {l}: no effect; the dataset is tokenized once before training"));
+        }
+        if let Some(u) = self.use_hf {
+            notes.push(format!("--use_hf {u}: no effect; --model and --dataset are local paths (qtrain does not download)"));
+        }
+        if self.optim == "adamw_torch_fused" {
+            notes
+                .push("--optim adamw_torch_fused: the same AdamW as adamw_torch (qtrain's update is one fused op on every backend)".into());
         }
         if let Some(a) = &self.attn_impl {
             notes.push(format!("--attn_impl {a}: no effect; the backend has one attention implementation (exact, with packing masks)"));

@@ -85,24 +85,49 @@ pub fn create_run_dir(output_dir: &Path) -> Result<PathBuf> {
     Err(TrainError::Invalid(format!("{}: could not create a new version folder", output_dir.display())))
 }
 
+/// `--add_version false`: the run folder is `output_dir` itself, which must not already hold
+/// a run (a `checkpoint-N` or a `logging.jsonl`): checkpoints of two runs must never mix.
+pub fn use_output_dir(output_dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(output_dir).map_err(|e| TrainError::io(output_dir, e))?;
+    let holds_run = output_dir.join("logging.jsonl").exists() || !list_checkpoints(output_dir)?.is_empty();
+    if holds_run {
+        return Err(TrainError::Invalid(format!(
+            "--output_dir {} already holds a run (logging.jsonl or checkpoint-N) and --add_version is false: choose another --output_dir, or leave --add_version at true",
+            output_dir.display()
+        )));
+    }
+    Ok(output_dir.to_path_buf())
+}
+
 /// Write pretty JSON atomically.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| TrainError::Invalid(e.to_string()))?;
     Ok(write_atomic(path, text.as_bytes())?)
 }
 
-/// Whether a model-folder file holds weights (not copied next to new weights) or run state.
-fn is_weight_or_state_file(name: &str) -> bool {
-    const WEIGHT_EXT: [&str; 7] = [".safetensors", ".bin", ".pt", ".pth", ".gguf", ".h5", ".msgpack"];
-    name.starts_with('.')
-        || WEIGHT_EXT.iter().any(|e| name.ends_with(e))
-        || name.ends_with(".index.json")
-        || matches!(name, "args.json" | "trainer_state.json" | "logging.jsonl" | "adapter_config.json")
+/// Whether a model-folder file belongs next to new weights: the configuration, tokenizer and
+/// chat-template files transformers' `save_pretrained` writes (plus licence and model card).
+/// Anything else (weights, run state, evaluation results, a user's notes) is not copied.
+fn is_model_asset(name: &str) -> bool {
+    const ASSETS: [&str; 12] = [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "vocab.json",
+        "merges.txt",
+        "chat_template.jinja",
+        "chat_template.json",
+        "README.md",
+        "LICENSE",
+    ];
+    ASSETS.contains(&name)
 }
 
-/// Copy every non-weight file of a model folder (config.json, generation_config.json,
-/// tokenizer.json, tokenizer_config.json, chat_template.jinja, vocab/merges …) into `dst`.
-/// Returns the names copied.
+/// Copy the configuration and tokenizer files of a model folder (see [`is_model_asset`]) into
+/// `dst`. Returns the names copied.
 pub fn copy_model_assets(src: &Path, dst: &Path) -> Result<Vec<String>> {
     let mut copied = vec![];
     let entries = std::fs::read_dir(src).map_err(|e| TrainError::io(src, e))?;
@@ -110,7 +135,7 @@ pub fn copy_model_assets(src: &Path, dst: &Path) -> Result<Vec<String>> {
         let entry = entry.map_err(|e| TrainError::io(src, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if !path.is_file() || is_weight_or_state_file(&name) {
+        if !path.is_file() || !is_model_asset(&name) {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
@@ -302,6 +327,8 @@ pub struct CheckpointState<'a> {
     pub rng_state: &'a RngState,
     pub data_state: &'a DataState,
     pub optimizer: &'a [ParamState],
+    /// `--save_only_model`: the weights, `args.json` and `trainer_state.json` only.
+    pub weights_only: bool,
 }
 
 /// The JSON state files of a checkpoint, read back for `--resume_from_checkpoint`.
@@ -365,14 +392,18 @@ pub fn save_checkpoint<B: Backend>(
             copy_model_assets(source, &tmp)?;
         }
     }
-    write_optimizer_state(&tmp.join("optimizer.safetensors"), state.optimizer)?;
+    if !state.weights_only {
+        write_optimizer_state(&tmp.join("optimizer.safetensors"), state.optimizer)?;
+    }
     if std::env::var(DEBUG_ABORT_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok()).is_some_and(|n| step >= n) {
         eprintln!("[qtrain] {DEBUG_ABORT_ENV}: aborting halfway through saving checkpoint-{step}");
         std::process::abort();
     }
-    write_json(&tmp.join("scheduler.json"), state.scheduler)?;
-    write_json(&tmp.join("rng_state.json"), state.rng_state)?;
-    write_json(&tmp.join("data_state.json"), state.data_state)?;
+    if !state.weights_only {
+        write_json(&tmp.join("scheduler.json"), state.scheduler)?;
+        write_json(&tmp.join("rng_state.json"), state.rng_state)?;
+        write_json(&tmp.join("data_state.json"), state.data_state)?;
+    }
     write_json(&tmp.join("args.json"), state.args_json)?;
     write_json(&tmp.join("trainer_state.json"), state.trainer_state)?;
     if final_dir.exists() {

@@ -138,7 +138,7 @@ pub fn run_eval<B: Backend>(be: &B, args: &EvalArgs) -> Result<EvalReport> {
     }
     let mut folder = LoadedFolder::load(be, &args.model)?;
     if let Some(dir) = &args.adapters {
-        LoraAdapter::load(dir, &folder.model.config)?.attach(be, &mut folder.model)?;
+        LoraAdapter::load(dir, &folder.model.config).map_err(|e| e.for_model(&folder.dir))?.attach(be, &mut folder.model)?;
     }
     let model_max = folder.model.config.max_position_embeddings;
     let max_length = args.max_length.unwrap_or(model_max).min(model_max);

@@ -77,7 +77,7 @@ pub fn merge_lora<B: Backend>(be: &B, opts: &MergeOptions) -> Result<MergeReport
         ));
     }
     let cfg = QwenConfig::from_file(&opts.model.join("config.json"))?;
-    let adapter = LoraAdapter::load(&opts.adapters, &cfg)?;
+    let adapter = LoraAdapter::load(&opts.adapters, &cfg).map_err(|e| e.for_model(&opts.model))?;
     let store = SafetensorsStore::open_model_folder(&opts.model)?;
     let tied = cfg.tie_word_embeddings;
     store.check(&cfg.expected_tensors(), |n| tied && n == "lm_head.weight")?;

@@ -21,6 +21,9 @@
 //!   `trainer_state.json`), `save_total_limit` rotation; every file is written through a
 //!   temporary name and a rename (except the append-only `logging.jsonl`), every checkpoint
 //!   folder through `checkpoint-N.tmp`.
+//! - [`origin`]: where a checkpoint comes from — a run folder → its best or last checkpoint,
+//!   the base model from `args.json` / `adapter_config.json`, the run's own arguments for a
+//!   resume: one rule for `infer`, `eval`, `export` and `train`.
 //! - [`folder`]: loading a model folder for training or evaluation (weights, tokenizer, chat
 //!   template, padding id, stored dtype).
 //! - [`metrics`]: `logging.jsonl` records (train and eval), ms-swift's time format, process
@@ -53,6 +56,7 @@ pub mod eval;
 pub mod export;
 pub mod folder;
 pub mod metrics;
+pub mod origin;
 pub mod pretrain;
 pub mod progress;
 pub mod report;

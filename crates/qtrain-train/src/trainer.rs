@@ -57,7 +57,7 @@ use qtrain_model::train::{BackwardOptions, LossStats, TrainBatch, TrainMode};
 use qtrain_model::{AdamW, AdapterConfig, LoraAdapter, QwenModel, TargetModules};
 use qtrain_optim::LrSchedule;
 
-use crate::args::{total_steps, update_steps_per_epoch, OnResume, TrainArgs, TunerType, ARGS};
+use crate::args::{total_steps, update_steps_per_epoch, BestMetric, IntervalStrategy, OnResume, TrainArgs, TunerType, ARGS};
 use crate::checkpoint::{
     self, CheckpointContent, CheckpointFiles, CheckpointState, DataState, EarlyStoppingArgs, EarlyStoppingAttributes, EarlyStoppingState,
     LoopSums, ParamState, RngState, SchedulerState, StatefulCallbacks, TotalSums, TrainerState, WindowSums,
@@ -147,6 +147,9 @@ pub type OnEval<'a> = &'a mut dyn FnMut(&EvalMetrics) -> ControlFlow<()>;
 
 /// The first state words of the trainer's Rng, which draws one LoRA-dropout seed per
 /// micro-batch: a stream of its own, derived from the run seed.
+/// Mixed into a micro-batch's dropout seed to seed its NEFTune noise.
+const NEFTUNE_STREAM: u64 = 0x4E45_4654_554E_4531;
+
 pub fn dropout_rng(seed: u64) -> Rng {
     const DROPOUT_STREAM: u64 = 0xD809_D12A_0F7E_0001;
     Rng::new(seed ^ DROPOUT_STREAM)
@@ -158,7 +161,8 @@ pub fn train<B: Backend>(be: &B, args: TrainArgs) -> Result<TrainSummary> {
 }
 
 /// Run a training job; `control` lets another thread stop it cleanly.
-pub fn train_with<B: Backend>(be: &B, args: TrainArgs, control: &RunControl) -> Result<TrainSummary> {
+pub fn train_with<B: Backend>(be: &B, mut args: TrainArgs, control: &RunControl) -> Result<TrainSummary> {
+    args.take_weights_only_resume();
     let t_load = Instant::now();
     let mut folder = LoadedFolder::load(be, &args.model)?;
     eprintln!("[qtrain] loaded {} in {:.2}s", folder.dir.display(), t_load.elapsed().as_secs_f64());
@@ -265,6 +269,8 @@ struct StepDone {
     /// Fractional epoch after the step.
     epoch: f64,
     last: bool,
+    /// The step finished an epoch.
+    epoch_end: bool,
     elapsed: f64,
     /// Micro-batches in this epoch.
     num_micro: usize,
@@ -286,7 +292,11 @@ impl<'a, B: Backend> Run<'a, B> {
         let (mode, adapter_config) = setup_adapters(be, &mut folder.model, &mut args, resume.as_ref().map(|r| r.dir.as_path()))?;
         let data = Data::prepare(&args, folder)?;
         let steps = Steps::new(&args, &data)?;
-        let (run_dir, args_json) = create_run_folder(&args, &data, &steps)?;
+        let args_json = serde_json::to_value(&args).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        if let Some(resume) = &resume {
+            // Before anything is written: a refused resume leaves no run folder behind.
+            resume.check_same_run(&args_json, &data.fingerprint, &steps.schedule)?;
+        }
         let grads = folder.model.new_grads(be, mode)?;
         let mut optimizer = AdamW::new(be, &mut folder.model, &grads, args.adamw_hyper())?;
         eprintln!("[qtrain] {} trainable parameters in {} tensors", optimizer.num_values(), optimizer.params.len());
@@ -298,9 +308,6 @@ impl<'a, B: Backend> Run<'a, B> {
             rng = Rng::from_state(resume.files.rng_state.dropout_rng_state);
             position = resume.data_position(steps.num_micro)?;
             state = LoopState::from_trainer_state(&resume.files.trainer_state);
-            for w in resume.differences(&args_json, &data.fingerprint, &steps.schedule) {
-                eprintln!("[qtrain] WARNING: {w}");
-            }
             eprintln!(
                 "[qtrain] resuming from {} at step {} (epoch {}, micro-batch {} of {}){}",
                 resume.dir.display(),
@@ -312,6 +319,7 @@ impl<'a, B: Backend> Run<'a, B> {
             );
         }
         let start_step = state.global_step;
+        let run_dir = create_run_folder(&args, &args_json, &data, &steps)?;
         Ok(Run {
             be,
             control,
@@ -368,6 +376,7 @@ impl<'a, B: Backend> Run<'a, B> {
                     grad_norm,
                     epoch: epoch as f64 + next_micro as f64 / micro.len() as f64,
                     last: step >= self.steps.max_steps,
+                    epoch_end: next_micro == micro.len(),
                     elapsed: self.t_train.elapsed().as_secs_f64(),
                     num_micro: micro.len(),
                 };
@@ -382,7 +391,7 @@ impl<'a, B: Backend> Run<'a, B> {
                     self.progress.println(&format!("interrupted: saving a checkpoint at step {step} and stopping"));
                 }
                 let stopping = self.stop != StopReason::Completed;
-                if step % self.args.save_steps == 0 || done.last || stopping {
+                if self.save_now(&done) || stopping {
                     self.save_checkpoint(&done)?;
                 }
                 if done.last || stopping {
@@ -425,6 +434,8 @@ impl<'a, B: Backend> Run<'a, B> {
                         loss_scale: scale,
                         gradient_checkpointing: self.args.gradient_checkpointing,
                         lora_dropout: lora_dropout.map(|p| (p, dropout_seed)),
+                        // The micro-batch's seed, in a stream of its own (no extra draw: resume stays exact).
+                        neftune: self.args.neftune_noise_alpha.filter(|&a| a > 0.0).map(|a| (a as f32, dropout_seed ^ NEFTUNE_STREAM)),
                     };
                     stats.add(self.folder.model.forward_backward(be, tb, &mut self.grads, &opts)?);
                 }
@@ -459,7 +470,7 @@ impl<'a, B: Backend> Run<'a, B> {
                 self.progress.finish();
                 let hint = match &self.last_checkpoint {
                     Some(c) => format!(
-                        "The last good checkpoint is {}: resume from it with --resume_from_checkpoint and a lower --learning_rate, or check the data.",
+                        "The last good checkpoint is {}: start again from its weights with --resume_from_checkpoint <it> --resume_only_model true and a lower --learning_rate, or check the data.",
                         c.display()
                     ),
                     None => "No checkpoint was saved before it: lower --learning_rate (or check the data) and start again.".into(),
@@ -472,10 +483,22 @@ impl<'a, B: Backend> Run<'a, B> {
         Ok(())
     }
 
-    /// Log the window since the last log: first step, every `logging_steps`, last step.
+    /// `--save_strategy`: every `save_steps`, at each epoch's end, or never — and always at
+    /// the last step.
+    fn save_now(&self, done: &StepDone) -> bool {
+        done.last
+            || match self.args.save_strategy {
+                IntervalStrategy::Steps => done.step % self.args.save_steps == 0,
+                IntervalStrategy::Epoch => done.epoch_end,
+                IntervalStrategy::No => false,
+            }
+    }
+
+    /// Log the window since the last log: the first step (`logging_first_step`), every
+    /// `logging_steps`, the last step.
     fn log(&mut self, done: &StepDone) -> Result<()> {
         let (step, every) = (done.step, self.args.logging_steps);
-        if !(step == 1 || step % every == 0 || done.last) {
+        if !((step == 1 && self.args.logging_first_step) || step % every == 0 || done.last) {
             return Ok(());
         }
         let log = TrainLog {
@@ -499,11 +522,14 @@ impl<'a, B: Backend> Run<'a, B> {
         Ok(())
     }
 
-    /// With a validation set: every `eval_steps` and at the last step. Without one, a run
-    /// that teaches an identity still asks its questions once, at the last step.
+    /// With a validation set (and `--eval_strategy` not `no`): every `eval_steps` or at each
+    /// epoch's end, and at the last step. Without one, a run that teaches an identity still
+    /// asks its questions once, at the last step.
     fn evaluate_now(&self, done: &StepDone) -> bool {
         match self.steps.eval_steps {
-            Some(every) => done.step % every == 0 || done.last,
+            Some(every) => {
+                done.last || if self.args.eval_interval() == IntervalStrategy::Epoch { done.epoch_end } else { done.step % every == 0 }
+            }
             None => done.last && self.data.probe.is_some(),
         }
     }
@@ -544,8 +570,14 @@ impl<'a, B: Backend> Run<'a, B> {
         if let Some(c) = &cognition {
             self.progress.println(&c.progress_line());
         }
-        if let Some(val) = val {
-            self.track_best(step, val.loss);
+        let (metric, _) = self.args.best_metric()?;
+        let value = match metric {
+            BestMetric::Loss => log.loss,
+            BestMetric::TokenAcc => log.token_acc,
+            BestMetric::SelfCognitionAcc => log.self_cognition_acc,
+        };
+        if let Some(value) = value {
+            self.track_best(step, value)?;
         }
         let metrics = EvalMetrics {
             global_step: step,
@@ -564,27 +596,31 @@ impl<'a, B: Backend> Run<'a, B> {
         Ok(())
     }
 
-    /// Early stopping, then the best eval loss (transformers' `EarlyStoppingCallback.on_evaluate`
-    /// runs before the best metric is updated).
-    fn track_best(&mut self, step: u64, eval_loss: f64) {
+    /// Early stopping, then the best metric (transformers' `EarlyStoppingCallback.on_evaluate`
+    /// runs before the best metric is updated; both compare with `greater_is_better`).
+    fn track_best(&mut self, step: u64, value: f64) -> Result<()> {
+        let (metric, greater) = self.args.best_metric()?;
+        let better = |a: f64, b: f64| if greater { a > b } else { a < b };
         let state = &mut self.state;
         if let Some(patience) = self.args.early_stopping_patience {
             let threshold = self.args.early_stopping_threshold;
-            let improved = state.best_metric.is_none_or(|best| eval_loss < best && (eval_loss - best).abs() > threshold);
+            let improved = state.best_metric.is_none_or(|best| better(value, best) && (value - best).abs() > threshold);
             state.patience_counter = if improved { 0 } else { state.patience_counter + 1 };
             if state.patience_counter >= patience {
                 self.stop = StopReason::EarlyStopping;
                 self.progress.println(&format!(
-                    "early stopping at step {step}: eval_loss {eval_loss:.6} has not improved on the best {:.6} by more than {threshold} for {} evaluations",
+                    "early stopping at step {step}: {} {value:.6} has not improved on the best {:.6} by more than {threshold} for {} evaluations",
+                    metric.eval_name(),
                     state.best_metric.unwrap_or(f64::NAN),
                     state.patience_counter
                 ));
             }
         }
-        if state.best_metric.is_none_or(|best| eval_loss < best) {
-            state.best_metric = Some(eval_loss);
+        if state.best_metric.is_none_or(|best| better(value, best)) {
+            state.best_metric = Some(value);
             state.best_global_step = Some(step);
         }
+        Ok(())
     }
 
     /// Save `checkpoint-N` (weights or adapter, optimizer and the state files), then apply
@@ -601,7 +637,12 @@ impl<'a, B: Backend> Run<'a, B> {
             }
         }
         let save_master = self.mode == TrainMode::Full && self.folder.dtype != DType::F32;
-        let optimizer = optimizer_states(&self.optimizer, be, &mut self.folder.model, &self.grads, save_master)?;
+        let weights_only = self.args.save_only_model;
+        let optimizer = if weights_only {
+            Vec::new()
+        } else {
+            optimizer_states(&self.optimizer, be, &mut self.folder.model, &self.grads, save_master)?
+        };
         let args = &self.args;
         let (schedule, batch_size) = (&self.steps.schedule, self.steps.batch_size);
         let trainer_state = self.state.trainer_state(args, self.steps.max_steps, done.epoch, batch_size);
@@ -634,6 +675,7 @@ impl<'a, B: Backend> Run<'a, B> {
             rng_state: &rng_state,
             data_state: &data_state,
             optimizer: &optimizer,
+            weights_only,
         };
         let content = match &self.adapter_config {
             Some(config) => CheckpointContent::Lora { config },
@@ -712,7 +754,11 @@ impl<'a, B: Backend> Run<'a, B> {
             summary.train_loss,
             last_checkpoint.display(),
             match (&state.best_model_checkpoint, state.best_metric) {
-                (Some(b), Some(m)) => format!("; best checkpoint {} (eval_loss {m:.6})", b.display()),
+                (Some(b), Some(m)) => {
+                    let (metric, _) = self.args.best_metric()?;
+                    let result = if self.args.load_best_model_at_end { ", the run's result (--load_best_model_at_end)" } else { "" };
+                    format!("; best checkpoint {} ({} {m:.6}){result}", b.display(), metric.eval_name())
+                }
                 _ => String::new(),
             }
         );
@@ -766,7 +812,7 @@ fn setup_adapters<B: Backend>(
     let existing = resume_dir.map(Path::to_path_buf).or_else(|| args.adapters.clone());
     let config = match existing {
         Some(dir) => {
-            let adapter = LoraAdapter::load(&dir, &cfg)?;
+            let adapter = LoraAdapter::load(&dir, &cfg).map_err(|e| e.for_model(&args.model))?;
             adapter.attach(be, model)?;
             let mut c = adapter.config.clone();
             c.lora_dropout = args.lora_dropout;
@@ -882,16 +928,17 @@ impl Steps {
         let steps_per_epoch = update_steps_per_epoch(num_micro as u64, accumulation as u64);
         let max_steps = total_steps(args.max_steps, args.num_train_epochs, steps_per_epoch);
         let schedule = args.schedule(max_steps)?;
-        let eval_steps = args.eval_steps.filter(|_| !data.prepared.val.is_empty());
+        let evaluates = !data.prepared.val.is_empty() && args.eval_interval() != IntervalStrategy::No;
+        let eval_steps = args.eval_steps.filter(|_| evaluates);
         Ok(Steps { batch_size, accumulation, num_micro, steps_per_epoch, max_steps, schedule, eval_steps })
     }
 }
 
-/// Create the run folder with `args.json` (returned) and `val_dataset.jsonl`.
-fn create_run_folder(args: &TrainArgs, data: &Data, steps: &Steps) -> Result<(PathBuf, Value)> {
-    let run_dir = checkpoint::create_run_dir(&args.output_dir)?;
-    let args_json = serde_json::to_value(args).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    checkpoint::write_json(&run_dir.join("args.json"), &args_json)?;
+/// Create the run folder with `args.json` and `val_dataset.jsonl`.
+fn create_run_folder(args: &TrainArgs, args_json: &Value, data: &Data, steps: &Steps) -> Result<PathBuf> {
+    let run_dir =
+        if args.add_version { checkpoint::create_run_dir(&args.output_dir)? } else { checkpoint::use_output_dir(&args.output_dir)? };
+    checkpoint::write_json(&run_dir.join("args.json"), args_json)?;
     if !data.prepared.val_rows.is_empty() {
         let text: String = data.prepared.val_rows.iter().map(|r| format!("{}\n", r.to_json())).collect();
         qtrain_model::safetensors_io::write_atomic(&run_dir.join("val_dataset.jsonl"), text.as_bytes())?;
@@ -908,7 +955,7 @@ fn create_run_folder(args: &TrainArgs, data: &Data, steps: &Steps) -> Result<(Pa
         steps.schedule.warmup_steps(),
         steps.eval_steps.map(|n| format!(", eval every {n} steps")).unwrap_or_default()
     );
-    Ok((run_dir, args_json))
+    Ok(run_dir)
 }
 
 /// The state `optimizer.safetensors` holds; `save_master` adds the f32 weights (full
@@ -1116,6 +1163,8 @@ impl Resumed {
                 } else {
                     " (it is a LoRA checkpoint: use --tuner_type lora)"
                 }
+            } else if dir.join("trainer_state.json").is_file() {
+                " (it was saved with --save_only_model: add --resume_only_model true to start a new run from its weights)"
             } else {
                 " (an interrupted save leaves checkpoint-N.tmp, never checkpoint-N: pick an earlier checkpoint)"
             };
@@ -1139,29 +1188,44 @@ impl Resumed {
         Ok((epoch, micro))
     }
 
-    /// What differs between the checkpoint's run and this one in ways that change the
-    /// trajectory (the run goes on, but not bit-exactly).
-    fn differences(&self, args: &Value, fingerprint: &str, schedule: &qtrain_optim::LrSchedule) -> Vec<String> {
-        let mut out = Vec::new();
-        // Each argument's `OnResume` property (declared with it in `args.rs`) says which matter.
-        let saved = &self.files.args;
+    /// Refuse a resume that would not continue the checkpoint's trajectory bit-exactly: an
+    /// argument whose [`OnResume`] property is `Trajectory` changed, or the tokenized data did.
+    /// A schedule stretched by `max_steps` / `num_train_epochs` (free to change) is a note.
+    fn check_same_run(&self, args: &Value, fingerprint: &str, schedule: &qtrain_optim::LrSchedule) -> Result<()> {
+        // Through TrainArgs, so keys an older qtrain did not write compare as their defaults.
+        let saved = serde_json::from_value::<TrainArgs>(self.files.args.clone())
+            .ok()
+            .and_then(|a| serde_json::to_value(a).ok())
+            .unwrap_or_else(|| self.files.args.clone());
         let changed: Vec<String> = ARGS
             .iter()
             .filter(|(_, on_resume)| *on_resume == OnResume::Trajectory)
             .map(|(k, _)| k)
             .filter(|k| saved.get(**k) != args.get(**k))
-            .map(|k| format!("{k}: {} → {}", saved.get(*k).unwrap_or(&Value::Null), args.get(*k).unwrap_or(&Value::Null)))
+            .map(|k| format!("--{k} {} (the checkpoint's run: {})", show(args.get(*k)), show(saved.get(*k))))
             .collect();
+        let fix = "leave those flags out to continue the run as it was, or add --resume_only_model true to start a new run from the checkpoint's weights";
         if !changed.is_empty() {
-            out.push(format!("arguments differ from the checkpoint's, so the run will not continue bit-exactly: {}", changed.join("; ")));
+            return Err(self.error(format!("changed arguments would not continue the run bit-exactly: {}; {fix}", changed.join(", "))));
         }
         if self.files.data_state.fingerprint != fingerprint {
-            out.push("the tokenized dataset differs from the one the checkpoint was trained on".into());
+            return Err(self.error(format!(
+                "the tokenized dataset differs from the one the checkpoint was trained on (a dataset file or the tokenizer changed); {fix}"
+            )));
         }
         if &self.files.scheduler.config != schedule {
-            out.push("the learning-rate schedule differs from the checkpoint's (max_steps, warmup or schedule arguments changed)".into());
+            eprintln!("[qtrain] note: the learning-rate schedule is stretched to the new step count (max_steps or num_train_epochs changed), so the learning rates differ from the checkpoint's run from here on");
         }
-        out
+        Ok(())
+    }
+}
+
+/// A JSON value as a flag value: strings without quotes, `null` as "unset".
+fn show(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => "unset".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
     }
 }
 
