@@ -30,6 +30,9 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Fine-tune a model (LoRA or full) on a conversation dataset; writes OUTPUT_DIR/vN-…/.
     Train(commands::train::TrainCliArgs),
+    /// Continued pretraining on raw text ({"text"} rows, .txt lines): `train`'s flags with full
+    /// fine-tuning, no chat template and long documents split into --max_length blocks by default.
+    Pt(commands::train::TrainCliArgs),
     /// Loss and token accuracy of a model (optionally with an adapter) on a dataset.
     Eval(commands::eval::EvalCliArgs),
     /// Hyper-parameter search over `qtrain train` runs (grid/random/TPE, median/ASHA pruning); writes OUTPUT_DIR/trials.jsonl, best.toml, images/.
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Recommend(args) => commands::recommend::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Pt(args) => commands::pt::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Sweep(args) => commands::sweep::run(args),
         Command::Export(args) => commands::export::run(args),

@@ -220,7 +220,7 @@ fn epoch_strategies_save_and_evaluate_at_epoch_ends_and_the_best_checkpoint_is_t
     let best = evals.iter().fold(evals[0], |b, &e| if e.1 < b.1 { e } else { b });
     let best_dir = run.join(format!("checkpoint-{}", best.0));
     assert_eq!(PathBuf::from(stdout.trim()), best_dir, "stdout gives the best checkpoint");
-    let last_line = stderr.lines().filter(|l| l.starts_with("[qtrain] done")).last().unwrap();
+    let last_line = stderr.lines().rfind(|l| l.starts_with("[qtrain] done")).unwrap();
     assert!(
         last_line.contains(&format!("best checkpoint {}", best_dir.display())) && last_line.contains("--load_best_model_at_end"),
         "{last_line}"

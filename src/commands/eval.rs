@@ -26,9 +26,13 @@ pub struct EvalCliArgs {
     /// [default: the model's max_position_embeddings]
     #[arg(long)]
     pub max_length: Option<usize>,
-    /// delete | left | right.
-    #[arg(long, default_value = "delete")]
-    pub truncation_strategy: TruncationStrategy,
+    /// delete | left | right | split (raw text) [default: delete; split with --use_chat_template false].
+    #[arg(long)]
+    pub truncation_strategy: Option<TruncationStrategy>,
+    /// false: raw text as `qtrain pt` trains on it ({"text"} rows, one assistant message, .txt
+    /// lines; each document + eos, every token scored) [default: true].
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub use_chat_template: bool,
     #[arg(long, default_value_t = 1)]
     pub per_device_eval_batch_size: usize,
     /// System prompt for conversations without one.
@@ -43,7 +47,7 @@ pub struct EvalCliArgs {
     /// For self-cognition: {{AUTHOR}}, one value or two (zh, en).
     #[arg(long, num_args = 1..=2)]
     pub model_author: Vec<String>,
-    /// Print {"loss": …, "token_acc": …, "tokens": …, "samples": …} (plus "self_cognition_acc",
+    /// Print {"loss": …, "perplexity": …, "token_acc": …, "tokens": …, "samples": …} (plus "self_cognition_acc",
     /// "repetition_rate" and "self_cognition_answers" with --model_name/--model_author) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -75,12 +79,17 @@ pub fn run(args: EvalCliArgs) -> Result<()> {
         adapters,
         dataset: args.dataset,
         max_length: args.max_length,
-        truncation_strategy: args.truncation_strategy,
+        truncation_strategy: args.truncation_strategy.unwrap_or(if args.use_chat_template {
+            TruncationStrategy::Delete
+        } else {
+            TruncationStrategy::Split
+        }),
         batch_size: args.per_device_eval_batch_size,
         system: args.system,
         loss_scale: args.loss_scale,
         model_name: args.model_name,
         model_author: args.model_author,
+        use_chat_template: args.use_chat_template,
     };
     let report = run_on(device, numerics, eval)?;
     let (r, stats) = (report.result, report.stats);
@@ -91,7 +100,7 @@ pub fn run(args: EvalCliArgs) -> Result<()> {
         );
     }
     if args.json {
-        let mut out = serde_json::json!({"loss": r.loss, "token_acc": r.token_acc, "tokens": r.tokens, "samples": r.samples});
+        let mut out = serde_json::json!({"loss": r.loss, "perplexity": r.perplexity(), "token_acc": r.token_acc, "tokens": r.tokens, "samples": r.samples});
         if let Some(c) = &report.self_cognition {
             out["self_cognition_acc"] = serde_json::json!(c.accuracy);
             out["repetition_rate"] = serde_json::json!(c.repetition_rate);
@@ -100,6 +109,7 @@ pub fn run(args: EvalCliArgs) -> Result<()> {
         println!("{out}");
     } else {
         println!("loss:      {:.6}", r.loss);
+        println!("perplexity: {:.4}", r.perplexity());
         println!("token_acc: {:.6}", r.token_acc);
         println!("tokens:    {}", r.tokens);
         println!("samples:   {}", r.samples);

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod export;
 pub mod infer;
 pub mod info;
+pub mod pt;
 pub mod recommend;
 pub mod sweep;
 pub mod train;

@@ -5,8 +5,8 @@
 use anyhow::Result;
 use clap::Args;
 
-use qtrain_data::{load_datasets, Bilingual, DatasetOptions};
-use qtrain_sweep::{recommend, FinetuneMethod};
+use qtrain_data::{load_datasets, load_text_dataset, Bilingual, DatasetOptions};
+use qtrain_sweep::{recommend, recommend_pretrain, FinetuneMethod};
 
 #[derive(Args, Debug)]
 #[command(rename_all = "snake_case")]
@@ -14,9 +14,13 @@ pub struct RecommendArgs {
     /// Dataset files or specs (as `qtrain train --dataset`).
     #[arg(long, num_args = 1.., required = true)]
     pub dataset: Vec<String>,
-    /// lora | full
-    #[arg(long, default_value = "lora")]
-    pub tuner_type: String,
+    /// lora | full [default: lora; with --pt: full]
+    #[arg(long)]
+    pub tuner_type: Option<String>,
+    /// Continued pretraining on raw text (`qtrain pt`; .txt / {"text"} datasets): the
+    /// pretraining regime (lr 3e-4, 2000 warm-up steps, cosine, weight decay 0.1).
+    #[arg(long)]
+    pub pt: bool,
     #[arg(long, default_value_t = 1)]
     pub per_device_train_batch_size: usize,
     /// Accepted for symmetry with `qtrain train`; rows are counted without it.
@@ -30,7 +34,8 @@ pub struct RecommendArgs {
 }
 
 pub fn run(args: RecommendArgs) -> Result<()> {
-    let method = match args.tuner_type.as_str() {
+    let tuner_type = args.tuner_type.clone().unwrap_or_else(|| if args.pt { "full" } else { "lora" }.to_string());
+    let method = match tuner_type.as_str() {
         "lora" => FinetuneMethod::Lora,
         "full" => FinetuneMethod::Full,
         other => anyhow::bail!("--tuner_type must be lora or full, got {other:?}"),
@@ -49,9 +54,16 @@ pub fn run(args: RecommendArgs) -> Result<()> {
             *slot = Some(Bilingual::from_values("model_name", &[placeholder.to_string()])?);
         }
     }
-    let data = load_datasets(&args.dataset, &opts)?;
-    let n = data.rows.len();
-    let rec = recommend(n, method);
+    let (n, rec) = if args.pt {
+        let mut n = 0;
+        for spec in &args.dataset {
+            n += load_text_dataset(spec, &opts)?.rows.len();
+        }
+        (n, recommend_pretrain(n, method))
+    } else {
+        let n = load_datasets(&args.dataset, &opts)?.rows.len();
+        (n, recommend(n, method))
+    };
     let accumulation = rec.gradient_accumulation_steps(args.per_device_train_batch_size);
     if args.json {
         println!(
@@ -59,16 +71,22 @@ pub fn run(args: RecommendArgs) -> Result<()> {
             serde_json::json!({
                 "samples": n, "learning_rate": rec.learning_rate, "num_train_epochs": rec.num_train_epochs,
                 "per_device_train_batch_size": args.per_device_train_batch_size, "gradient_accumulation_steps": accumulation,
-                "effective_batch": rec.effective_batch, "warmup_ratio": rec.warmup_ratio,
+                "effective_batch": rec.effective_batch, "warmup_ratio": rec.warmup_ratio, "warmup_steps": rec.warmup_steps,
                 "reasoning": rec.reasoning, "search_space": rec.search_space,
             })
         );
         return Ok(());
     }
-    println!("{n} samples, {} fine-tuning:", args.tuner_type);
+    let warmup =
+        if rec.warmup_steps > 0 { format!("--warmup_steps {}", rec.warmup_steps) } else { format!("--warmup_ratio {}", rec.warmup_ratio) };
+    if args.pt {
+        println!("{n} documents, continued pretraining ({tuner_type}), qtrain pt:");
+    } else {
+        println!("{n} samples, {tuner_type} fine-tuning:");
+    }
     println!(
-        "  --learning_rate {:e} --num_train_epochs {} --per_device_train_batch_size {} --gradient_accumulation_steps {} --warmup_ratio {}",
-        rec.learning_rate, rec.num_train_epochs, args.per_device_train_batch_size, accumulation, rec.warmup_ratio
+        "  --learning_rate {:e} --num_train_epochs {} --per_device_train_batch_size {} --gradient_accumulation_steps {} {warmup}",
+        rec.learning_rate, rec.num_train_epochs, args.per_device_train_batch_size, accumulation
     );
     println!("why:");
     for r in &rec.reasoning {

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::device::{cpu_weight_bytes, ensure_cpu_fits, model_config, resolve, run_on, stated_dtype, BackendTask, Numerics};
 use qtrain_model::memory::{MemoryEstimate, Target};
-use qtrain_train::{origin, RunControl, StopReason, TrainArgs, TrainArgsFlags};
+use qtrain_train::{origin, RunControl, StopReason, TrainArgs, TrainArgsFlags, TrainCommand};
 
 /// `qtrain train`'s flags, boxed: the flag set is large, and a `Command` enum variant holding it
 /// inline would make every other subcommand's value as big (clippy's `large_enum_variant`).
@@ -53,11 +53,17 @@ pub const EMBEDDED_PRESET: &str = include_str!("../../presets/embedded-self-cogn
 pub const EMBEDDED_PRESET_NAME: &str = "presets/embedded-self-cognition.toml";
 
 impl TrainFlags {
+    /// `qtrain train`'s arguments ([`TrainFlags::into_args_for`]).
+    pub fn into_train_args(self) -> Result<TrainArgs> {
+        self.into_args_for(TrainCommand::Train)
+    }
+
     /// The arguments of the run: the command-line flags over, in this order of precedence, the
     /// `--config` file, or the checkpoint's own `args.json` (`--resume_from_checkpoint` alone
-    /// continues the run), or the embedded demo preset (a bare `qtrain train`), or ms-swift's
-    /// defaults. Without --model, the embedded tiny model. The log says which.
-    pub fn into_train_args(mut self) -> Result<TrainArgs> {
+    /// continues the run), or the embedded demo preset (a bare `qtrain train`), or `command`'s
+    /// defaults (ms-swift's; `qtrain pt`'s own where the args table says so). Without --model,
+    /// the embedded tiny model. The log says which.
+    pub fn into_args_for(mut self, command: TrainCommand) -> Result<TrainArgs> {
         if let Some(path) = self.args.resume_from_checkpoint.take() {
             let found = origin::locate(&path, "resume_from_checkpoint")?;
             if let Some(note) = &found.note {
@@ -65,10 +71,13 @@ impl TrainFlags {
             }
             self.args.resume_from_checkpoint = Some(found.dir);
         }
-        let bare =
-            self.config.is_none() && self.args.model.is_none() && self.args.dataset.is_none() && self.args.resume_from_checkpoint.is_none();
+        let bare = command == TrainCommand::Train
+            && self.config.is_none()
+            && self.args.model.is_none()
+            && self.args.dataset.is_none()
+            && self.args.resume_from_checkpoint.is_none();
         let mut a = match (&self.config, &self.args.resume_from_checkpoint) {
-            (Some(path), _) => TrainArgs::from_toml_file(path)?,
+            (Some(path), _) => TrainArgs::from_toml_file_for(command, path)?,
             (None, Some(ckpt)) => {
                 eprintln!("[qtrain] arguments: the run's own, from {} (flags given here override them)", ckpt.join("args.json").display());
                 origin::run_args(ckpt)?
@@ -77,10 +86,11 @@ impl TrainFlags {
                 eprintln!("[qtrain] a bare `qtrain train`: the demo preset {EMBEDDED_PRESET_NAME} (command-line flags override it)");
                 TrainArgs::from_toml_str(EMBEDDED_PRESET, std::path::Path::new(EMBEDDED_PRESET_NAME))?
             }
-            (None, None) => TrainArgs::default(),
+            (None, None) => TrainArgs::defaults_for(command),
         };
         if !bare && self.config.is_none() && self.args.resume_from_checkpoint.is_none() {
-            eprintln!("[qtrain] arguments: ms-swift's defaults under the flags given");
+            let defaults = if command == TrainCommand::Pt { "qtrain pt's defaults" } else { "ms-swift's defaults" };
+            eprintln!("[qtrain] arguments: {defaults} under the flags given");
         }
         if self.config.is_some() && self.args.model.is_none() && a.model.as_os_str().is_empty() {
             // A config file describes a whole run: a missing model there is a mistake, not a demo.
@@ -100,7 +110,12 @@ impl TrainFlags {
 }
 
 pub fn run(args: TrainCliArgs) -> Result<()> {
-    let train_args = args.flags.into_train_args()?;
+    run_command(args, TrainCommand::Train)
+}
+
+/// `qtrain train` or `qtrain pt`: the same run, with `command`'s defaults.
+pub fn run_command(args: TrainCliArgs, command: TrainCommand) -> Result<()> {
+    let train_args = args.flags.into_args_for(command)?;
     // Ctrl-C / SIGTERM: finish the step in flight, save a checkpoint, stop. A second one exits now.
     let control = RunControl::new();
     let handler = control.clone();

@@ -12,6 +12,8 @@
 //! * [`loader`] loads `swift sft`-style dataset specs (`FILE`, `FILE#N`, `self-cognition`),
 //!   skips or reports malformed rows, splits train/validation, applies `--system`.
 //! * [`self_cognition`] is the bundled zh+en self-cognition dataset and its held-out questions.
+//! * [`text`] loads raw-text datasets for pretraining (`{"text"}` rows, assistant-only
+//!   `messages`, `.txt` lines), appends the eos token, splits long documents into blocks.
 //! * [`truncation`] applies `max_length` with `truncation_strategy` delete/left/right.
 //! * [`packing`] packs tokenized samples into rows with segment and position ids, and
 //!   computes segment-respecting next-token targets.
@@ -30,6 +32,7 @@ pub mod packing;
 mod rng;
 pub mod row_format;
 pub mod self_cognition;
+pub mod text;
 pub mod tokenizer;
 pub mod tokenizer_config;
 pub mod truncation;
@@ -54,6 +57,7 @@ pub use self_cognition::{
     self_cognition_accuracy, Bilingual, Lang, SelfCognition, SelfCognitionQuestion, SelfCognitionRow, SelfCognitionScore,
     SelfCognitionSubset,
 };
+pub use text::{block_labels, load_text_dataset, row_text, split_blocks, TextTokenizer};
 pub use tokenizer::{EncodedText, QwenTokenizer, StreamDecoder};
 pub use tokenizer_config::{AddedTokenConfig, TokenizerConfig, CHAT_TEMPLATE_FILE, TOKENIZER_CONFIG_FILE};
 pub use truncation::{truncate_tokens, TruncationOutcome, TruncationReport, TruncationStrategy};

@@ -184,7 +184,7 @@ impl LoadedDataset {
         counts
     }
 
-    fn skip(&mut self, origin: RowOrigin, reason: String) {
+    pub(crate) fn skip(&mut self, origin: RowOrigin, reason: String) {
         self.num_skipped += 1;
         if self.skipped.len() < MAX_REPORTED_SKIPS {
             self.skipped.push(SkippedRow { origin, reason });
@@ -359,7 +359,7 @@ pub fn parse_dataset_text(text: &str, origin: impl AsRef<Path>, opts: &DatasetOp
 
 /// ms-swift's `sample_dataset`: `n / len` full copies in order, then `n % len` distinct
 /// indices (a seeded permutation's prefix, or the first ones without shuffling).
-fn sample_indices(len: usize, n: usize, shuffle: bool, seed: u64) -> Vec<usize> {
+pub(crate) fn sample_indices(len: usize, n: usize, shuffle: bool, seed: u64) -> Vec<usize> {
     let mut picked: Vec<usize> = (0..n / len).flat_map(|_| 0..len).collect();
     let remain = n % len;
     if remain > 0 {

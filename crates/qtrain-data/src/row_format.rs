@@ -54,6 +54,10 @@ pub enum RowFormat {
     QueryResponse,
     /// A row of the bundled self-cognition dataset.
     SelfCognition,
+    /// `{"text": "…"}`: a pretraining document ([`crate::text`]).
+    Text,
+    /// One line of a `.txt` file: a pretraining document ([`crate::text`]).
+    TextLine,
 }
 
 impl RowFormat {
@@ -66,6 +70,8 @@ impl RowFormat {
             RowFormat::Alpaca => "alpaca",
             RowFormat::QueryResponse => "query-response",
             RowFormat::SelfCognition => "self-cognition",
+            RowFormat::Text => "text",
+            RowFormat::TextLine => "txt-line",
         }
     }
 }

@@ -345,6 +345,25 @@ impl QwenConfig {
     }
 }
 
+/// The message for a `--model` folder that does not exist; a hub id (`Qwen/Qwen2.5-7B-Instruct`)
+/// gets the command that fetches it, since qtrain reads local folders only.
+pub fn model_folder_not_found(dir: &std::path::Path) -> String {
+    let name = dir.to_string_lossy();
+    if looks_like_hub_id(&name) {
+        format!(
+            "{name}: no such model folder; it looks like a Hugging Face hub id and qtrain does not download: fetch it (`huggingface-cli download {name} --local-dir DIR`) and pass the folder"
+        )
+    } else {
+        format!("{name}: no such model folder")
+    }
+}
+
+/// `owner/name` with exactly one slash and no path-like parts (`.`, `..`, `~`, a leading `/`).
+pub fn looks_like_hub_id(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && *p != "." && *p != "..") && !name.starts_with('~')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,23 +431,4 @@ mod tests {
         assert!(err(&base.replace("\"hidden_size\":3584,", "")).contains("hidden_size"));
         assert!(err("{\"architectures\": [\"Qwen2ForCausalLM\"], ").contains("malformed JSON"));
     }
-}
-
-/// The message for a `--model` folder that does not exist; a hub id (`Qwen/Qwen2.5-7B-Instruct`)
-/// gets the command that fetches it, since qtrain reads local folders only.
-pub fn model_folder_not_found(dir: &std::path::Path) -> String {
-    let name = dir.to_string_lossy();
-    if looks_like_hub_id(&name) {
-        format!(
-            "{name}: no such model folder; it looks like a Hugging Face hub id and qtrain does not download: fetch it (`huggingface-cli download {name} --local-dir DIR`) and pass the folder"
-        )
-    } else {
-        format!("{name}: no such model folder")
-    }
-}
-
-/// `owner/name` with exactly one slash and no path-like parts (`.`, `..`, `~`, a leading `/`).
-pub fn looks_like_hub_id(name: &str) -> bool {
-    let parts: Vec<&str> = name.split('/').collect();
-    parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && *p != "." && *p != "..") && !name.starts_with('~')
 }

@@ -30,7 +30,7 @@ pub mod tpe;
 pub use error::{Result, SweepError};
 pub use metric::{Direction, Metric};
 pub use pruner::{Pruner, PrunerConfig};
-pub use recommend::{recommend, FinetuneMethod, Recommendation};
+pub use recommend::{recommend, recommend_pretrain, FinetuneMethod, Recommendation};
 pub use record::{TrialRecord, TrialStatus};
 pub use sampler::{GridSampler, Sampler, SamplerConfig, DEFAULT_GRID_POINTS};
 pub use space::{Distribution, Param, ParamValue, Params, SearchSpace};

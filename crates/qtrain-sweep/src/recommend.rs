@@ -15,6 +15,23 @@
 //! sweeps also try `lora_rank=choice:8,16,32`. Small datasets get more epochs because each
 //! epoch is only a few optimizer steps, and a larger warm-up ratio so warm-up is more than one
 //! or two steps.
+//!
+//! Continued pretraining on raw text (`qtrain pt`, [`recommend_pretrain`]) is another regime,
+//! with the pretraining values of the Qwen3 hyper-parameter guide (the guide our users follow
+//! for Qwen3-0.6B; its full and LoRA fine-tuning regimes are the table above):
+//!
+//! | setting | value | source |
+//! |---|---|---|
+//! | learning rate | 3e-4 (searched 1e-4 – 1e-3) | the guide; the range (a factor ~3 either side) is qtrain's |
+//! | warm-up | 2000 steps (`--warmup_steps`) | the guide |
+//! | schedule | cosine | the guide; also ms-swift's default (REFERENCE.md) |
+//! | weight decay | 0.1 | the guide; also ms-swift's default (REFERENCE.md) |
+//! | epochs | 1 | qtrain's: a corpus is read once; more passes repeat documents |
+//! | effective batch | 16 | ms-swift's default accumulation `ceil(16 / batch)` (REFERENCE.md) |
+//!
+//! The guide's values are for full training (`qtrain pt`'s default); with LoRA they are kept
+//! and the reasoning says so. Its dropout (0.1–0.2, attention dropout) is not part of these
+//! settings.
 
 use std::fmt;
 use std::str::FromStr;
@@ -59,6 +76,8 @@ pub struct Recommendation {
     /// `per_device_train_batch_size × gradient_accumulation_steps`.
     pub effective_batch: usize,
     pub warmup_ratio: f64,
+    /// Warm-up in optimizer steps (wins over `warmup_ratio` when > 0, as `--warmup_steps`).
+    pub warmup_steps: u64,
     /// One sentence per decision.
     pub reasoning: Vec<String>,
     /// Search-space strings for `qtrain sweep --space`.
@@ -164,7 +183,47 @@ pub fn recommend(num_samples: usize, method: FinetuneMethod) -> Recommendation {
         search_space.push("lora_rank=choice:8,16,32".to_string());
         reasoning.push("LoRA rank tried at 8, 16 and 32.".to_string());
     }
-    Recommendation { learning_rate: lr, num_train_epochs: tier.epochs, effective_batch, warmup_ratio: tier.warmup, reasoning, search_space }
+    Recommendation {
+        learning_rate: lr,
+        num_train_epochs: tier.epochs,
+        effective_batch,
+        warmup_ratio: tier.warmup,
+        warmup_steps: 0,
+        reasoning,
+        search_space,
+    }
+}
+
+/// The pretraining guide's learning rate, warm-up steps and weight decay (module docs).
+pub const PRETRAIN_LEARNING_RATE: f64 = 3e-4;
+pub const PRETRAIN_WARMUP_STEPS: u64 = 2000;
+pub const PRETRAIN_WEIGHT_DECAY: f64 = 0.1;
+
+/// The continued-pretraining regime (`qtrain pt`) for `num_documents` documents (module docs).
+pub fn recommend_pretrain(num_documents: usize, method: FinetuneMethod) -> Recommendation {
+    let mut reasoning = vec![
+        format!(
+            "continued pretraining: learning rate {}, cosine schedule, weight decay {PRETRAIN_WEIGHT_DECAY} (the Qwen3 hyper-parameter guide's pretraining values), searched in [1e-4, 1e-3] on a log scale.",
+            sci(PRETRAIN_LEARNING_RATE)
+        ),
+        format!(
+            "{PRETRAIN_WARMUP_STEPS} warm-up steps (the guide): a run with fewer optimizer steps spends all of them warming up; lower --warmup_steps or use --warmup_ratio for short runs."
+        ),
+        format!("1 epoch over {num_documents} documents: a corpus is read once (qtrain's rule); more passes repeat documents."),
+        format!("effective batch {TARGET_EFFECTIVE_BATCH} (ms-swift's default accumulation, ceil(16 / per_device_train_batch_size))."),
+    ];
+    if method == FinetuneMethod::Lora {
+        reasoning.push("the guide's pretraining values are for full training; they are kept for LoRA.".to_string());
+    }
+    Recommendation {
+        learning_rate: PRETRAIN_LEARNING_RATE,
+        num_train_epochs: 1,
+        effective_batch: TARGET_EFFECTIVE_BATCH,
+        warmup_ratio: 0.0,
+        warmup_steps: PRETRAIN_WARMUP_STEPS,
+        reasoning,
+        search_space: vec!["learning_rate=loguniform:1e-4:1e-3".to_string()],
+    }
 }
 
 /// `1e-4`, `1.5e-5`: scientific notation without float noise.
@@ -203,6 +262,18 @@ mod tests {
         assert_eq!(recommend(10, FinetuneMethod::Lora).effective_batch, 10);
         assert_eq!(r.gradient_accumulation_steps(4), 4);
         assert_eq!(r.gradient_accumulation_steps(3), 6);
+    }
+
+    #[test]
+    fn pretraining_follows_the_guide() {
+        for method in [FinetuneMethod::Full, FinetuneMethod::Lora] {
+            let r = recommend_pretrain(10, method);
+            assert_eq!((r.learning_rate, r.warmup_steps, r.num_train_epochs, r.effective_batch), (3e-4, 2000, 1, 16));
+            let space = SearchSpace::parse(&r.search_space).unwrap();
+            assert!(space.params()[0].distribution.contains(&crate::ParamValue::Float(r.learning_rate)));
+            assert_eq!(r.reasoning.iter().any(|l| l.contains("kept for LoRA")), method == FinetuneMethod::Lora);
+        }
+        assert_eq!(recommend(10, FinetuneMethod::Lora).warmup_steps, 0, "fine-tuning warms up by ratio");
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum TruncationStrategy {
     Left,
     /// Keep the first `max_length` tokens.
     Right,
+    /// Split into consecutive `max_length` blocks, each a sample (raw text only: ms-swift's
+    /// `split`, for `swift pt`).
+    Split,
 }
 
 impl FromStr for TruncationStrategy {
@@ -75,7 +78,8 @@ impl FromStr for TruncationStrategy {
             "delete" | "raise" => Ok(TruncationStrategy::Delete),
             "left" => Ok(TruncationStrategy::Left),
             "right" => Ok(TruncationStrategy::Right),
-            other => Err(format!("unknown truncation strategy {other:?}; valid: delete, left, right")),
+            "split" => Ok(TruncationStrategy::Split),
+            other => Err(format!("unknown truncation strategy {other:?}; valid: delete, left, right, split")),
         }
     }
 }
@@ -243,10 +247,21 @@ pub enum OnResume {
     Free,
 }
 
+/// The commands that share these arguments; each may give some of them another default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainCommand {
+    /// `qtrain train` (ms-swift's `swift sft`): conversations through the chat template.
+    Train,
+    /// `qtrain pt` (ms-swift's `swift pt`): continued pretraining on raw text. Its defaults
+    /// are the `pt = …` values of the table below.
+    Pt,
+}
+
 /// Each `train` argument is declared once, here: its doc comment is its `--help` text, the
 /// `#[arg]` attribute its command-line spelling, the `#[serde]` attributes its config-file
 /// spelling, `= value` its default (none: an `Option` that is unset, or filled by
-/// [`TrainArgs::resolve`]), and the last word its [`OnResume`] property. From this one table
+/// [`TrainArgs::resolve`]), an optional `pt = value` its default under `qtrain pt`
+/// ([`TrainCommand::Pt`]), and the last word its [`OnResume`] property. From this one table
 /// the macro generates [`TrainArgs`] with its `Default`, the command-line overlay
 /// [`TrainArgsFlags`] (every flag optional, so an unset flag keeps the config file's value)
 /// with [`TrainArgsFlags::apply`], and [`ARGS`], the names with their resume property.
@@ -259,18 +274,25 @@ macro_rules! train_args {
         $(#[doc = $doc:literal])* #[arg($($arg:tt)*)] $(#[serde($($serde:tt)*)])*
         $field:ident: Option<$inner:ty>, $resume:ident; $($rest:tt)*) => {
         train_args!(@entries [$($done)* {
-            [$($doc)*] [$($arg)*] [$([$($serde)*])*] $field, Option<$inner>, Option<$inner>, None, (Some), $resume
+            [$($doc)*] [$($arg)*] [$([$($serde)*])*] $field, Option<$inner>, Option<$inner>, None, [], (Some), $resume
+        }] $($rest)*);
+    };
+    (@entries [$($done:tt)*]
+        $(#[doc = $doc:literal])* #[arg($($arg:tt)*)] $(#[serde($($serde:tt)*)])*
+        $field:ident: $ty:ty = $default:expr, pt = $pt:expr, $resume:ident; $($rest:tt)*) => {
+        train_args!(@entries [$($done)* {
+            [$($doc)*] [$($arg)*] [$([$($serde)*])*] $field, $ty, Option<$ty>, $default, [$pt], (), $resume
         }] $($rest)*);
     };
     (@entries [$($done:tt)*]
         $(#[doc = $doc:literal])* #[arg($($arg:tt)*)] $(#[serde($($serde:tt)*)])*
         $field:ident: $ty:ty = $default:expr, $resume:ident; $($rest:tt)*) => {
         train_args!(@entries [$($done)* {
-            [$($doc)*] [$($arg)*] [$([$($serde)*])*] $field, $ty, Option<$ty>, $default, (), $resume
+            [$($doc)*] [$($arg)*] [$([$($serde)*])*] $field, $ty, Option<$ty>, $default, [], (), $resume
         }] $($rest)*);
     };
     (@emit $({
-        [$($doc:literal)*] [$($arg:tt)*] [$([$($serde:tt)*])*] $field:ident, $ty:ty, $flag:ty, $default:expr, ($($wrap:tt)*), $resume:ident
+        [$($doc:literal)*] [$($arg:tt)*] [$([$($serde:tt)*])*] $field:ident, $ty:ty, $flag:ty, $default:expr, [$($pt:expr)?], ($($wrap:tt)*), $resume:ident
     })*) => {
         /// A training run's configuration. Field names are ms-swift's flags (and the keys of a
         /// `--config` TOML file); `Default` gives ms-swift's defaults (with the dependent ones
@@ -317,6 +339,28 @@ macro_rules! train_args {
         /// Every argument's name (its flag, its config key) with its resume property, in
         /// declaration order.
         pub const ARGS: &[(&str, OnResume)] = &[$((stringify!($field), OnResume::$resume),)*];
+
+        /// The arguments `qtrain pt` gives another default (the table's `pt = …`).
+        pub const PT_DEFAULTS: &[&str] = &[$($({ let _ = stringify!($pt); stringify!($field) },)?)*];
+
+        impl TrainArgs {
+            /// `command`'s default for every argument that `is_set` (a command-line flag or a
+            /// config key) does not name.
+            pub fn apply_command_defaults(&mut self, command: TrainCommand, is_set: &dyn Fn(&str) -> bool) {
+                if command == TrainCommand::Pt {
+                    $($(if !is_set(stringify!($field)) {
+                        self.$field = $pt;
+                    })?)*
+                }
+            }
+
+            /// Every default of `command`.
+            pub fn defaults_for(command: TrainCommand) -> Self {
+                let mut args = TrainArgs::default();
+                args.apply_command_defaults(command, &|_| false);
+                args
+            }
+        }
     };
     ($($entries:tt)*) => { train_args!(@entries [] $($entries)*); };
 }
@@ -337,10 +381,10 @@ train_args! {
     /// Runs go to OUTPUT_DIR/vN-YYYYMMDD-HHMMSS/ [default: output].
     #[arg(long, help_heading = MODEL)]
     output_dir: PathBuf = PathBuf::from("output"), Free;
-    /// lora | full [default: lora].
+    /// lora | full [default: lora; pt: full].
     #[arg(long, alias = "train_type", help_heading = MODEL)]
     #[serde(alias = "train_type")]
-    tuner_type: TunerType = TunerType::Lora, Trajectory;
+    tuner_type: TunerType = TunerType::Lora, pt = TunerType::Full, Trajectory;
     /// Continue training this PEFT adapter (its r, alpha and targets win).
     #[arg(long, help_heading = MODEL)]
     adapters: Option<PathBuf>, Free;
@@ -371,15 +415,21 @@ train_args! {
     /// [default: the model's max_position_embeddings, which is also the upper limit]
     #[arg(long, help_heading = DATA)]
     max_length: Option<usize>, Trajectory;
-    /// Samples longer than --max_length: delete | left (keep the end) | right (keep the start) [default: delete].
+    /// Samples longer than --max_length: delete | left (keep the end) | right (keep the start) |
+    /// split (consecutive blocks; raw text only) [default: delete; pt: split].
     #[arg(long, help_heading = DATA)]
-    truncation_strategy: TruncationStrategy = TruncationStrategy::Delete, Trajectory;
+    truncation_strategy: TruncationStrategy = TruncationStrategy::Delete, pt = TruncationStrategy::Split, Trajectory;
+    /// true: conversations through the chat template; false: raw text ({"text"} rows, one
+    /// assistant message, .txt lines) + eos, every token trained [default: true; pt: false].
+    #[arg(long, action = ArgAction::Set, help_heading = DATA)]
+    use_chat_template: bool = true, pt = false, Trajectory;
     /// System prompt for conversations without one (a dataset's own system message wins).
     #[arg(long, help_heading = DATA)]
     system: Option<String>, Trajectory;
-    /// Which assistant turns are trained on: default (all) | last_round [default: default].
+    /// Which tokens are trained on: default (every assistant turn) | last_round | all (raw text
+    /// only: every token) [default: default; pt: all].
     #[arg(long, help_heading = DATA)]
-    loss_scale: String = "default".into(), Trajectory;
+    loss_scale: String = "default".into(), pt = "all".into(), Trajectory;
     /// true: a malformed dataset row is an error naming file and line; false: skipped and counted [default: true].
     #[arg(long, action = ArgAction::Set, help_heading = DATA)]
     strict: bool = true, Free;
@@ -640,12 +690,29 @@ impl TrainArgs {
     /// `dataset = ["a.jsonl", "self-cognition#100"]`, `lr_scheduler_kwargs = {min_lr = 1e-6}`),
     /// absent keys keep the defaults. Unknown keys are errors naming the key and the file.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
+        Self::from_toml_file_for(TrainCommand::Train, path)
+    }
+
+    /// [`TrainArgs::from_toml_file`] with `command`'s defaults for the absent keys.
+    pub fn from_toml_file_for(command: TrainCommand, path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        Self::from_toml_str(&text, path)
+        Self::from_toml_str_for(command, &text, path)
     }
 
     /// [`TrainArgs::from_toml_file`] on text; `path` names it in errors.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
+        Self::from_toml_str_for(TrainCommand::Train, text, path)
+    }
+
+    /// [`TrainArgs::from_toml_str`] with `command`'s defaults for the absent keys.
+    pub fn from_toml_str_for(command: TrainCommand, text: &str, path: &Path) -> Result<Self> {
+        let mut args = Self::parse_toml(text, path)?;
+        let table: toml::Table = toml::from_str(text).expect("parsed above");
+        args.apply_command_defaults(command, &|key| table.contains_key(key) || (key == "tuner_type" && table.contains_key("train_type")));
+        Ok(args)
+    }
+
+    fn parse_toml(text: &str, path: &Path) -> Result<Self> {
         let bad = |message: String| TrainError::Config { path: path.to_path_buf(), message };
         let table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))?;
         let known = config_keys();
@@ -735,7 +802,17 @@ impl TrainArgs {
         if self.max_grad_norm.is_nan() || self.max_grad_norm < 0.0 {
             return Err(TrainError::arg("max_grad_norm", format!("{} must be >= 0 (0 disables clipping)", self.max_grad_norm)));
         }
-        self.loss_scale_kind()?;
+        if self.use_chat_template {
+            self.loss_scale_kind()?;
+            if self.truncation_strategy == TruncationStrategy::Split {
+                return Err(TrainError::arg(
+                    "truncation_strategy",
+                    "split is for raw text (`qtrain pt`, or --use_chat_template false); conversations: delete, left or right",
+                ));
+            }
+        } else {
+            self.check_raw_text()?;
+        }
         self.self_cognition_names()?;
         self.torch_dtype = self.dtype_flag()?;
         notes.extend(self.resolve_strategies(has_validation)?);
@@ -760,6 +837,27 @@ impl TrainArgs {
         // Build the schedule once so a bad name, warmup ratio or kwarg fails before any work.
         self.schedule(1)?;
         Ok(notes)
+    }
+
+    /// Raw text (`--use_chat_template false`) has no turns and no system prompt: every token
+    /// is trained on.
+    fn check_raw_text(&self) -> Result<()> {
+        if self.loss_scale != "all" {
+            return Err(TrainError::arg(
+                "loss_scale",
+                format!("{:?}: raw text (--use_chat_template false) trains on every token; use all", self.loss_scale),
+            ));
+        }
+        if self.system.is_some() {
+            return Err(TrainError::arg("system", "raw text (--use_chat_template false) has no system prompt"));
+        }
+        if !self.model_name.is_empty() || !self.model_author.is_empty() {
+            return Err(TrainError::arg(
+                "model_name",
+                "--model_name/--model_author fill the self-cognition conversations; raw text (--use_chat_template false) has none",
+            ));
+        }
+        Ok(())
     }
 
     /// `--torch_dtype`, with ms-swift's `--bf16 true` / `--fp16 true` as its aliases.
@@ -884,7 +982,10 @@ impl TrainArgs {
     /// `--loss_scale` as qtrain-data's [`LossScale`].
     pub fn loss_scale_kind(&self) -> Result<LossScale> {
         self.loss_scale.parse::<LossScale>().map_err(|_| {
-            TrainError::arg("loss_scale", format!("unknown value {:?}; valid: default (every assistant turn), last_round", self.loss_scale))
+            TrainError::arg(
+                "loss_scale",
+                format!("unknown value {:?}; valid: default (every assistant turn), last_round (all: raw text only)", self.loss_scale),
+            )
         })
     }
 
@@ -1061,6 +1162,44 @@ mod tests {
         assert_eq!(default_gradient_accumulation(32), 1);
     }
 
+    use serde_json::Value;
+
+    #[test]
+    fn pt_changes_only_its_declared_defaults() {
+        let (train, pt) = (TrainArgs::default(), TrainArgs::defaults_for(TrainCommand::Pt));
+        assert_eq!(TrainArgs::defaults_for(TrainCommand::Train), train);
+        assert_eq!((pt.tuner_type, pt.truncation_strategy, pt.use_chat_template), (TunerType::Full, TruncationStrategy::Split, false));
+        assert_eq!(pt.loss_scale, "all");
+        let (Value::Object(a), Value::Object(b)) = (serde_json::to_value(&train).unwrap(), serde_json::to_value(&pt).unwrap()) else {
+            unreachable!()
+        };
+        let mut differ: Vec<&str> = a.keys().filter(|k| a[*k] != b[*k]).map(String::as_str).collect();
+        differ.sort_unstable();
+        let mut declared = PT_DEFAULTS.to_vec();
+        declared.sort_unstable();
+        assert_eq!(differ, declared);
+        // A config key (or its alias) or a flag keeps its value; absent keys take pt's default.
+        let cfg =
+            TrainArgs::from_toml_str_for(TrainCommand::Pt, "train_type = \"lora\"\nloss_scale = \"all\"", Path::new("p.toml")).unwrap();
+        assert_eq!((cfg.tuner_type, cfg.truncation_strategy, cfg.use_chat_template), (TunerType::Lora, TruncationStrategy::Split, false));
+        let mut resolved = TrainArgs { dataset: vec!["d.txt".into()], ..pt.clone() };
+        resolved.resolve(64).unwrap();
+        assert_eq!(resolved.learning_rate, Some(1e-5), "full's learning rate");
+        let bad = |f: &dyn Fn(&mut TrainArgs)| {
+            let mut a = TrainArgs { dataset: vec!["d.txt".into()], ..pt.clone() };
+            f(&mut a);
+            a.resolve(64).unwrap_err().to_string()
+        };
+        assert!(bad(&|a| a.loss_scale = "default".into()).contains("--loss_scale"));
+        assert!(bad(&|a| a.system = Some("s".into())).contains("--system"));
+        assert!(bad(&|a| a.use_chat_template = true).contains("all: raw text only"), "conversations have no loss_scale all");
+        let split_chat = bad(&|a| {
+            a.use_chat_template = true;
+            a.loss_scale = "default".into();
+        });
+        assert!(split_chat.contains("--truncation_strategy"), "{split_chat}");
+    }
+
     #[test]
     fn bad_values_name_the_argument() {
         let bad = |f: &dyn Fn(&mut TrainArgs)| {
@@ -1233,6 +1372,7 @@ mod tests {
             split_dataset_ratio: 0.25,
             max_length: Some(64),
             truncation_strategy: TruncationStrategy::Left,
+            use_chat_template: false,
             system: Some("Be brief.".into()),
             loss_scale: "last_round".into(),
             strict: false,
@@ -1278,6 +1418,23 @@ mod tests {
             dataset_num_proc: Some(2),
             report_to: vec!["none".into()],
             attn_impl: Some("sdpa".into()),
+            resume_only_model: true,
+            save_strategy: IntervalStrategy::Epoch,
+            eval_strategy: Some(IntervalStrategy::No),
+            load_best_model_at_end: true,
+            metric_for_best_model: "token_acc".into(),
+            greater_is_better: Some(true),
+            save_only_model: true,
+            add_version: false,
+            logging_first_step: false,
+            optim: "adamw_torch_fused".into(),
+            neftune_noise_alpha: Some(5.0),
+            bf16: Some(true),
+            fp16: Some(false),
+            deepspeed: Some("zero2".into()),
+            lazy_tokenize: Some(true),
+            streaming: Some(false),
+            use_hf: Some(true),
         }
     }
 
@@ -1319,7 +1476,7 @@ mod tests {
     #[test]
     fn only_arguments_that_shape_the_trajectory_are_compared_on_resume() {
         let trajectory: Vec<&str> = ARGS.iter().filter(|(_, r)| *r == OnResume::Trajectory).map(|(k, _)| *k).collect();
-        assert_eq!(trajectory.len(), 28, "{trajectory:?}");
+        assert_eq!(trajectory.len(), 31, "{trajectory:?}");
         for free in ["output_dir", "resume_from_checkpoint", "lora_rank", "lora_alpha", "target_modules", "logging_steps", "save_steps"] {
             assert!(!trajectory.contains(&free), "{free}");
         }

@@ -80,6 +80,10 @@ pub struct PrepareOptions {
     pub shuffle_sample: bool,
     pub model_name: Option<Bilingual>,
     pub model_author: Option<Bilingual>,
+    /// false: raw text ([`crate::pretrain`]) instead of conversations.
+    pub use_chat_template: bool,
+    /// `tokenizer_config.json`'s `eos_token`, appended to every raw-text document.
+    pub eos_token: Option<String>,
 }
 
 impl PrepareOptions {
@@ -90,12 +94,15 @@ impl PrepareOptions {
             max_length: args.max_length.expect("resolved"),
             truncation: args.truncation_strategy,
             system: args.system.clone(),
-            loss_scale: args.loss_scale_kind()?,
+            // Raw text trains every token (`resolve` checked `--loss_scale all`).
+            loss_scale: if args.use_chat_template { args.loss_scale_kind()? } else { LossScale::All },
             strict: args.strict,
             seed: args.seed,
             shuffle_sample: args.dataset_shuffle,
             model_name,
             model_author,
+            use_chat_template: args.use_chat_template,
+            eos_token: None,
         })
     }
 
@@ -111,6 +118,8 @@ impl PrepareOptions {
             shuffle_sample: true,
             model_name: None,
             model_author: None,
+            use_chat_template: true,
+            eos_token: None,
         }
     }
 }
@@ -127,8 +136,11 @@ pub struct DatasetStats {
     pub truncated: usize,
     /// Tokens removed by cuts.
     pub truncated_tokens: usize,
-    /// Dropped because no token is supervised (truncated away, or every turn has `loss: false`).
+    /// Dropped because no token is supervised (truncated away, or every turn has `loss: false`;
+    /// raw text: a one-token document or last block).
     pub dropped_no_targets: usize,
+    /// Raw-text documents longer than `max_length` split into blocks (`truncation_strategy split`).
+    pub split_documents: usize,
     pub tokens: usize,
     pub targets: usize,
     pub longest: usize,
@@ -173,6 +185,9 @@ pub fn prepare(
     tokenizer: &QwenTokenizer,
     opts: &PrepareOptions,
 ) -> Result<PreparedData> {
+    if !opts.use_chat_template {
+        return crate::pretrain::prepare_text(train_specs, val_specs, split_ratio, tokenizer, opts);
+    }
     let mut train_rows = LoadedDataset::default();
     let mut val_rows: Vec<DatasetRow> = Vec::new();
     for (i, spec) in train_specs.iter().enumerate() {
@@ -235,6 +250,9 @@ pub fn tokenize_rows(
         TruncationStrategy::Delete => qtrain_data::TruncationStrategy::Delete,
         TruncationStrategy::Left => qtrain_data::TruncationStrategy::Left,
         TruncationStrategy::Right => qtrain_data::TruncationStrategy::Right,
+        TruncationStrategy::Split => {
+            return Err(TrainError::arg("truncation_strategy", "split is for raw text (`qtrain pt`); conversations: delete, left or right"))
+        }
     };
     let mut samples = Vec::with_capacity(rows.len());
     let mut stats = DatasetStats::default();

@@ -17,7 +17,7 @@ use qtrain_model::{LoraAdapter, QwenModel};
 use crate::args::TruncationStrategy;
 use crate::cognition::{CognitionEval, CognitionProbe};
 use crate::dataset::{self, DatasetStats, PrepareOptions, Sample};
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::folder::LoadedFolder;
 
 /// Loss and accuracy of a model over a dataset.
@@ -30,6 +30,13 @@ pub struct EvalResult {
     /// Number of supervised tokens.
     pub tokens: usize,
     pub samples: usize,
+}
+
+impl EvalResult {
+    /// `exp(loss)`: the perplexity of the supervised tokens (the usual measure on raw text).
+    pub fn perplexity(&self) -> f64 {
+        self.loss.exp()
+    }
 }
 
 /// What one evaluation during a training run measured: handed to the trainer's `on_eval`
@@ -103,6 +110,8 @@ pub struct EvalArgs {
     /// For `self-cognition`: one value or two (zh, en).
     pub model_name: Vec<String>,
     pub model_author: Vec<String>,
+    /// false: raw text as `qtrain pt` reads it (documents + eos, every token scored).
+    pub use_chat_template: bool,
 }
 
 /// What `qtrain eval` measured.
@@ -118,6 +127,15 @@ pub struct EvalReport {
 /// Load the model folder (and adapter), prepare the dataset and evaluate it; with
 /// `model_name` and `model_author`, also ask the held-out self-cognition questions.
 pub fn run_eval<B: Backend>(be: &B, args: &EvalArgs) -> Result<EvalReport> {
+    if !args.use_chat_template {
+        // Raw text is scored token by token: nothing for a system prompt or a turn choice to act on.
+        if args.system.is_some() {
+            return Err(TrainError::arg("system", "raw text (--use_chat_template false) has no system prompt"));
+        }
+        if args.loss_scale == LossScale::LastRound {
+            return Err(TrainError::arg("loss_scale", "raw text (--use_chat_template false) has no turns: every token is scored"));
+        }
+    }
     let mut folder = LoadedFolder::load(be, &args.model)?;
     if let Some(dir) = &args.adapters {
         LoraAdapter::load(dir, &folder.model.config).map_err(|e| e.for_model(&folder.dir))?.attach(be, &mut folder.model)?;
@@ -126,6 +144,8 @@ pub fn run_eval<B: Backend>(be: &B, args: &EvalArgs) -> Result<EvalReport> {
     let max_length = args.max_length.unwrap_or(model_max).min(model_max);
     let mut opts = PrepareOptions::for_eval(max_length, args.truncation_strategy, args.system.clone());
     opts.loss_scale = args.loss_scale;
+    opts.use_chat_template = args.use_chat_template;
+    opts.eos_token = folder.eos_token.clone();
     let names = |option: &str, values: &[String]| -> Result<Option<Bilingual>> {
         if values.is_empty() {
             return Ok(None);

@@ -21,6 +21,8 @@ pub struct LoadedFolder<B: Backend> {
     pub pad_id: u32,
     /// dtype of the stored weights (full fine-tuning checkpoints and merges keep it).
     pub dtype: DType,
+    /// `tokenizer_config.json`'s `eos_token` (raw-text documents end with it).
+    pub eos_token: Option<String>,
 }
 
 impl<B: Backend> LoadedFolder<B> {
@@ -49,6 +51,7 @@ impl<B: Backend> LoadedFolder<B> {
             .or_else(|| tokenizer.token_to_id("<|endoftext|>"))
             .or(generation_config.pad_token_id)
             .unwrap_or(0);
-        Ok(LoadedFolder { dir: dir.to_path_buf(), model, tokenizer, template, pad_id, dtype })
+        let eos_token = tokenizer_config.eos_token.clone();
+        Ok(LoadedFolder { dir: dir.to_path_buf(), model, tokenizer, template, pad_id, dtype, eos_token })
     }
 }

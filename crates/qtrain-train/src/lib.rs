@@ -11,6 +11,8 @@
 //!   template, `--loss_scale`) → `max_length` (`qtrain-data`'s truncation) → rows for batching,
 //!   packed (`qtrain-data`'s packing plan) or not; epoch orders, length grouping, micro-batches.
 //!   It never runs a model.
+//! - [`pretrain`]: the same for raw text (`qtrain pt`): documents + eos, every token a label,
+//!   long documents split into consecutive `max_length` blocks.
 //! - [`trainer`]: the recipe, as one explicit loop in one file (setup, resume, train loop,
 //!   logging, evaluation, early stopping, checkpointing, summary) in the manner of torchtune's
 //!   single-device recipes: there are no callbacks or hooks to find steps behind.
@@ -55,12 +57,13 @@ pub mod export;
 pub mod folder;
 pub mod metrics;
 pub mod origin;
+pub mod pretrain;
 pub mod progress;
 pub mod report;
 pub mod sweep;
 pub mod trainer;
 
-pub use args::{OnResume, SchedulerKwargs, TrainArgs, TrainArgsFlags, TruncationStrategy, TunerType};
+pub use args::{OnResume, SchedulerKwargs, TrainArgs, TrainArgsFlags, TrainCommand, TruncationStrategy, TunerType};
 pub use cognition::{CognitionEval, CognitionProbe};
 pub use error::{Result, TrainError};
 pub use eval::{evaluate_dataset, run_eval, EvalArgs, EvalMetrics, EvalReport, EvalResult};

@@ -849,7 +849,8 @@ impl Data {
     /// shuffle once (`dataset_shuffle`) and pack (or not) into rows.
     fn prepare<B: Backend>(args: &TrainArgs, folder: &LoadedFolder<B>) -> Result<Self> {
         let (template, tokenizer) = (&folder.template, &folder.tokenizer);
-        let prep = PrepareOptions::from_args(args)?;
+        let mut prep = PrepareOptions::from_args(args)?;
+        prep.eos_token = folder.eos_token.clone();
         let max_length = prep.max_length;
         let data = dataset::prepare(&args.dataset, &args.val_dataset, args.split_dataset_ratio, template, tokenizer, &prep)?;
         report_datasets(args, &data, max_length);
@@ -1039,7 +1040,14 @@ fn report_dropped(which: &str, st: &DatasetStats, max_length: usize, strategy: c
         crate::args::TruncationStrategy::Delete => "delete",
         crate::args::TruncationStrategy::Left => "left",
         crate::args::TruncationStrategy::Right => "right",
+        crate::args::TruncationStrategy::Split => "split",
     };
+    if st.split_documents > 0 {
+        eprintln!(
+            "[qtrain] {} {which} documents longer than max_length {max_length} were split into consecutive blocks",
+            st.split_documents
+        );
+    }
     if st.dropped_too_long > 0 {
         eprintln!(
             "[qtrain] WARNING: {} {which} samples longer than max_length {max_length} were dropped (--truncation_strategy {strategy}; left/right cut them instead)",
