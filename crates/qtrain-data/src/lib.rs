@@ -30,6 +30,7 @@ pub mod packing;
 mod rng;
 pub mod row_format;
 pub mod self_cognition;
+mod third_party;
 pub mod tokenizer;
 pub mod tokenizer_config;
 pub mod truncation;
