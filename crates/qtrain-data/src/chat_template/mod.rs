@@ -132,7 +132,7 @@ impl ChatTemplate {
         }
         let template = self.env.get_template(TEMPLATE_NAME).map_err(render_error)?;
         let mut out = CappedText::default();
-        match template.render_to_write(ctx, &mut out) {
+        match template.render_captured_to(ctx, &mut out) {
             Ok(_) => Ok(String::from_utf8_lossy(&out.text).into_owned()),
             Err(_) if out.overflowed => Err(DataError::TemplateRender {
                 origin: self.origin.clone(),
