@@ -93,7 +93,7 @@ fn infer_on<B: Backend>(be: &B, args: InferArgs) -> Result<()> {
             dir
         }
     };
-    let mut folder = ModelFolder::load(be, &model_dir).with_context(|| format!("loading model folder {}", model_dir.display()))?;
+    let mut folder = ModelFolder::load(be, &model_dir).context("cannot load the model folder")?;
     let cfg = &folder.model.config;
     eprintln!(
         "[qtrain] {} from {}: {} layers, hidden {}, {:.1} M parameters, on {} ({:.2}s)",
@@ -106,7 +106,7 @@ fn infer_on<B: Backend>(be: &B, args: InferArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     if let Some(dir) = &args.adapters {
-        let adapter = folder.attach_adapter(be, dir).with_context(|| format!("loading adapter {}", dir.display()))?;
+        let adapter = folder.attach_adapter(be, dir).context("cannot load the adapter")?;
         eprintln!(
             "[qtrain] adapter {}: r={}, alpha={}, {} modules",
             dir.display(),

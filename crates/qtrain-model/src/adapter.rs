@@ -239,8 +239,10 @@ impl LoraAdapter {
                 _ => problems.push(format!("  unexpected tensor {key}")),
             }
         }
+        let mut any_targeted = false;
         for (module, [out_dim, in_dim]) in &modules {
             let targeted = config.target_modules.matches(module)?;
+            any_targeted |= targeted;
             let Some([a_key, b_key]) = by_module.get(module) else {
                 if targeted {
                     problems.push(format!(
@@ -250,6 +252,10 @@ impl LoraAdapter {
                 continue;
             };
             seen.insert(module.clone());
+            if !targeted {
+                problems.push(format!("  {module}: has LoRA tensors but is not in target_modules"));
+                continue;
+            }
             let (Some(a_key), Some(b_key)) = (a_key, b_key) else {
                 problems.push(format!("  {module}: only one of lora_A / lora_B is present"));
                 continue;
@@ -261,6 +267,15 @@ impl LoraAdapter {
                 continue;
             }
             weights.insert(module.clone(), (a, b));
+        }
+        if !any_targeted {
+            // PEFT refuses this too ("Target modules … not found in the base model").
+            let targets = match &config.target_modules {
+                TargetModules::Names(names) => names.join(", "),
+                TargetModules::Regex(re) => re.clone(),
+            };
+            let path = dir.join("adapter_config.json");
+            return Err(ModelError::Config { path, detail: format!("target_modules ({targets}) match no linear layer of the model") });
         }
         if !problems.is_empty() {
             return Err(ModelError::Weights { path: weights_path, problems });

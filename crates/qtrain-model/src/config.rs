@@ -309,7 +309,11 @@ impl QwenConfig {
         }
         // Positions travel as u32 (`Batch::positions`), so no longer context is addressable.
         if self.max_position_embeddings > u32::MAX as usize {
-            return Err(format!("max_position_embeddings {} is more than {} (positions are 32-bit)", self.max_position_embeddings, u32::MAX));
+            return Err(format!(
+                "max_position_embeddings {} is more than {} (positions are 32-bit)",
+                self.max_position_embeddings,
+                u32::MAX
+            ));
         }
         match self.parameter_count() {
             Some(n) if n <= MAX_PARAMETERS => Ok(()),

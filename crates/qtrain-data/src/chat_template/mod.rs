@@ -77,10 +77,14 @@ impl ChatTemplate {
     pub fn with_origin(source: &str, special_tokens: SpecialTokens, origin: impl Into<String>) -> Result<Self> {
         let origin = origin.into();
         let mut env = jinja2_environment();
+        // The variant already says "syntax error"; the message is minijinja's detail.
         env.add_template_owned(TEMPLATE_NAME, translate_generation_tags(source)).map_err(|e| DataError::TemplateSyntax {
             origin: origin.clone(),
             line: e.line(),
-            message: error_message(&e),
+            message: match (e.kind(), e.detail()) {
+                (ErrorKind::SyntaxError, Some(detail)) => detail.to_string(),
+                _ => error_message(&e),
+            },
         })?;
         Ok(ChatTemplate { env, source: source.to_string(), origin, special_tokens })
     }
