@@ -418,14 +418,14 @@ fn write_checkpoint_files<B: Backend>(
     state: &CheckpointState<'_>,
 ) -> Result<()> {
     match content {
-        CheckpointContent::Lora { config } => model.export_lora(be, config)?.save(&tmp)?,
+        CheckpointContent::Lora { config } => model.export_lora(be, config)?.save(tmp)?,
         CheckpointContent::Full { source, dtype } => {
             let mut tensors = Vec::new();
             for (name, t) in model_tensors(model) {
                 tensors.push((name, HostTensor { shape: t.shape().to_vec(), data: cast(be.download(t)?, *dtype) }));
             }
             write_safetensors(&tmp.join("model.safetensors"), &tensors, None)?;
-            copy_model_assets(source, &tmp)?;
+            copy_model_assets(source, tmp)?;
         }
     }
     write_optimizer_state(&tmp.join("optimizer.safetensors"), state.optimizer)?;
