@@ -164,7 +164,7 @@ fn broken_model_folders() {
     let m = model_copy(root, "1e8-context");
     edit_json(&m.join("config.json"), |c| c["max_position_embeddings"] = json!(100_000_000u64));
     let args = strings(&["infer", "--model", s(&m), "--prompt", "hi", "--max_new_tokens", "100000000"]);
-    cases.push(case("10^8 positions and a 10^8-token reply", args, "GiB but this machine has"));
+    cases.push(case("10^8 positions and a 10^8-token reply", args, "--max_new_tokens"));
 
     let m = model_copy(root, "huge-vocab");
     edit_json(&m.join("config.json"), |c| c["vocab_size"] = json!(1u64 << 62));

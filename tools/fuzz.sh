@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run every fuzz target in fuzz/ for SECONDS each (default 60) on the stable toolchain:
 #
-#   tools/fuzz.sh 300
+#   tools/fuzz.sh 300                   # every target, 300 s each
+#   tools/fuzz.sh 60 chat_template      # some targets
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`, crates.io only); RUSTC_BOOTSTRAP=1 lets the
 # stable compiler accept the sanitizer flags cargo-fuzz passes. Each target starts from the
@@ -12,15 +13,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds="${1:-60}"
+shift || true
 export RUSTC_BOOTSTRAP=1
-targets=$(cargo fuzz list)
-nice -n 19 cargo fuzz build --release $targets >/dev/null 2>&1 || nice -n 19 cargo fuzz build --release
+targets="${*:-$(cargo fuzz list)}"
+nice -n 19 cargo fuzz build
 for target in $targets; do
-  mkdir -p "corpus/$target"
+  mkdir -p "corpus/$target" "artifacts/$target"
   log="$(mktemp)"
   # -rss_limit_mb: an input that makes a loader allocate gigabytes is a finding too.
-  if ! nice -n 19 cargo fuzz run --release "$target" "corpus/$target" "seeds/$target" -- \
-      -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=262144 -timeout=20 -print_final_stats=1 >"$log" 2>&1; then
+  if ! nice -n 19 cargo fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+      -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=262144 -timeout=20 -print_final_stats=1 -artifact_prefix="artifacts/$target/" >"$log" 2>&1; then
     tail -40 "$log"
     echo "fuzz target $target FAILED (input in fuzz/artifacts/$target/)" >&2
     exit 1

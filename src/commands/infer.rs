@@ -71,7 +71,7 @@ pub fn run(args: InferArgs) -> Result<()> {
         // A prompt of up to 512 tokens plus the reply, one sequence.
         let tokens = (512 + args.max_new_tokens as u64).min(cfg.max_position_embeddings as u64);
         let estimate = MemoryEstimate::inference(Target::Cpu, &cfg, 1, tokens.min(512), tokens, cpu_weight_bytes(numerics));
-        ensure_cpu_fits(device, "loading this model", &estimate, "use --torch_dtype bfloat16 (2 bytes per parameter) or a smaller model")?;
+        ensure_cpu_fits(device, "loading this model", &estimate, "use a smaller --max_new_tokens (its KV cache is part of this), --torch_dtype bfloat16 (2 bytes per parameter) or a smaller model")?;
     }
     run_on(device, numerics, args)
 }
