@@ -3,8 +3,7 @@
 //! with `QwenModel::load`, as `qtrain infer/train/export` load a model.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use qtrain_core::CpuBackend;
-use qtrain_fuzz::{check_error, micro_folder, with_replaced_file};
+use qtrain_fuzz::{check_error, cpu, micro_folder, with_replaced_file};
 use qtrain_model::QwenModel;
 
 const SINGLE: [&str; 2] = ["config.json", "model.safetensors"];
@@ -19,6 +18,5 @@ fuzz_target!(|data: &[u8]| {
         2 => (micro_folder("sharded", &SHARDED), "model.safetensors.index.json"),
         _ => (micro_folder("sharded", &SHARDED), "model-00001-of-00002.safetensors"),
     };
-    let be = CpuBackend::new();
-    check_error(with_replaced_file(&dir, file, bytes, || QwenModel::load(&be, &dir)));
+    check_error(with_replaced_file(&dir, file, bytes, || QwenModel::load(cpu(), &dir)));
 });

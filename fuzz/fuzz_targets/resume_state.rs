@@ -6,7 +6,8 @@ use libfuzzer_sys::fuzz_target;
 use qtrain_fuzz::{check_error, scratch, split_parts};
 use qtrain_train::checkpoint::{missing_files, read_optimizer_state, CheckpointFiles};
 
-const FILES: [&str; 6] = ["trainer_state.json", "scheduler.json", "rng_state.json", "data_state.json", "args.json", "optimizer.safetensors"];
+const FILES: [&str; 6] =
+    ["trainer_state.json", "scheduler.json", "rng_state.json", "data_state.json", "args.json", "optimizer.safetensors"];
 
 fuzz_target!(|data: &[u8]| {
     let dir = scratch().join("checkpoint-1");

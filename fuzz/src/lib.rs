@@ -64,3 +64,10 @@ pub fn with_replaced_file<T>(dir: &Path, file: &str, bytes: &[u8], load: impl Fn
     std::fs::write(dir.join(file), micro_file(file)).expect("scratch file");
     out
 }
+
+/// One CPU backend for the whole process (making one per input would start a thread pool
+/// each time).
+pub fn cpu() -> &'static qtrain_core::CpuBackend {
+    static BACKEND: OnceLock<qtrain_core::CpuBackend> = OnceLock::new();
+    BACKEND.get_or_init(qtrain_core::CpuBackend::new)
+}
