@@ -142,3 +142,25 @@ fn one_line(e: &anyhow::Error) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_cause_is_stated_once() {
+        #[derive(Debug)]
+        struct Wrapped(std::io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "model.safetensors: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no weights");
+        let e = anyhow::Error::new(Wrapped(io)).context("loading");
+        assert_eq!(super::one_line(&e), "loading: model.safetensors: no weights");
+    }
+}

@@ -33,6 +33,7 @@ mod rng;
 pub mod row_format;
 pub mod self_cognition;
 pub mod text;
+mod third_party;
 pub mod tokenizer;
 pub mod tokenizer_config;
 pub mod truncation;

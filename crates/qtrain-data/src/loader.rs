@@ -230,6 +230,13 @@ impl DatasetSpec {
                 if n == 0 {
                     return Err(DataError::dataset(spec, "a sample count must be at least 1"));
                 }
+                if n > MAX_SAMPLE_ROWS {
+                    let bytes = (n as u128) * std::mem::size_of::<DatasetRow>() as u128;
+                    return Err(DataError::dataset(
+                        spec,
+                        format!("a sample count may be at most {MAX_SAMPLE_ROWS}: the {n} sampled rows are copies held in memory (at least {bytes} bytes)"),
+                    ));
+                }
                 (base.trim(), Some(n))
             }
             None => (spec, None),
@@ -357,6 +364,10 @@ pub fn parse_dataset_text(text: &str, origin: impl AsRef<Path>, opts: &DatasetOp
     Ok(loaded)
 }
 
+/// The largest `#N`: a hundred million rows are tens of gigabytes of copied conversations,
+/// more than the machines qtrain trains on hold (ms-swift would fail the same way, later).
+pub const MAX_SAMPLE_ROWS: usize = 100_000_000;
+
 /// ms-swift's `sample_dataset`: `n / len` full copies in order, then `n % len` distinct
 /// indices (a seeded permutation's prefix, or the first ones without shuffling).
 pub(crate) fn sample_indices(len: usize, n: usize, shuffle: bool, seed: u64) -> Vec<usize> {
@@ -427,6 +438,10 @@ mod tests {
         );
         assert!(DatasetSpec::parse("d.jsonl#ten").unwrap_err().to_string().contains("must be followed by a sample count"));
         assert!(DatasetSpec::parse("d.jsonl#0").unwrap_err().to_string().contains("at least 1"));
+        // Issue 16 E: `#1000000000000` aborted on a 4 GB index allocation.
+        let err = DatasetSpec::parse("d.jsonl#1000000000000").unwrap_err().to_string();
+        assert!(err.starts_with("dataset `d.jsonl#1000000000000`: a sample count may be at most 100000000"), "{err}");
+        assert!(DatasetSpec::parse("d.jsonl#100000000").is_ok());
         assert!(DatasetSpec::parse("self-cognition:nope").is_err());
         // An existing file is taken whole even with `#` in its name.
         let dir = tempfile::tempdir().unwrap();

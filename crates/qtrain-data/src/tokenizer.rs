@@ -36,6 +36,10 @@ impl std::fmt::Debug for QwenTokenizer {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// The largest `tokenizer.json` a gzip file may unpack to (Qwen's is 11 MB), so a small
+/// gzip bomb cannot fill memory.
+const MAX_TOKENIZER_JSON_BYTES: u64 = 1 << 30;
+
 impl QwenTokenizer {
     /// Load `tokenizer.json`, or a gzip-compressed `tokenizer.json.gz` (detected by its
     /// gzip header, whatever the file name).
@@ -51,18 +55,27 @@ impl QwenTokenizer {
     }
 
     fn from_bytes_named(bytes: &[u8], origin: &Path) -> Result<Self> {
+        let load_error = |message: String| DataError::TokenizerLoad { path: origin.to_path_buf(), message };
         let json: std::borrow::Cow<'_, [u8]> = if bytes.starts_with(&GZIP_MAGIC) {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).map_err(|e| DataError::io(origin, e))?;
+            let mut unzipped = flate2::read::GzDecoder::new(bytes).take(MAX_TOKENIZER_JSON_BYTES + 1);
+            unzipped.read_to_end(&mut out).map_err(|e| DataError::io(origin, e))?;
+            if out.len() as u64 > MAX_TOKENIZER_JSON_BYTES {
+                return Err(load_error(format!("it unpacks to more than {MAX_TOKENIZER_JSON_BYTES} bytes")));
+            }
             out.into()
         } else {
             bytes.into()
         };
-        let mut inner = tokenizers::Tokenizer::from_bytes(&json)
-            .map_err(|e| DataError::TokenizerLoad { path: origin.to_path_buf(), message: e.to_string() })?;
+        // JSON syntax first: `tokenizers` panics on some syntax errors (a trailing comma in
+        // `decoder` hits an `expect("Helper")`), and serde_json names the line and column.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&json).map_err(|e| load_error(format!("not valid JSON: {e}")))?;
+        let parsed = crate::third_party::catch_panic(|| tokenizers::Tokenizer::from_bytes(&json))
+            .map_err(|panic| load_error(format!("the tokenizers library rejected it: {panic}")))?;
+        let mut inner = parsed.map_err(|e| load_error(e.to_string()))?;
         // transformers' apply_chat_template / training tokenization never truncate or pad
         // unless asked to; a tokenizer.json that configures either must not change ids.
-        inner.with_truncation(None).map_err(|e| DataError::TokenizerLoad { path: origin.to_path_buf(), message: e.to_string() })?;
+        inner.with_truncation(None).map_err(|e| load_error(e.to_string()))?;
         inner.with_padding(None);
         let vocab_size = inner.get_vocab_size(true);
         Ok(Self { inner, vocab_size, origin: origin.to_path_buf() })
@@ -264,6 +277,17 @@ mod tests {
         let err = QwenTokenizer::from_file(&bad).unwrap_err();
         assert!(matches!(err, DataError::TokenizerLoad { .. }), "{err:?}");
         assert!(err.to_string().starts_with(&format!("{}: cannot load tokenizer", bad.display())), "{err}");
+
+        // Issue 16 B: one trailing comma inside `decoder` panicked inside tokenizers.
+        let json = crate::test_support::byte_level_tokenizer_json();
+        let decoder = json.find("\"decoder\":{").expect("a decoder section");
+        let close = decoder + json[decoder..].find('}').unwrap();
+        let broken = format!("{},{}", &json[..close], &json[close..]);
+        assert!(crate::third_party::catch_panic(|| tokenizers::Tokenizer::from_bytes(&broken)).is_err(), "tokenizers no longer panics");
+        std::fs::write(&bad, broken).unwrap();
+        let err = QwenTokenizer::from_file(&bad).unwrap_err();
+        assert!(err.to_string().starts_with(&format!("{}: cannot load tokenizer", bad.display())), "{err}");
+        assert!(err.to_string().contains("not valid JSON") && err.to_string().contains("line"), "{err}");
 
         let truncated_gz = dir.path().join("t.json.gz");
         std::fs::write(&truncated_gz, [0x1f, 0x8b, 0x08, 0x00]).unwrap();

@@ -251,8 +251,10 @@ impl LoraAdapter {
                 _ => problems.push(format!("  unexpected tensor {key}")),
             }
         }
+        let mut any_targeted = false;
         for (module, [out_dim, in_dim]) in &modules {
             let targeted = config.target_modules.matches(module)?;
+            any_targeted |= targeted;
             let Some([a_key, b_key]) = by_module.get(module) else {
                 if targeted {
                     problems.push(format!(
@@ -262,6 +264,10 @@ impl LoraAdapter {
                 continue;
             };
             seen.insert(module.clone());
+            if !targeted {
+                problems.push(format!("  {module}: has LoRA tensors but is not in target_modules"));
+                continue;
+            }
             let (Some(a_key), Some(b_key)) = (a_key, b_key) else {
                 problems.push(format!("  {module}: only one of lora_A / lora_B is present"));
                 continue;
@@ -273,6 +279,12 @@ impl LoraAdapter {
                 continue;
             }
             weights.insert(module.clone(), (a, b));
+        }
+        if !any_targeted {
+            // PEFT refuses this too ("Target modules … not found in the base model").
+            let path = dir.join("adapter_config.json");
+            let detail = format!("target_modules ({}) match no linear layer of the model", config.target_modules);
+            return Err(ModelError::Config { path, detail });
         }
         if let Some(example) = misfits.first() {
             let (base, more) = (config.base_model_name_or_path.clone(), misfits.len() - 1);

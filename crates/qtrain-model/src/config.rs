@@ -67,6 +67,12 @@ pub struct QwenConfig {
     pub torch_dtype: Option<String>,
 }
 
+/// The most decoder layers a config may declare: 100× the deepest released Qwen (94).
+const MAX_LAYERS: usize = 10_000;
+
+/// The most parameters a config may describe: 10 T, 20 TB in bf16 — beyond any machine.
+const MAX_PARAMETERS: u64 = 10_000_000_000_000;
+
 #[derive(Deserialize)]
 struct RawConfig {
     architectures: Option<Vec<String>>,
@@ -152,6 +158,20 @@ impl Proj {
             Proj::Gate | Proj::Up => [i, h],
             Proj::Down => [h, i],
         }
+    }
+
+    /// [`shape`](Self::shape) in u64, `None` if a width overflows (config validation only).
+    fn shape_checked(self, cfg: &QwenConfig) -> Option<[u64; 2]> {
+        let (h, i) = (cfg.hidden_size as u64, cfg.intermediate_size as u64);
+        let q = (cfg.num_heads as u64).checked_mul(cfg.head_dim as u64)?;
+        let kv = (cfg.num_kv_heads as u64).checked_mul(cfg.head_dim as u64)?;
+        Some(match self {
+            Proj::Q => [q, h],
+            Proj::K | Proj::V => [kv, h],
+            Proj::O => [h, q],
+            Proj::Gate | Proj::Up => [i, h],
+            Proj::Down => [h, i],
+        })
     }
 
     /// Whether the checkpoint holds a bias (`qkv_bias` for q/k/v, `o_bias` for o).
@@ -287,7 +307,43 @@ impl QwenConfig {
         if cfg.rope_theta.is_nan() || cfg.rope_theta <= 0.0 || cfg.rms_norm_eps.is_nan() || cfg.rms_norm_eps <= 0.0 {
             return Err(invalid(format!("rope_theta ({}) and rms_norm_eps ({}) must be positive", cfg.rope_theta, cfg.rms_norm_eps)));
         }
+        cfg.check_sizes().map_err(invalid)?;
         Ok(cfg)
+    }
+
+    /// Refuse sizes no model can have before anything is built from them: every later
+    /// size (`expected_tensors`, weights, rotary tables, memory estimates) is computed
+    /// from these, so they must not overflow or describe more than any machine holds.
+    fn check_sizes(&self) -> std::result::Result<(), String> {
+        if self.num_layers > MAX_LAYERS {
+            return Err(format!("num_hidden_layers {} is more than {MAX_LAYERS} (the largest Qwen has 94)", self.num_layers));
+        }
+        // Positions travel as u32 (`Batch::positions`), so no longer context is addressable.
+        if self.max_position_embeddings > u32::MAX as usize {
+            return Err(format!(
+                "max_position_embeddings {} is more than {} (positions are 32-bit)",
+                self.max_position_embeddings,
+                u32::MAX
+            ));
+        }
+        match self.parameter_count() {
+            Some(n) if n <= MAX_PARAMETERS => Ok(()),
+            Some(n) => Err(format!("the sizes describe {n} parameters, more than {MAX_PARAMETERS} (no machine qtrain runs on holds them)")),
+            None => Err("the sizes describe more parameters than a 64-bit count holds".to_string()),
+        }
+    }
+
+    /// Parameter count in closed form with overflow checks (tied embeddings counted once).
+    fn parameter_count(&self) -> Option<u64> {
+        let (v, h, d) = (self.vocab_size as u64, self.hidden_size as u64, self.head_dim as u64);
+        let mut per_layer = 2 * h + if self.qk_norm { 2 * d } else { 0 };
+        for proj in Proj::ALL {
+            let [o, i] = proj.shape_checked(self)?;
+            let bias = if proj.has_bias(self) { o } else { 0 };
+            per_layer = per_layer.checked_add(o.checked_mul(i)?)?.checked_add(bias)?;
+        }
+        let embeddings = v.checked_mul(h)?.checked_mul(if self.tie_word_embeddings { 1 } else { 2 })?;
+        per_layer.checked_mul(self.num_layers as u64)?.checked_add(embeddings)?.checked_add(h)
     }
 
     /// Width of the concatenated query heads.
@@ -334,7 +390,8 @@ impl QwenConfig {
 
     /// Total parameter count (tied embeddings counted once).
     pub fn num_parameters(&self) -> usize {
-        self.expected_tensors().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+        // `check_sizes` bounded the count when the config was read.
+        self.parameter_count().unwrap_or(u64::MAX) as usize
     }
 
     /// Parameters in the matrices of all linear layers (including the LM head), the `N` of the
@@ -430,5 +487,32 @@ mod tests {
         assert!(err(&base.replace("\"num_key_value_heads\":4", "\"num_key_value_heads\":5")).contains("multiple"));
         assert!(err(&base.replace("\"hidden_size\":3584,", "")).contains("hidden_size"));
         assert!(err("{\"architectures\": [\"Qwen2ForCausalLM\"], ").contains("malformed JSON"));
+    }
+
+    #[test]
+    fn closed_form_parameter_count_matches_the_tensor_list() {
+        for c in [parse(QWEN25_7B).unwrap(), crate::shapes::shape("qwen3-0.6b").unwrap()] {
+            let listed: usize = c.expected_tensors().iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+            assert_eq!(c.num_parameters(), listed);
+        }
+    }
+
+    #[test]
+    fn impossible_sizes_are_refused_before_anything_is_built() {
+        // Issue 16 C and D: a billion layers grew `expected_tensors` without bound; huge
+        // widths overflowed; 2^60 positions could not be addressed.
+        let err = |from: &str, to: &str| {
+            let json = QWEN25_7B.replace(from, to);
+            assert_ne!(json, QWEN25_7B);
+            parse(&json).unwrap_err().to_string()
+        };
+        let e = err("\"num_hidden_layers\":28", "\"num_hidden_layers\":1000000000");
+        assert_eq!(e, "config.json: invalid config: num_hidden_layers 1000000000 is more than 10000 (the largest Qwen has 94)");
+        let e = err("\"max_position_embeddings\":32768", "\"max_position_embeddings\":1152921504606846976");
+        assert!(e.contains("max_position_embeddings 1152921504606846976 is more than 4294967295"), "{e}");
+        let e = err("\"vocab_size\":152064", "\"vocab_size\":100000000000");
+        assert!(e.contains("parameters, more than 10000000000000"), "{e}");
+        let e = err("\"intermediate_size\":18944", "\"intermediate_size\":18446744073709551615");
+        assert!(e.contains("more parameters than a 64-bit count holds"), "{e}");
     }
 }

@@ -133,7 +133,9 @@ fn per_token_activations(cfg: &QwenConfig) -> u64 {
 /// Rotary tables (f32 cos and sin for every position) and, on the CPU, the bf16 GEMM's packing
 /// buffers (op(a) as bf16 pairs: tokens × the widest input / 2 × 4 bytes), plus the process.
 fn runtime_bytes(target: Target, cfg: &QwenConfig, tokens: u64) -> u64 {
-    let rope = 2 * cfg.max_position_embeddings as u64 * (cfg.head_dim as u64 / 2) * 4;
+    // The tables cover the positions in use (at least `INITIAL_ROPE_POSITIONS`).
+    let rope_positions = tokens.max(crate::model::INITIAL_ROPE_POSITIONS as u64).min(cfg.max_position_embeddings as u64);
+    let rope = 2 * rope_positions * (cfg.head_dim as u64 / 2) * 4;
     let widest_input = cfg.intermediate_size.max(cfg.hidden_size).max(cfg.q_dim()) as u64;
     let packing = match target {
         Target::Cpu => tokens * widest_input * 2 + (4 << 20),

@@ -182,19 +182,77 @@ pub struct QwenModel<B: Backend> {
     pub norm: B::Tensor,
     /// `[V, hidden]`; `None` when tied to `embed_tokens`.
     pub lm_head: Option<B::Tensor>,
-    /// Rotary tables `[max_position_embeddings, D/2]`, f32.
-    pub rope_cos: B::Tensor,
-    pub rope_sin: B::Tensor,
+    /// Rotary tables for the positions in use.
+    pub rope: RopeTables<B>,
+}
+
+/// Positions the rotary tables cover when a model is built; most runs never need more.
+pub const INITIAL_ROPE_POSITIONS: usize = 4096;
+
+/// Rotary tables `[len, D/2]` (f32 cos and sin) for positions `0..len`: built for the
+/// positions in use and grown (doubling) when a longer sequence arrives, never for all of
+/// `max_position_embeddings` up front — Qwen2.5 declares 131,072 positions and a hostile
+/// config 2^32, which would be gigabytes of tables nobody reads.
+pub struct RopeTables<B: Backend> {
+    rows: std::sync::RwLock<RopeRows<B>>,
+}
+
+/// The tables as built: `cos`, `sin` are `[len, D/2]`.
+pub struct RopeRows<B: Backend> {
+    pub len: usize,
+    pub cos: B::Tensor,
+    pub sin: B::Tensor,
+}
+
+impl<B: Backend> RopeTables<B> {
+    fn new(be: &B, cfg: &QwenConfig) -> Result<Self> {
+        let rows = Self::build(be, cfg, cfg.max_position_embeddings.min(INITIAL_ROPE_POSITIONS))?;
+        Ok(RopeTables { rows: std::sync::RwLock::new(rows) })
+    }
+
+    fn build(be: &B, cfg: &QwenConfig, len: usize) -> Result<RopeRows<B>> {
+        let (cos, sin) = rope_tables(cfg.rope_theta, cfg.head_dim, len)?;
+        let shape = [len, cfg.head_dim / 2];
+        Ok(RopeRows { len, cos: be.upload(HostData::F32(&cos), &shape)?, sin: be.upload(HostData::F32(&sin), &shape)? })
+    }
+
+    /// Tables covering every position in `positions`, grown first if needed; a position at
+    /// or past `max_position_embeddings` is an error.
+    pub fn covering(&self, be: &B, cfg: &QwenConfig, positions: &[u32]) -> Result<std::sync::RwLockReadGuard<'_, RopeRows<B>>> {
+        let Some(&last) = positions.iter().max() else {
+            return Ok(self.rows.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        };
+        let needed = last as usize + 1;
+        if needed > cfg.max_position_embeddings {
+            return Err(ModelError::Invalid(format!("position {last} exceeds max_position_embeddings {}", cfg.max_position_embeddings)));
+        }
+        loop {
+            let rows = self.rows.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if rows.len >= needed {
+                return Ok(rows);
+            }
+            drop(rows);
+            let mut rows = self.rows.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if rows.len < needed {
+                let len = needed.max(rows.len.saturating_mul(2)).min(cfg.max_position_embeddings);
+                *rows = Self::build(be, cfg, len)?;
+            }
+        }
+    }
 }
 
 /// Rotary tables as HF builds them: `inv_freq = 1 / θ^(2i/D)` and `freq = pos · inv_freq` in
 /// f32, then cos/sin (accurately, here in f64 before rounding). Kept in f32: bf16 tables lose
-/// positions above 256.
-pub fn rope_tables(theta: f64, head_dim: usize, max_pos: usize) -> (Vec<f32>, Vec<f32>) {
+/// positions above 256. Memory is reserved first, so a length beyond what the machine holds
+/// is an error naming the size rather than an abort.
+pub fn rope_tables(theta: f64, head_dim: usize, max_pos: usize) -> Result<(Vec<f32>, Vec<f32>)> {
     let half = head_dim / 2;
     let inv_freq: Vec<f32> = (0..half).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
-    let mut cos = Vec::with_capacity(max_pos * half);
-    let mut sin = Vec::with_capacity(max_pos * half);
+    let too_big = || ModelError::Invalid(format!("rotary tables for {max_pos} positions × {half} frequencies do not fit in memory"));
+    let elements = max_pos.checked_mul(half).ok_or_else(too_big)?;
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    cos.try_reserve_exact(elements).map_err(|_| too_big())?;
+    sin.try_reserve_exact(elements).map_err(|_| too_big())?;
     for p in 0..max_pos {
         for &f in &inv_freq {
             let angle = (p as f32 * f) as f64;
@@ -202,7 +260,7 @@ pub fn rope_tables(theta: f64, head_dim: usize, max_pos: usize) -> (Vec<f32>, Ve
             sin.push(angle.sin() as f32);
         }
     }
-    (cos, sin)
+    Ok((cos, sin))
 }
 
 impl<B: Backend> QwenModel<B> {
@@ -247,15 +305,12 @@ impl<B: Backend> QwenModel<B> {
                 post_attention_layernorm: load(&format!("{p}.post_attention_layernorm.weight"))?,
             });
         }
-        let (cos, sin) = rope_tables(config.rope_theta, config.head_dim, config.max_position_embeddings);
-        let table_shape = [config.max_position_embeddings, config.head_dim / 2];
         Ok(QwenModel {
             embed_tokens: load_weight("model.embed_tokens.weight")?,
             layers,
             norm: load("model.norm.weight")?,
             lm_head: if tied { None } else { Some(load_weight("lm_head.weight")?) },
-            rope_cos: be.upload(HostData::F32(&cos), &table_shape)?,
-            rope_sin: be.upload(HostData::F32(&sin), &table_shape)?,
+            rope: RopeTables::new(be, &config)?,
             config,
         })
     }
@@ -307,15 +362,12 @@ impl<B: Backend> QwenModel<B> {
                 post_attention_layernorm: ones(h)?,
             });
         }
-        let (cos, sin) = rope_tables(config.rope_theta, d, config.max_position_embeddings);
-        let table_shape = [config.max_position_embeddings, d / 2];
         Ok(QwenModel {
             embed_tokens: weight(&[config.vocab_size, h])?,
             layers,
             norm: ones(h)?,
             lm_head: if config.tie_word_embeddings { None } else { Some(weight(&[config.vocab_size, h])?) },
-            rope_cos: be.upload(HostData::F32(&cos), &table_shape)?,
-            rope_sin: be.upload(HostData::F32(&sin), &table_shape)?,
+            rope: RopeTables::new(be, &config)?,
             config,
         })
     }
@@ -334,9 +386,7 @@ impl<B: Backend> QwenModel<B> {
         if batch.ids.len() != b * t || batch.positions.len() != b * t || batch.valid.len() != b * t {
             return Err(ModelError::Invalid(format!("batch arrays do not all have B·T = {} entries", b * t)));
         }
-        if let Some(&p) = batch.positions.iter().find(|&&p| p as usize >= cfg.max_position_embeddings) {
-            return Err(ModelError::Invalid(format!("position {p} exceeds max_position_embeddings {}", cfg.max_position_embeddings)));
-        }
+        let rope = self.rope.covering(be, cfg, &batch.positions)?;
         let mask = match cache.as_deref_mut() {
             None => batch.attention_mask(),
             Some(c) => {
@@ -365,7 +415,7 @@ impl<B: Backend> QwenModel<B> {
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| (&mut c.k[l], &mut c.v[l], c.len));
-            x = layer_forward(be, cfg, layer, (&self.rope_cos, &self.rope_sin), x, batch, &mask, kv, LayerPass::Output, None)?
+            x = layer_forward(be, cfg, layer, (&rope.cos, &rope.sin), x, batch, &mask, kv, LayerPass::Output, None)?
                 .0
                 .expect("output requested");
         }
@@ -400,5 +450,40 @@ impl<B: Backend> QwenModel<B> {
                 lin.lora = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qtrain_core::CpuBackend;
+
+    fn tiny_config(max_position_embeddings: u64) -> QwenConfig {
+        let json = format!(
+            r#"{{"architectures":["Qwen3ForCausalLM"],"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,
+            "num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,"vocab_size":16,"max_position_embeddings":{max_position_embeddings}}}"#
+        );
+        QwenConfig::from_json_str(&json, Path::new("config.json")).unwrap()
+    }
+
+    #[test]
+    fn rotary_tables_cover_the_positions_in_use_not_the_declared_maximum() {
+        // Issue 16 D: 10^8 declared positions built 6.4 GB of tables at load.
+        let be = CpuBackend::new();
+        let cfg = tiny_config(100_000_000);
+        let model = QwenModel::random(&be, cfg.clone(), 1).unwrap();
+        assert_eq!(model.rope.covering(&be, &cfg, &[3, 0]).unwrap().len, INITIAL_ROPE_POSITIONS);
+        let grown = model.rope.covering(&be, &cfg, &[8_999]).unwrap();
+        assert_eq!(grown.len, 9_000);
+        let (cos, sin) = rope_tables(cfg.rope_theta, cfg.head_dim, 9_000).unwrap();
+        assert_eq!((be.download(&grown.cos).unwrap(), be.download(&grown.sin).unwrap()), (cos, sin));
+        drop(grown);
+        assert_eq!(model.rope.covering(&be, &cfg, &[9_000]).unwrap().len, 18_000, "grows by doubling");
+        let err = model.rope.covering(&be, &cfg, &[u32::MAX]).err().expect("refused").to_string();
+        assert!(err.contains("position 4294967295 exceeds max_position_embeddings 100000000"), "{err}");
+        let small = tiny_config(10);
+        let model = QwenModel::random(&be, small.clone(), 1).unwrap();
+        assert_eq!(model.rope.covering(&be, &small, &[9]).unwrap().len, 10);
+        assert!(model.rope.covering(&be, &small, &[10]).is_err());
     }
 }

@@ -275,7 +275,8 @@ impl<B: Backend> QwenModel<B> {
         let cfg = &self.config;
         let batch = &tb.batch;
         let mask = batch.attention_mask();
-        let rope = (&self.rope_cos, &self.rope_sin);
+        let rope_rows = self.rope.covering(be, cfg, &batch.positions)?;
+        let rope = (&rope_rows.cos, &rope_rows.sin);
         let dropout_for =
             |l: usize| opts.lora_dropout.map(|(p, seed)| LayerDropout { p, seed: seed.wrapping_mul(0x9E37_79B9).wrapping_add(l as u64) });
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;

@@ -24,8 +24,10 @@
 //! folder is filled as `checkpoint-N.tmp` and renamed when complete (then the run folder is
 //! synced), so an interrupted run never leaves a `checkpoint-N` that looks whole but is not.
 //! The one exception is the append-only `logging.jsonl` (one whole-line write per record, see
-//! the trainer). `QTRAIN_DEBUG_ABORT_DURING_SAVE=N` aborts the process halfway through the
-//! first save at or after step N (for the kill test). Timestamps are UTC (ms-swift uses local
+//! the trainer). Deleting a checkpoint (`save_total_limit`) or replacing one renames it to
+//! `checkpoint-N.old` first. `QTRAIN_DEBUG_ABORT_DURING_SAVE=N` aborts the process halfway
+//! through the first save at or after step N (for the kill test);
+//! `QTRAIN_DEBUG_DISK_FULL_DURING_SAVE` makes a save meet a full disk (the disk-full test). Timestamps are UTC (ms-swift uses local
 //! time; we avoid a timezone dependency). This module must not decide when to save.
 
 use std::collections::BTreeMap;
@@ -365,6 +367,11 @@ pub const STATE_FILES: [&str; 6] =
 /// The environment variable of the kill test (see the module docs).
 pub const DEBUG_ABORT_ENV: &str = "QTRAIN_DEBUG_ABORT_DURING_SAVE";
 
+/// The environment variable of the disk-full test: `N` makes the first save at or after step
+/// N fail halfway with ENOSPC; `N,fill` instead fills the file system under the run folder's
+/// parent with a ballast file there, so the save meets a real ENOSPC (use it on a tmpfs only).
+pub const DEBUG_DISK_FULL_ENV: &str = "QTRAIN_DEBUG_DISK_FULL_DURING_SAVE";
+
 /// Write `run_dir/checkpoint-{step}` through `checkpoint-{step}.tmp` and return its path.
 /// `trainer_state.json` is the last file written, then the folder is renamed into place.
 pub fn save_checkpoint<B: Backend>(
@@ -381,15 +388,71 @@ pub fn save_checkpoint<B: Backend>(
         std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    let written = write_checkpoint_files(be, model, &tmp, step, content, state);
+    if let Err(e) = written {
+        // A failed save (a full disk, most likely) leaves no partial folder taking space; the
+        // previous checkpoints are untouched.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if final_dir.exists() {
+        // Saving a step that already has a checkpoint (a resumed run): move the old one aside
+        // first, so a kill in between leaves the complete old copy under a name, never nothing.
+        let old = run_dir.join(format!("checkpoint-{step}.old"));
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+        }
+        std::fs::rename(&final_dir, &old).map_err(|e| TrainError::io(&final_dir, e))?;
+        std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+    } else {
+        std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+    }
+    // Make the rename itself durable.
+    if let Ok(dir) = std::fs::File::open(run_dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(final_dir)
+}
+
+/// What a test may ask of a save through [`DEBUG_DISK_FULL_ENV`] (`N` or `N,fill`).
+fn debug_disk_full(step: u64) -> Option<bool> {
+    let value = std::env::var(DEBUG_DISK_FULL_ENV).ok()?;
+    let (n, mode) = value.split_once(',').unwrap_or((&value, ""));
+    let n: u64 = n.trim().parse().ok()?;
+    (step >= n).then_some(mode.trim() == "fill")
+}
+
+/// Fill the file system holding `dir` with a ballast file until writing fails (for the
+/// disk-full test on a small tmpfs: the save then meets a real ENOSPC).
+fn fill_file_system(dir: &Path) {
+    use std::io::Write;
+    let ballast = dir.join("disk-full-ballast");
+    if let Ok(mut f) = std::fs::File::create(&ballast) {
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+}
+
+/// The files of a checkpoint into `tmp`, `trainer_state.json` last.
+fn write_checkpoint_files<B: Backend>(
+    be: &B,
+    model: &QwenModel<B>,
+    tmp: &Path,
+    step: u64,
+    content: &CheckpointContent<'_>,
+    state: &CheckpointState<'_>,
+) -> Result<()> {
     match content {
-        CheckpointContent::Lora { config } => model.export_lora(be, config)?.save(&tmp)?,
+        CheckpointContent::Lora { config } => model.export_lora(be, config)?.save(tmp)?,
         CheckpointContent::Full { source, dtype } => {
             let mut tensors = Vec::new();
             for (name, t) in model_tensors(model) {
                 tensors.push((name, HostTensor { shape: t.shape().to_vec(), data: cast(be.download(t)?, *dtype) }));
             }
             write_safetensors(&tmp.join("model.safetensors"), &tensors, None)?;
-            copy_model_assets(source, &tmp)?;
+            copy_model_assets(source, tmp)?;
         }
     }
     if !state.weights_only {
@@ -399,22 +462,21 @@ pub fn save_checkpoint<B: Backend>(
         eprintln!("[qtrain] {DEBUG_ABORT_ENV}: aborting halfway through saving checkpoint-{step}");
         std::process::abort();
     }
+    match debug_disk_full(step) {
+        Some(true) => fill_file_system(tmp.parent().and_then(Path::parent).unwrap_or(tmp)),
+        Some(false) => {
+            let enospc = std::io::Error::from_raw_os_error(28);
+            return Err(TrainError::io(tmp.join("scheduler.json"), enospc));
+        }
+        None => {}
+    }
     if !state.weights_only {
         write_json(&tmp.join("scheduler.json"), state.scheduler)?;
         write_json(&tmp.join("rng_state.json"), state.rng_state)?;
         write_json(&tmp.join("data_state.json"), state.data_state)?;
     }
     write_json(&tmp.join("args.json"), state.args_json)?;
-    write_json(&tmp.join("trainer_state.json"), state.trainer_state)?;
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
-    }
-    std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
-    // Make the rename itself durable.
-    if let Ok(dir) = std::fs::File::open(run_dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(final_dir)
+    write_json(&tmp.join("trainer_state.json"), state.trainer_state)
 }
 
 /// `optimizer.safetensors`: per parameter `<name>.exp_avg`, `<name>.exp_avg_sq` (f32, the
@@ -532,7 +594,14 @@ pub fn rotate_checkpoints(run_dir: &Path, limit: usize, best: Option<u64>) -> Re
     let mut deleted = Vec::new();
     for step in checkpoints_to_delete(&steps, best, limit) {
         let dir = run_dir.join(format!("checkpoint-{step}"));
-        std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+        // Renamed first: a kill during the deletion leaves `checkpoint-N.old` with some files
+        // gone, never a `checkpoint-N` that looks whole but is not.
+        let doomed = run_dir.join(format!("checkpoint-{step}.old"));
+        if doomed.exists() {
+            std::fs::remove_dir_all(&doomed).map_err(|e| TrainError::io(&doomed, e))?;
+        }
+        std::fs::rename(&dir, &doomed).map_err(|e| TrainError::io(&dir, e))?;
+        std::fs::remove_dir_all(&doomed).map_err(|e| TrainError::io(&doomed, e))?;
         deleted.push(dir);
     }
     Ok(deleted)

@@ -141,7 +141,7 @@ pub fn run(mut args: InferArgs) -> Result<()> {
         let rows = if args.is_batch() { args.max_batch_size as u64 } else { 1 };
         let tokens = (512 + args.max_new_tokens as u64).min(cfg.max_position_embeddings as u64);
         let estimate = MemoryEstimate::inference(Target::Cpu, &cfg, rows, tokens.min(512), tokens, cpu_weight_bytes(numerics));
-        ensure_cpu_fits(device, "loading this model", &estimate, "use --torch_dtype bfloat16 (2 bytes per parameter) or a smaller model")?;
+        ensure_cpu_fits(device, "loading this model", &estimate, "use a smaller --max_new_tokens (its KV cache is part of this), --torch_dtype bfloat16 (2 bytes per parameter) or a smaller model")?;
     }
     run_on(device, numerics, args)
 }

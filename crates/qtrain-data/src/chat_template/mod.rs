@@ -77,10 +77,14 @@ impl ChatTemplate {
     pub fn with_origin(source: &str, special_tokens: SpecialTokens, origin: impl Into<String>) -> Result<Self> {
         let origin = origin.into();
         let mut env = jinja2_environment();
+        // The variant already says "syntax error"; the message is minijinja's detail.
         env.add_template_owned(TEMPLATE_NAME, translate_generation_tags(source)).map_err(|e| DataError::TemplateSyntax {
             origin: origin.clone(),
             line: e.line(),
-            message: error_message(&e),
+            message: match (e.kind(), e.detail()) {
+                (ErrorKind::SyntaxError, Some(detail)) => detail.to_string(),
+                _ => error_message(&e),
+            },
         })?;
         Ok(ChatTemplate { env, source: source.to_string(), origin, special_tokens })
     }
@@ -131,7 +135,16 @@ impl ChatTemplate {
             }
         }
         let template = self.env.get_template(TEMPLATE_NAME).map_err(render_error)?;
-        template.render(ctx).map_err(render_error)
+        let mut out = CappedText::default();
+        match template.render_captured_to(ctx, &mut out) {
+            Ok(_) => Ok(String::from_utf8_lossy(&out.text).into_owned()),
+            Err(_) if out.overflowed => Err(DataError::TemplateRender {
+                origin: self.origin.clone(),
+                line: None,
+                message: format!("the rendered text is longer than {} bytes", python::MAX_TEMPLATE_TEXT),
+            }),
+            Err(e) => Err(render_error(e)),
+        }
     }
 }
 
@@ -175,8 +188,39 @@ fn prepare_messages(messages: &serde_json::Value) -> Result<serde_json::Value> {
     Ok(Json::Array(prepared))
 }
 
+/// How many VM steps (minijinja "fuel") one render may take. Real chat templates take
+/// a few hundred per message, so this admits conversations of ~50,000 messages while a
+/// template that loops (nearly) forever stops within seconds.
+const RENDER_FUEL: u64 = 20_000_000;
+
+/// Render output that refuses to grow past [`python::MAX_TEMPLATE_TEXT`] bytes, so a
+/// template emitting huge strings in a loop fails instead of exhausting memory.
+#[derive(Default)]
+struct CappedText {
+    text: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedText {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > python::MAX_TEMPLATE_TEXT {
+            self.overflowed = true;
+            return Err(std::io::Error::other("template output too long"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The error text of a minijinja error: its kind and detail, then any causes.
 fn error_message(e: &Error) -> String {
+    if e.kind() == ErrorKind::OutOfFuel {
+        return format!("template took too long: it ran more than {RENDER_FUEL} steps (a loop that never ends?)");
+    }
     let mut message = match e.detail() {
         Some(detail) if e.kind() == ErrorKind::InvalidOperation => detail.to_string(),
         Some(detail) => format!("{}: {detail}", e.kind()),
@@ -196,6 +240,7 @@ fn jinja2_environment() -> Environment<'static> {
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(false);
+    env.set_fuel(Some(RENDER_FUEL));
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_unknown_method_callback(python_methods);
     env.set_formatter(python_formatter);
@@ -276,7 +321,8 @@ fn translate_generation_tags(source: &str) -> String {
     while let Some(start) = rest.find("{%") {
         out.push_str(&rest[..start]);
         let tag = &rest[start..];
-        let Some(end) = tag.find("%}") else {
+        // The closing `%}` comes after the opening `{%` (in `{%}` they overlap).
+        let Some(end) = tag[2..].find("%}").map(|i| i + 2) else {
             break;
         };
         let inner = &tag[2..end];
@@ -519,5 +565,43 @@ mod tests {
     fn key_order_of_messages_is_preserved() {
         let msgs = json!([{"role": "tool", "content": {"zeta": 1, "alpha": 2, "mid": {"b": 1, "a": 2}}}]);
         assert_eq!(render("{{ messages[0].content | tojson }}", msgs), r#"{"zeta": 1, "alpha": 2, "mid": {"b": 1, "a": 2}}"#);
+    }
+
+    fn render_error(template: &str) -> String {
+        let template = ChatTemplate::with_origin(template, SpecialTokens::default(), "t.jinja").unwrap();
+        template.render(&RenderRequest::new(&one_message())).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_tag_whose_brackets_overlap_is_a_syntax_error_not_a_panic() {
+        // Issue 16 A: `{%}` once sliced `tag[2..1]`.
+        for source in ["{%}", "a {%} b", "{%}{% endgeneration %}", "{%-}", "{%", "%}{%"] {
+            let outcome = std::panic::catch_unwind(|| ChatTemplate::with_origin(source, SpecialTokens::default(), "t.jinja"));
+            let result = outcome.unwrap_or_else(|_| panic!("{source:?} panicked"));
+            if let Err(err) = result {
+                assert!(err.to_string().starts_with("chat template t.jinja: syntax error"), "{source:?}: {err}");
+            }
+        }
+        assert_eq!(translate_generation_tags("{%}x{% generation %}"), "{%}x{% generation %}");
+    }
+
+    #[test]
+    fn a_template_that_loops_forever_runs_out_of_fuel() {
+        // Issue 16 F: two nested range(100000) loops used to run for hours.
+        let err = render_error("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}");
+        assert!(err.starts_with("chat template t.jinja: render failed"), "{err}");
+        assert!(err.contains("template took too long"), "{err}");
+    }
+
+    #[test]
+    fn huge_indents_and_outputs_are_refused_before_allocating() {
+        // Issue 16 F: `" ".repeat(100000000000)` aborted the process.
+        let err = render_error("{{ messages | tojson(indent=100000000000) }}");
+        assert!(err.contains("tojson: indent 100000000000 is wider than 256"), "{err}");
+        let err = render_error("{{ messages | tojson(indent='x' * 1000) }}");
+        assert!(err.contains("tojson: indent is 1000 bytes, wider than 256"), "{err}");
+        let err = render_error("{% for i in range(20) %}{{ 'x' * 10000000 }}{% endfor %}");
+        assert!(err.contains("the rendered text is longer than 100000000 bytes"), "{err}");
+        assert_eq!(render("{{ messages | tojson(indent=2) }}", one_message()).lines().count(), 6);
     }
 }

@@ -151,6 +151,13 @@ fn repr_str(s: &str, out: &mut String) {
     out.push(quote);
 }
 
+/// The longest text a template may build: its output or one `tojson` result. minijinja
+/// itself refuses `"x" * n` past the same 100 MB.
+pub(crate) const MAX_TEMPLATE_TEXT: usize = 100_000_000;
+
+/// The widest `tojson` indent accepted (real templates use 2 or 4).
+const MAX_INDENT: usize = 256;
+
 /// Options of Python's `json.dumps` that transformers' `tojson` filter exposes.
 #[derive(Debug, Clone)]
 pub(crate) struct JsonOptions {
@@ -180,13 +187,23 @@ impl JsonOptions {
         let mut opts = JsonOptions { ensure_ascii: given(ensure_ascii).is_some_and(|v| v.is_true()), ..Default::default() };
         opts.sort_keys = given(sort_keys).is_some_and(|v| v.is_true());
         if let Some(indent) = given(indent) {
-            opts.indent = Some(if let Some(s) = indent.as_str() {
+            let unit = if let Some(s) = indent.as_str() {
                 s.to_string()
             } else if let Ok(n) = i64::try_from(indent.clone()) {
+                if n > MAX_INDENT as i64 {
+                    return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: indent {n} is wider than {MAX_INDENT}")));
+                }
                 " ".repeat(n.max(0) as usize)
             } else {
                 return Err(Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an integer or a string"));
-            });
+            };
+            if unit.len() > MAX_INDENT {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("tojson: indent is {} bytes, wider than {MAX_INDENT}", unit.len()),
+                ));
+            }
+            opts.indent = Some(unit);
             opts.item_separator = ",".into();
         }
         if let Some(seps) = given(separators) {
@@ -225,6 +242,9 @@ fn newline_indent(opts: &JsonOptions, level: usize, out: &mut String) {
 }
 
 fn write_json(value: &Value, opts: &JsonOptions, level: usize, out: &mut String) -> Result<(), Error> {
+    if out.len() > MAX_TEMPLATE_TEXT {
+        return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: the result is longer than {MAX_TEMPLATE_TEXT} bytes")));
+    }
     match value.kind() {
         ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
