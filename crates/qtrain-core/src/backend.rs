@@ -9,7 +9,7 @@
 //! This module must not contain model logic: an op is a mathematical function of its operands,
 //! never "the Qwen attention block".
 
-use crate::{HostData, Result};
+use crate::{Dropout, HostData, Result};
 
 /// What every backend tensor can tell about itself without touching device memory.
 pub trait TensorInfo {
@@ -27,9 +27,10 @@ pub struct LoraWeights<'a, T> {
     pub b: &'a T,
     /// `alpha / r`, or `alpha / √r` with rsLoRA.
     pub scale: f32,
-    /// LoRA dropout as a mask of `0` and `1/(1−p)` shaped like the input: the low-rank path
-    /// sees `x ⊙ mask` (PEFT applies dropout before A); `None` means no dropout.
-    pub dropout_mask: Option<&'a T>,
+    /// LoRA dropout: the low-rank path sees `x ⊙ mask` (PEFT applies dropout before A), with
+    /// element `(n, k)` of the mask — `0` or `1/(1−p)` — drawn by [`crate::philox`] from
+    /// (key, row `n`, column `k`) inside the op, never stored. `None` means no dropout.
+    pub dropout: Option<Dropout>,
 }
 
 /// Gradient buffers a linear layer's backward adds into; `None` skips that gradient.

@@ -17,6 +17,7 @@ pub mod backend;
 pub mod cpu;
 pub mod dtype;
 pub mod error;
+pub mod philox;
 pub mod rng;
 
 pub use backend::{
@@ -26,3 +27,4 @@ pub use backend::{
 pub use cpu::{CpuBackend, CpuTensor};
 pub use dtype::{DType, HostData};
 pub use error::{CoreError, Result};
+pub use philox::{Dropout, MaskKey};

@@ -13,7 +13,9 @@
 
 use half::bf16;
 use qtrain_core::rng::Rng;
-use qtrain_core::{AttentionMask, Backend, CpuBackend, CpuTensor, CrossEntropyGrad, HostData, LinearGrads, LoraWeights, TensorInfo};
+use qtrain_core::{
+    AttentionMask, Backend, CpuBackend, CpuTensor, CrossEntropyGrad, Dropout, HostData, LinearGrads, LoraWeights, MaskKey, TensorInfo,
+};
 use qtrain_cuda::{CudaBackend, CudaTensor};
 
 const F32_TOL: f64 = 1e-5;
@@ -300,12 +302,10 @@ fn linear_with_lora_matches_cpu() {
         let (gbias, cbias) = env.pair(&[c.d_out], 0.1, c.w_bf16);
         let (ga, ca) = env.pair(&[c.rank, c.d_in], 1.0 / (c.d_in as f32).sqrt(), false);
         let (gb, cb) = env.pair(&[c.d_out, c.rank], 0.05, false); // non-zero B to exercise the path
-        let keep = 1.0 / (1.0 - 0.05);
-        let mask: Vec<f32> = (0..c.n * c.d_in).map(|_| if env.rng.next_f64() < 0.05 { 0.0 } else { keep }).collect();
-        let (gm, cm) = env.pair_from(mask, &[c.n, c.d_in], false);
+        let drop = Dropout { key: MaskKey { seed: env.rng.next_u64(), layer: 3, module: 5 }, p: 0.05 };
         let scale = 32.0 / c.rank as f32;
-        let glora = || LoraWeights { a: &ga, b: &gb, scale, dropout_mask: c.dropout.then_some(&gm) };
-        let clora = || LoraWeights { a: &ca, b: &cb, scale, dropout_mask: c.dropout.then_some(&cm) };
+        let glora = || LoraWeights { a: &ga, b: &gb, scale, dropout: c.dropout.then_some(drop) };
+        let clora = || LoraWeights { a: &ca, b: &cb, scale, dropout: c.dropout.then_some(drop) };
         let gy = env.gpu.linear(&gx, &gw, c.bias.then_some(&gbias), Some(glora())).unwrap();
         let cy = env.cpu.linear(&cx, &cw, c.bias.then_some(&cbias), Some(clora())).unwrap();
         check(&format!("linear fwd + LoRA ({})", c.label), &env.down(&gy), cy.data(), tol);
@@ -383,6 +383,35 @@ struct AttnCase {
     padding: bool,
     packing: bool,
     budget: Option<usize>,
+}
+
+/// The dropout kernel draws exactly the mask `qtrain_core::philox` draws on the host: applied to
+/// ones it yields the mask itself, compared bit for bit (odd column count: a partial last group).
+#[test]
+fn dropout_masks_are_bit_identical_to_cpu() {
+    let Some(mut env) = setup("dropout") else { return };
+    let (rows, cols) = (300usize, 1027usize);
+    for p in [0.05f32, 0.1, 0.5] {
+        let drop = Dropout { key: MaskKey { seed: env.rng.next_u64(), layer: 27, module: 6 }, p };
+        let ones = env.gpu.upload(HostData::F32(&vec![1.0; rows * cols]), &[rows, cols]).unwrap();
+        let out = env.gpu.zeros(&[rows, cols]).unwrap();
+        qtrain_cuda::ops::lora::dropout_apply(
+            &env.gpu,
+            ones.device_ptr(),
+            out.device_ptr(),
+            rows,
+            cols,
+            &qtrain_cuda::ops::lora::DropoutArgs::new(Some(drop)),
+        )
+        .unwrap();
+        let got = env.down(&out);
+        let mut want = vec![0.0f32; rows * cols];
+        want.chunks_mut(cols).enumerate().for_each(|(r, row)| drop.fill_row(r as u32, row));
+        let differ = got.iter().zip(&want).filter(|(g, w)| g.to_bits() != w.to_bits()).count();
+        let status = if differ == 0 { "PASS" } else { "FAIL" };
+        println!("KCHECK {status} dropout mask p={p} [{rows}×{cols}]: {differ} elements differ (bit-identical expected)");
+        assert_eq!(differ, 0, "dropout mask p={p}");
+    }
 }
 
 #[test]

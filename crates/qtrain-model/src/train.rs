@@ -258,8 +258,7 @@ impl<B: Backend> QwenModel<B> {
         let batch = &tb.batch;
         let mask = batch.attention_mask();
         let rope = (&self.rope_cos, &self.rope_sin);
-        let dropout_for =
-            |l: usize| opts.lora_dropout.map(|(p, seed)| LayerDropout { p, seed: seed.wrapping_mul(0x9E37_79B9).wrapping_add(l as u64) });
+        let dropout_for = |l: usize| opts.lora_dropout.map(|(p, seed)| LayerDropout { p, seed, layer: l as u32 });
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
         // Under checkpointing only layer inputs are kept; otherwise each layer's activations.
         let mut saved_inputs = Vec::new();

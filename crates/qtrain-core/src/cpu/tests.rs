@@ -25,7 +25,7 @@ fn linear_with_bias_and_lora_matches_formula() {
     let bias = rand_tensor(&mut rng, &[dout]);
     let a = rand_tensor(&mut rng, &[r, din]);
     let b = rand_tensor(&mut rng, &[dout, r]);
-    let y = be.linear(&x, &w, Some(&bias), Some(LoraWeights { a: &a, b: &b, scale: 0.75, dropout_mask: None })).unwrap();
+    let y = be.linear(&x, &w, Some(&bias), Some(LoraWeights { a: &a, b: &b, scale: 0.75, dropout: None })).unwrap();
     let mut want = vec![0.0f64; n * dout];
     for i in 0..n {
         for o in 0..dout {
@@ -242,10 +242,13 @@ fn linear_backward_with_bias_lora_and_dropout_matches_finite_differences() {
     let b = rand_tensor(&mut rng, &[dout]);
     let a = rand_tensor(&mut rng, &[r, din]);
     let bb = rand_tensor(&mut rng, &[dout, r]);
-    let mask = t(&(0..n * din).map(|i| if i % 3 == 0 { 0.0 } else { 1.5 }).collect::<Vec<_>>(), &[n, din]);
+    let mask = crate::Dropout { key: crate::MaskKey { seed: 5, layer: 1, module: 2 }, p: 0.4 };
+    let drop = Some(mask);
+    let dropped = (0..n as u32).flat_map(|r| (0..din as u32).map(move |c| (r, c))).filter(|&(r, c)| !mask.keep(r, c)).count();
+    assert!(dropped > 0 && dropped < n * din, "the mask must drop some elements and keep others ({dropped})");
     let dy = rand_tensor(&mut rng, &[n, dout]);
     let fwd = |x: &CpuTensor, w: &CpuTensor, b: &CpuTensor, a: &CpuTensor, bb: &CpuTensor| {
-        let y = be.linear(x, w, Some(b), Some(LoraWeights { a, b: bb, scale: s, dropout_mask: Some(&mask) })).unwrap();
+        let y = be.linear(x, w, Some(b), Some(LoraWeights { a, b: bb, scale: s, dropout: drop })).unwrap();
         dot(y.data(), dy.data())
     };
     let (mut gw, mut gb, mut ga, mut gbb) =
@@ -254,7 +257,7 @@ fn linear_backward_with_bias_lora_and_dropout_matches_finite_differences() {
         .linear_backward(
             &x,
             &w,
-            Some(LoraWeights { a: &a, b: &bb, scale: s, dropout_mask: Some(&mask) }),
+            Some(LoraWeights { a: &a, b: &bb, scale: s, dropout: drop }),
             &dy,
             LinearGrads { weight: Some(&mut gw), bias: Some(&mut gb), lora_a: Some(&mut ga), lora_b: Some(&mut gbb) },
             true,
@@ -420,14 +423,14 @@ fn bf16_mode_ops_track_their_f32_twins() {
         assert!(err <= 1e-2, "{what}: relative error {err}");
         assert!(err > 0.0, "{what}: identical to f32, the bf16 path did not run");
     };
-    let y32 = f32_be.linear(&x, &w32, None, Some(LoraWeights { a: &a, b: &b, scale: 0.5, dropout_mask: None })).unwrap();
-    let y16 = bf16_be.linear(&x, &w16, None, Some(LoraWeights { a: &a, b: &b, scale: 0.5, dropout_mask: None })).unwrap();
+    let y32 = f32_be.linear(&x, &w32, None, Some(LoraWeights { a: &a, b: &b, scale: 0.5, dropout: None })).unwrap();
+    let y16 = bf16_be.linear(&x, &w16, None, Some(LoraWeights { a: &a, b: &b, scale: 0.5, dropout: None })).unwrap();
     check("linear", y16.data(), y32.data());
 
     let dy = rand_tensor(&mut rng, &[n, dout]);
     let grads_of = |be: &CpuBackend, w: &CpuTensor| {
         let (mut ga, mut gb) = (be.zeros(&[r, din]).unwrap(), be.zeros(&[dout, r]).unwrap());
-        let lw = LoraWeights { a: &a, b: &b, scale: 0.5, dropout_mask: None };
+        let lw = LoraWeights { a: &a, b: &b, scale: 0.5, dropout: None };
         let grads = LinearGrads { lora_a: Some(&mut ga), lora_b: Some(&mut gb), ..Default::default() };
         let dx = be.linear_backward(&x, w, Some(lw), &dy, grads, true).unwrap().unwrap();
         (dx, ga, gb)

@@ -137,26 +137,70 @@ static void test_rope() {
     check("rope_fwd_f32", out, want, 1e-6); check("rope_bwd_f32", dx, wdx, 1e-6);
 }
 
+// ---------------- dropout (kernels/dropout_golden.txt, written by qtrain-core's Philox) ----------------
+struct Golden { DropoutArgs args; size_t rows = 0, cols = 0; std::vector<float> mask; };
+static Golden g_golden;
+
+static void load_golden(const char* path) {
+    FILE* f = fopen(path, "r");
+    if (!f) { fprintf(stderr, "cannot open %s\n", path); exit(2); }
+    char line[4096]; std::vector<std::string> rows; unsigned long long seed = 0; unsigned layer = 0, module = 0, thr = 0, sbits = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        if (strncmp(line, "seed=", 5) == 0) {
+            float p; size_t r, c;
+            if (sscanf(line, "seed=%llx layer=%u module=%u p=%f threshold=%u scale_bits=%x rows=%zu cols=%zu", &seed, &layer, &module, &p, &thr, &sbits, &r, &c) != 8) { fprintf(stderr, "bad golden header\n"); exit(2); }
+            continue;
+        }
+        std::string s(line); while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+        if (!s.empty()) rows.push_back(s);
+    }
+    fclose(f);
+    float scale; std::memcpy(&scale, &sbits, 4);
+    g_golden.args = DropoutArgs{(unsigned)seed, (unsigned)(seed >> 32), layer, module, thr, scale};
+    g_golden.rows = rows.size(); g_golden.cols = rows[0].size();
+    for (auto& r : rows) for (char ch : r) g_golden.mask.push_back(ch == '1' ? scale : 0.f);
+}
+
+static void test_dropout() {
+    const Golden& g = g_golden; size_t n = g.rows * g.cols;
+    std::vector<float> ones(n, 1.f), out(n, NAN);
+    launch(g1(n), B256, 0, [&] { dropout_apply_f32(ones.data(), out.data(), (long long)g.rows, (int)g.cols, g.args); });
+    check("dropout_apply_f32 == golden mask (bit for bit)", out, g.mask, 0);
+    std::vector<float> per(n);
+    for (size_t r = 0; r < g.rows; ++r) for (size_t c = 0; c < g.cols; ++c) per[r * g.cols + c] = dropout_factor(g.args, (unsigned)r, (unsigned)c);
+    check("dropout_factor == golden mask (bit for bit)", per, g.mask, 0);
+    auto x = randn(n); std::vector<float> want(n);
+    launch(g1(n), B256, 0, [&] { dropout_apply_f32(x.data(), out.data(), (long long)g.rows, (int)g.cols, g.args); });
+    for (size_t i = 0; i < n; ++i) want[i] = x[i] * g.mask[i];
+    check("dropout_apply_f32 x ⊙ mask", out, want, 0);
+}
+
 static void test_lora() {
-    size_t N = 9, din = 77, dout = 45, r = 5; float s = 2.5f;
+    // The golden mask's shape, so the masked cases use a mask known independently of the kernels.
+    size_t N = g_golden.rows, din = g_golden.cols, dout = 45, r = 5; float s = 2.5f;
     auto x = randn(N * din), a = randn(r * din), b = randn(dout * r), dy = randn(N * dout), y0 = randn(N * dout), dx0 = randn(N * din);
-    std::vector<float> mask(N * din); for (auto& m : mask) m = (rng() % 10 == 0) ? 0.f : 1.f / 0.95f;
+    const DropoutArgs none{0, 0, 0, 0, 0, 1.f};
     for (int use_mask = 0; use_mask < 2; ++use_mask) {
-        const float* mp = use_mask ? mask.data() : nullptr;
+        const DropoutArgs drop = use_mask ? g_golden.args : none;
+        auto m = [&](size_t i) { return use_mask ? g_golden.mask[i] : 1.f; };
         std::vector<float> xa(N * r), wxa(N * r), y = y0, wy = y0, g(N * r), wg(N * r), dx = dx0, wdx = dx0;
-        launch(dim3{(unsigned)N, 1, 1}, B256, 0, [&] { lora_down_fwd_f32(x.data(), mp, a.data(), xa.data(), (int)din, (int)r); });
+        launch(dim3{(unsigned)N, 1, 1}, B256, 0, [&] { lora_down_fwd_f32(x.data(), a.data(), xa.data(), (int)din, (int)r, drop); });
         launch(dim3{(unsigned)((dout + 255) / 256), (unsigned)N, 1}, B256, r * 4, [&] { lora_up_fwd_f32(xa.data(), b.data(), y.data(), (int)dout, (int)r, s); });
         launch(dim3{(unsigned)N, 1, 1}, B256, 0, [&] { lora_dyb_bwd_f32(dy.data(), b.data(), g.data(), (int)dout, (int)r, s); });
-        launch(dim3{(unsigned)((din + 255) / 256), (unsigned)N, 1}, B256, r * 4, [&] { lora_dx_bwd_f32(g.data(), a.data(), mp, dx.data(), (int)din, (int)r); });
+        // Two row slices, as the launcher splits rows past grid.y's limit: row0 keys the mask.
+        size_t half = N / 2;
+        launch(dim3{(unsigned)(((din + 3) / 4 + 255) / 256), (unsigned)half, 1}, B256, r * 4, [&] { lora_dx_bwd_f32(g.data(), a.data(), dx.data(), (int)din, (int)r, 0, drop); });
+        launch(dim3{(unsigned)(((din + 3) / 4 + 255) / 256), (unsigned)(N - half), 1}, B256, r * 4, [&] { lora_dx_bwd_f32(g.data() + half * r, a.data(), dx.data() + half * din, (int)din, (int)r, (long long)half, drop); });
         for (size_t n = 0; n < N; ++n) {
-            for (size_t j = 0; j < r; ++j) { double acc = 0; for (size_t k = 0; k < din; ++k) acc += double(x[n * din + k]) * (mp ? mp[n * din + k] : 1.f) * a[j * din + k]; wxa[n * r + j] = acc;
+            for (size_t j = 0; j < r; ++j) { double acc = 0; for (size_t k = 0; k < din; ++k) acc += double(x[n * din + k]) * m(n * din + k) * a[j * din + k]; wxa[n * r + j] = acc;
                 double ga = 0; for (size_t o = 0; o < dout; ++o) ga += double(dy[n * dout + o]) * b[o * r + j]; wg[n * r + j] = s * ga; }
             for (size_t o = 0; o < dout; ++o) { double acc = 0; for (size_t j = 0; j < r; ++j) acc += double(wxa[n * r + j]) * b[o * r + j]; wy[n * dout + o] += s * acc; }
-            for (size_t k = 0; k < din; ++k) { double acc = 0; for (size_t j = 0; j < r; ++j) acc += double(wg[n * r + j]) * a[j * din + k]; wdx[n * din + k] += acc * (mp ? mp[n * din + k] : 1.f); }
+            for (size_t k = 0; k < din; ++k) { double acc = 0; for (size_t j = 0; j < r; ++j) acc += double(wg[n * r + j]) * a[j * din + k]; wdx[n * din + k] += acc * m(n * din + k); }
         }
-        std::string m = use_mask ? " (mask)" : "";
-        check("lora_down_fwd_f32" + m, xa, wxa, 1e-5); check("lora_up_fwd_f32" + m, y, wy, 1e-5);
-        check("lora_dyb_bwd_f32" + m, g, wg, 1e-5); check("lora_dx_bwd_f32" + m, dx, wdx, 1e-5);
+        std::string ms = use_mask ? " (dropout)" : "";
+        check("lora_down_fwd_f32" + ms, xa, wxa, 1e-5); check("lora_up_fwd_f32" + ms, y, wy, 1e-5);
+        check("lora_dyb_bwd_f32" + ms, g, wg, 1e-5); check("lora_dx_bwd_f32" + ms, dx, wdx, 1e-5);
     }
 }
 
@@ -269,10 +313,12 @@ static void test_adamw_reduce() {
     check("col_sum_add_f32", o, wo, 1e-6);
 }
 
-int main() {
+int main(int argc, char** argv) {
+    if (argc != 2) { fprintf(stderr, "usage: harness kernels/dropout_golden.txt\n"); return 2; }
+    load_golden(argv[1]);
     test_copy(); test_elementwise(); test_embedding();
     rms_case<float>("(f32 w, 37x200)", 37, 200, false); rms_case<bf16_t>("(bf16 w, 1100x64: strided rows)", 1100, 64, true); rms_case<float>("(f32 w, 3x3584)", 3, 3584, false);
-    test_rope(); test_lora();
+    test_rope(); test_dropout(); test_lora();
     test_attention("(causal, GQA 4/2)", 2, 7, 4, 2, 16, 7, 0, false, false, 1);
     test_attention("(padding, chunk 3)", 3, 9, 6, 2, 8, 9, 0, true, false, 3);
     test_attention("(packing + padding, all z)", 2, 12, 4, 4, 8, 12, 0, true, true, 8);
