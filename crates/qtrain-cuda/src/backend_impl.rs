@@ -54,11 +54,14 @@ impl CudaBackend {
             l.a.shape(),
             l.b.shape()
         );
-        if let Some(m) = l.dropout_mask {
-            ensure_shape!(m.numel() == x.numel(), op, "dropout mask {:?} for input {:?}", m.shape(), x.shape());
-        }
-        // LoRA weights and masks are f32 by construction; convert anything else once.
-        for t in [Some(l.a), Some(l.b), l.dropout_mask].into_iter().flatten() {
+        let rows = x.numel().checked_div(d_in).unwrap_or(0);
+        ensure_shape!(
+            l.dropout.is_none() || (rows <= u32::MAX as usize && d_in <= u32::MAX as usize),
+            op,
+            "dropout over {rows} × {d_in} elements"
+        );
+        // LoRA weights are f32 by construction; convert anything else once.
+        for t in [l.a, l.b] {
             if !t.is_f32() {
                 let c = self.empty(t.shape(), DType::F32, "LoRA operand as f32")?;
                 ops::copy::cast(self, t, &c)?;
@@ -70,8 +73,7 @@ impl CudaBackend {
         let mut pick = |t: &'a CudaTensor| if t.is_f32() { t } else { converted.next().expect("converted above") };
         let a = pick(l.a);
         let b = pick(l.b);
-        let mask = l.dropout_mask.map(&mut pick);
-        Ok(LoraArgs { a, b, scale: l.scale, mask, rank: r })
+        Ok(LoraArgs { a, b, scale: l.scale, dropout: l.dropout, rank: r })
     }
 }
 
@@ -88,12 +90,13 @@ impl Backend for CudaBackend {
             return Err(CoreError::ElementCount { op: "upload", shape: shape.to_vec(), expected, got: data.len() });
         }
         let (dtype, buf) = match data {
-            HostData::F32(d) => (DType::F32, self.upload_slice(d, "uploaded tensor")?),
+            // Uploaded tensors are weights, parameters and tables that stay: exact-size blocks.
+            HostData::F32(d) => (DType::F32, self.upload_slice_sized(d, "uploaded tensor", true)?),
             HostData::BF16(d) => {
                 let bits: Vec<u16> = d.iter().map(|x| x.to_bits()).collect();
-                (DType::BF16, self.upload_slice(&bits, "uploaded bf16 tensor")?)
+                (DType::BF16, self.upload_slice_sized(&bits, "uploaded bf16 tensor", true)?)
             }
-            HostData::F16(_) => (DType::F32, self.upload_slice(&data.to_f32_vec(), "uploaded f16 tensor (widened to f32)")?),
+            HostData::F16(_) => (DType::F32, self.upload_slice_sized(&data.to_f32_vec(), "uploaded f16 tensor (widened to f32)", true)?),
         };
         Ok(CudaTensor { shape: shape.to_vec(), dtype, buf })
     }
