@@ -329,7 +329,7 @@ mod tests {
         free.insert(1 << 20, vec![4, 5]);
         let cached = 2 * 512 + 4096 + 2 * (1 << 20);
         assert_eq!(blocks_to_release(&free, cached, cached), vec![]);
-        assert_eq!(blocks_to_release(&free, cached, (1 << 20) + 5000), vec![(1 << 20, 0)]);
+        assert_eq!(blocks_to_release(&free, cached, (1 << 20) + 4096 + 1024), vec![(1 << 20, 0)]);
         assert_eq!(blocks_to_release(&free, cached, 600), vec![(1 << 20, 0), (1 << 20, 1), (4096, 0), (512, 0)]);
         assert_eq!(blocks_to_release(&free, cached, 0).len(), 5);
     }

@@ -468,6 +468,18 @@ fn attention_matches_cpu() {
             budget: Some(3 << 20),
         },
         AttnCase {
+            label: "row blocks inside one (batch row, kv head) slice",
+            b: 2,
+            t: 256,
+            h: 28,
+            kv: 4,
+            cap: 256,
+            q_offset: 0,
+            padding: true,
+            packing: true,
+            budget: Some(200 << 10),
+        },
+        AttnCase {
             label: "KV cache prefill at offset",
             b: 1,
             t: 17,

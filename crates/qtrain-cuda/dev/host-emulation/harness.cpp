@@ -209,14 +209,24 @@ struct Mask { size_t B, T, S, qoff; std::vector<unsigned char> kv; std::vector<u
     bool allows(size_t b, size_t i, size_t j) const { size_t q = qoff + i; if (j >= S || j > q) return false;
         if (!kv.empty() && !kv[b * S + j]) return false; if (!seg.empty() && seg[b * S + j] != seg[b * S + q]) return false; return true; } };
 
-// C[z] = alpha * A[z] · op(B[z]), row-major, A [M,K], B [N,K] (transB) or [K,N].
-static void bgemm(size_t Z, size_t M, size_t N, size_t K, const float* A, bool ta, const float* Bm, bool tb, float* C, float alpha) {
+// C[z] = alpha * A[z] · op(B[z]) (+ C[z] when add), row-major, A [M,K], B [N,K] (transB) or [K,N].
+static void bgemm(size_t Z, size_t M, size_t N, size_t K, const float* A, bool ta, const float* Bm, bool tb, float* C, float alpha, bool add = false) {
     for (size_t z = 0; z < Z; ++z) for (size_t m = 0; m < M; ++m) for (size_t n = 0; n < N; ++n) { double acc = 0;
         for (size_t k = 0; k < K; ++k) { double av = ta ? A[z * M * K + k * M + m] : A[z * M * K + m * K + k]; double bv = tb ? Bm[z * N * K + n * K + k] : Bm[z * N * K + k * N + n]; acc += av * bv; }
-        C[z * M * N + m * N + n] = alpha * acc; }
+        C[z * M * N + m * N + n] = alpha * acc + (add ? C[z * M * N + m * N + n] : 0.f); }
 }
 
-static void test_attention(const char* label, size_t B, size_t T, size_t H, size_t KV, size_t D, size_t cap, size_t qoff, bool pad, bool pack, size_t zc) {
+// The pieces of ops/attention.rs (Dims::pieces): zc whole slices at a time, or, with rc > 0, blocks
+// of rc rows of one slice.
+struct Piece { size_t z0, nz, r0, nr; };
+static std::vector<Piece> pieces(size_t Z, size_t rows, size_t zc, size_t rc) {
+    std::vector<Piece> p;
+    if (rc == 0 || rc >= rows) { for (size_t z0 = 0; z0 < Z; z0 += zc) p.push_back({z0, std::min(zc, Z - z0), 0, rows}); }
+    else for (size_t z0 = 0; z0 < Z; ++z0) for (size_t r0 = 0; r0 < rows; r0 += rc) p.push_back({z0, 1, r0, std::min(rc, rows - r0)});
+    return p;
+}
+
+static void test_attention(const char* label, size_t B, size_t T, size_t H, size_t KV, size_t D, size_t cap, size_t qoff, bool pad, bool pack, size_t zc, size_t rc = 0) {
     size_t S = qoff + T, G = H / KV; float scale = 1 / std::sqrt(float(D));
     Mask mk{B, T, S, qoff, {}, {}};
     if (pad) { mk.kv.assign(B * S, 1); for (size_t b = 0; b < B; ++b) for (size_t j = 0; j < (b * 3 + 2) % (S / 3 + 1); ++j) mk.kv[b * S + (pack ? S - 1 - j : j)] = 0; }
@@ -237,12 +247,12 @@ static void test_attention(const char* label, size_t B, size_t T, size_t H, size
     launch(g1(qh.size()), B256, 0, [&] { attn_to_heads_f32(q.data(), qh.data(), B, T, T, H, D); });
     launch(g1(kh.size()), B256, 0, [&] { attn_to_heads_f32(k.data(), kh.data(), B, S, cap, KV, D); });
     launch(g1(vh.size()), B256, 0, [&] { attn_to_heads_f32(v.data(), vh.data(), B, S, cap, KV, D); });
-    size_t rows = G * T, Z = B * KV; std::vector<float> scores(zc * rows * S);
+    size_t rows = G * T, Z = B * KV; const auto P = pieces(Z, rows, zc, rc); std::vector<float> scores(zc * rows * S);
     const unsigned char* kvp = mk.kv.empty() ? nullptr : mk.kv.data(); const unsigned* sgp = mk.seg.empty() ? nullptr : mk.seg.data();
-    for (size_t z0 = 0; z0 < Z; z0 += zc) { size_t nz = std::min(zc, Z - z0);
-        bgemm(nz, rows, S, D, qh.data() + z0 * rows * D, false, kh.data() + z0 * S * D, true, scores.data(), scale);
-        launch(dim3{(unsigned)(nz * rows), 1, 1}, B256, 0, [&] { attn_softmax_fwd_f32(scores.data(), lse.data(), kvp, sgp, z0, G, T, S, H, KV, qoff); });
-        bgemm(nz, rows, D, S, scores.data(), false, vh.data() + z0 * S * D, false, oh.data() + z0 * rows * D, 1);
+    for (const Piece& p : P) { const long long row0 = (long long)(p.z0 * rows + p.r0);
+        bgemm(p.nz, p.nr, S, D, qh.data() + row0 * D, false, kh.data() + p.z0 * S * D, true, scores.data(), scale);
+        launch(dim3{(unsigned)(p.nz * p.nr), 1, 1}, B256, 0, [&] { attn_softmax_fwd_f32(scores.data(), lse.data(), kvp, sgp, row0, G, T, S, H, KV, qoff); });
+        bgemm(p.nz, p.nr, D, S, scores.data(), false, vh.data() + p.z0 * S * D, false, oh.data() + row0 * D, 1);
     }
     launch(g1(out.size()), B256, 0, [&] { attn_from_heads_f32(oh.data(), out.data(), B, T, H, D); });
     check(std::string("attention fwd out ") + label, out, ro, 1e-5); check(std::string("attention fwd lse ") + label, lse, rl, 1e-5);
@@ -259,13 +269,13 @@ static void test_attention(const char* label, size_t B, size_t T, size_t H, size
     launch(g1(ro.size()), B256, 0, [&] { attn_to_heads_f32(ro.data(), oh2.data(), B, T, T, H, D); });
     launch(g1(dout.size()), B256, 0, [&] { attn_to_heads_f32(dout.data(), doh.data(), B, T, T, H, D); });
     launch(dim3{(unsigned)((B * H * T * 32 + 255) / 256), 1, 1}, B256, 0, [&] { attn_row_dot_f32(doh.data(), oh2.data(), delta.data(), (long long)(B * H * T), D); });
-    for (size_t z0 = 0; z0 < Z; z0 += zc) { size_t nz = std::min(zc, Z - z0);
-        bgemm(nz, rows, S, D, qh.data() + z0 * rows * D, false, kh.data() + z0 * S * D, true, scores.data(), scale);
-        bgemm(nz, rows, S, D, doh.data() + z0 * rows * D, false, vh.data() + z0 * S * D, true, dp.data(), 1);
-        launch(dim3{(unsigned)(nz * rows), 1, 1}, B256, 0, [&] { attn_softmax_bwd_f32(scores.data(), dp.data(), rl.data(), delta.data(), kvp, sgp, z0, G, T, S, H, KV, qoff, scale); });
-        bgemm(nz, S, D, rows, scores.data(), true, doh.data() + z0 * rows * D, false, dvh.data() + z0 * S * D, 1);
-        bgemm(nz, S, D, rows, dp.data(), true, qh.data() + z0 * rows * D, false, dkh.data() + z0 * S * D, 1);
-        bgemm(nz, rows, D, S, dp.data(), false, kh.data() + z0 * S * D, false, dqh.data() + z0 * rows * D, 1);
+    for (const Piece& p : P) { const long long row0 = (long long)(p.z0 * rows + p.r0); const bool add = p.r0 > 0;
+        bgemm(p.nz, p.nr, S, D, qh.data() + row0 * D, false, kh.data() + p.z0 * S * D, true, scores.data(), scale);
+        bgemm(p.nz, p.nr, S, D, doh.data() + row0 * D, false, vh.data() + p.z0 * S * D, true, dp.data(), 1);
+        launch(dim3{(unsigned)(p.nz * p.nr), 1, 1}, B256, 0, [&] { attn_softmax_bwd_f32(scores.data(), dp.data(), rl.data(), delta.data(), kvp, sgp, row0, G, T, S, H, KV, qoff, scale); });
+        bgemm(p.nz, S, D, p.nr, scores.data(), true, doh.data() + row0 * D, false, dvh.data() + p.z0 * S * D, 1, add);
+        bgemm(p.nz, S, D, p.nr, dp.data(), true, qh.data() + row0 * D, false, dkh.data() + p.z0 * S * D, 1, add);
+        bgemm(p.nz, p.nr, D, S, dp.data(), false, kh.data() + p.z0 * S * D, false, dqh.data() + row0 * D, 1);
     }
     std::vector<float> dq(q.size()), dk(rdk.size()), dv(rdv.size());
     launch(g1(dq.size()), B256, 0, [&] { attn_from_heads_f32(dqh.data(), dq.data(), B, T, H, D); });
@@ -322,6 +332,7 @@ int main(int argc, char** argv) {
     test_attention("(causal, GQA 4/2)", 2, 7, 4, 2, 16, 7, 0, false, false, 1);
     test_attention("(padding, chunk 3)", 3, 9, 6, 2, 8, 9, 0, true, false, 3);
     test_attention("(packing + padding, all z)", 2, 12, 4, 4, 8, 12, 0, true, true, 8);
+    test_attention("(row blocks of 5 inside a slice, packing + padding)", 2, 12, 4, 2, 8, 12, 0, true, true, 1, 5);
     test_attention("(cache: offset 5, cap 20)", 2, 4, 4, 2, 8, 20, 5, true, false, 2);
     test_attention("(decode T=1, offset 9)", 1, 1, 4, 1, 8, 16, 9, false, false, 1);
     test_cross_entropy(); test_adamw_reduce();
