@@ -374,4 +374,34 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
     /// Set every element to zero (gradient buffers between optimizer steps).
     fn fill_zero(&self, x: &mut Self::Tensor) -> Result<()>;
+
+    // ---- measurement (benchmarks; defaults do nothing) ---------------------------------
+
+    /// Peak bytes of device memory held since creation or the last [`Backend::reset_device_peak`];
+    /// `None` for a backend without memory of its own (the CPU: the process's resident memory
+    /// says it).
+    fn device_peak_bytes(&self) -> Option<usize> {
+        None
+    }
+    /// Restarts [`Backend::device_peak_bytes`] from the current use.
+    fn reset_device_peak(&self) {}
+    /// Starts a named phase of work ("forward", "recompute", "backward", …); the previous phase
+    /// ends here. Timed only while profiling is on ([`Backend::set_profiling`]).
+    fn begin_phase(&self, _name: &'static str) {}
+    /// Turns device-side timing of phases and op kinds on or off (a backend without it ignores this).
+    fn set_profiling(&self, _on: bool) {}
+    /// Waits for queued work and returns the milliseconds spent per phase and per op kind since
+    /// profiling was turned on, then starts over; `None` when the backend does not profile.
+    fn take_profile(&self) -> Result<Option<Profile>> {
+        Ok(None)
+    }
+}
+
+/// Device time of one profiled stretch of work, in milliseconds, from a backend's own timers
+/// (CUDA events): per phase of the model's step and per kind of op. A stretch of device time
+/// belongs to the phase or op kind that started it, until the next one starts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    pub phases_ms: Vec<(String, f64)>,
+    pub ops_ms: Vec<(String, f64)>,
 }

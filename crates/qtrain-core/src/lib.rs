@@ -22,7 +22,7 @@ pub mod rng;
 
 pub use backend::{
     check_attention_backward_shapes, check_attention_shapes, check_matmul_shapes, check_rope_shapes, AttentionDims, AttentionMask, Backend,
-    CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo,
+    CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, Profile, TensorInfo,
 };
 pub use cpu::{CpuBackend, CpuTensor};
 pub use dtype::{DType, HostData};

@@ -13,6 +13,7 @@ use qtrain_core::DType;
 use crate::alloc::{Allocator, DevBuf, MemoryStats};
 use crate::error::{CudaError, Result};
 use crate::gemm::{Gemm, GemmArgs};
+use crate::profile::{OpKind, Profiler};
 use crate::registry::{self, Kernel};
 use crate::tensor::CudaTensor;
 
@@ -42,6 +43,8 @@ pub struct CudaBackend {
     /// Byte budget of one attention chunk's score matrices when set (tests force chunking);
     /// otherwise [`crate::ops::attention::ATTN_SCORE_BYTES`].
     pub(crate) attn_score_bytes: Mutex<Option<usize>>,
+    /// CUDA-event timelines while profiling is on (`Backend::set_profiling`).
+    profiler: Mutex<Option<Profiler>>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -83,6 +86,7 @@ impl CudaBackend {
             sync_launches: std::env::var("QTRAIN_CUDA_SYNC").is_ok_and(|v| v == "1"),
             ce_chunk_rows: Mutex::new(None),
             attn_score_bytes: Mutex::new(None),
+            profiler: Mutex::new(None),
         })
     }
 
@@ -159,6 +163,36 @@ impl CudaBackend {
 
     pub(crate) fn attention_budget(&self) -> usize {
         self.attn_score_bytes.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(crate::ops::attention::ATTN_SCORE_BYTES)
+    }
+
+    /// Starts (discarding any open one) or stops device-side timing of phases and op kinds.
+    pub fn set_profiler(&self, on: bool) {
+        *self.profiler.lock().unwrap_or_else(|e| e.into_inner()) = on.then(Profiler::default);
+    }
+
+    /// Marks the start of an op of `kind` while profiling (nothing otherwise).
+    pub(crate) fn op_mark(&self, kind: OpKind) -> Result<()> {
+        match self.profiler.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(p) => p.op(&self.ctx, &self.stream, kind),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the start of a phase of the step while profiling (nothing otherwise).
+    pub(crate) fn phase_mark(&self, name: &'static str) -> Result<()> {
+        match self.profiler.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(p) => p.phase(&self.ctx, &self.stream, name),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the profiled work and returns its totals, profiling on from scratch again;
+    /// `None` when profiling is off.
+    pub fn finish_profile(&self) -> Result<Option<qtrain_core::Profile>> {
+        let mut guard = self.profiler.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = guard.take() else { return Ok(None) };
+        *guard = Some(Profiler::default());
+        Ok(Some(p.finish(&self.ctx, &self.stream)?))
     }
 
     /// Waits for all queued work.

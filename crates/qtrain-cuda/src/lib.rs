@@ -27,6 +27,7 @@ mod device;
 pub mod error;
 pub mod gemm;
 pub mod ops;
+pub mod profile;
 pub mod registry;
 pub mod tensor;
 

@@ -667,3 +667,170 @@ fn memory_is_tracked_and_oom_is_a_clear_error() {
     env.gpu.empty_cache().unwrap();
     assert_eq!(env.gpu.memory_stats().cached, 0);
 }
+
+// ---- production shapes (tools/gpu-check.sh stage 3) and one 7B layer (stage 4) -----------
+
+/// `op(a) · op(b)` at `samples` random output coordinates in f64, from the host copies.
+fn sampled_product(
+    env: &mut Env,
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    b_rows_n: bool,
+    samples: usize,
+) -> Vec<(usize, f32)> {
+    (0..samples)
+        .map(|_| {
+            let (i, j) = (env.rng.below(m as u64) as usize, env.rng.below(n as u64) as usize);
+            let bv = |kk: usize| if b_rows_n { b[j * k + kk] } else { b[kk * n + j] };
+            let v: f64 = (0..k).map(|kk| f64::from(a[i * k + kk]) * f64::from(bv(kk))).sum();
+            (i * n + j, v as f32)
+        })
+        .collect()
+}
+
+/// Every linear GEMM of a Qwen2.5-7B LoRA step at seq 2048 (x [2048, in] against the bf16 weight,
+/// forward `x Wᵀ` and input gradient `dy W`), checked against f64 sums on sampled outputs of the
+/// same bf16-rounded operands, with the achieved TFLOP/s (cuBLASLt may pick split-K here).
+#[test]
+fn production_gemms_at_qwen25_7b_shapes_match_f64() {
+    let Some(mut env) = setup("production GEMMs") else { return };
+    let n = 2048;
+    for (name, out, inp) in [
+        ("q/o_proj", 3584, 3584),
+        ("k/v_proj", 512, 3584),
+        ("gate/up_proj", 18944, 3584),
+        ("down_proj", 3584, 18944),
+        ("lm_head chunk", 16384, 3584),
+    ] {
+        let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| bf16::from_f32(x).to_f32()).collect() };
+        let x = round(env.randn(n * inp, 1.0));
+        let w = round(env.randn(out * inp, 0.02));
+        let (gx, _) = env.pair_from(x.clone(), &[n, inp], false);
+        let (gw, _) = env.pair_from(w.clone(), &[out, inp], true);
+        // Forward y = x Wᵀ [n, out], and the input gradient dx = dy W [n, inp] of the backward.
+        let dy = round(env.randn(n * out, 1.0));
+        let gdy = env.pair_from(dy.clone(), &[n, out], false).0;
+        for forward in [true, false] {
+            let run = |env: &Env| -> CudaTensor {
+                if forward {
+                    env.gpu.linear(&gx, &gw, None, None).unwrap()
+                } else {
+                    env.gpu.linear_backward(&gx, &gw, None, &gdy, LinearGrads::default(), true).unwrap().unwrap()
+                }
+            };
+            let (dir, (m, nn, k), a) = if forward { ("fwd x·Wᵀ", (n, out, inp), &x) } else { ("bwd dy·W", (n, inp, out), &dy) };
+            let y = run(&env);
+            env.gpu.synchronize().unwrap();
+            let reps = 5;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                drop(run(&env));
+            }
+            env.gpu.synchronize().unwrap();
+            let tflops = 2.0 * (m * nn * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e12;
+            let got = env.down(&y);
+            let want = sampled_product(&mut env, a, &w, (m, nn, k), forward, 512);
+            let (g, wv): (Vec<f32>, Vec<f32>) = want.iter().map(|&(i, v)| (got[i], v)).unzip();
+            println!("{name} {dir} [{m}×{nn}×{k}]: {tflops:.1} TFLOP/s");
+            check(&format!("GEMM {name} {dir} [{m}×{nn}×{k}] (512 sampled vs f64)"), &g, &wv, 1e-3);
+        }
+    }
+}
+
+/// Attention of Qwen2.5-7B (28 heads over 4 kv heads, D 128) at T = 2048, forward and backward,
+/// against the CPU twin, with the device time of each.
+#[test]
+fn production_attention_at_t2048_matches_cpu() {
+    let Some(mut env) = setup("production attention") else { return };
+    let (b, t, h, kv, d) = (1, 2048, 28, 4, 128);
+    let (gq, cq) = env.pair(&[b, t, h, d], 1.0, false);
+    let (gk, ck) = env.pair(&[b, t, kv, d], 1.0, false);
+    let (gv, cv) = env.pair(&[b, t, kv, d], 1.0, false);
+    let (gdo, cdo) = env.pair(&[b, t, h, d], 1.0, false);
+    let mask = AttentionMask::causal(b, t);
+    let scale = 1.0 / (d as f32).sqrt();
+    let clock = std::time::Instant::now();
+    let (go, gl) = env.gpu.attention(&gq, &gk, &gv, &mask, scale).unwrap();
+    env.gpu.synchronize().unwrap();
+    let fwd_ms = clock.elapsed().as_secs_f64() * 1e3;
+    let clock = std::time::Instant::now();
+    let (gdq, gdk, gdv) = env.gpu.attention_backward(&gq, &gk, &gv, &go, &gl, &gdo, &mask, scale).unwrap();
+    env.gpu.synchronize().unwrap();
+    let bwd_ms = clock.elapsed().as_secs_f64() * 1e3;
+    println!("attention T={t}: forward {fwd_ms:.1} ms, backward {bwd_ms:.1} ms (first call, includes kernel compilation if not cached)");
+    let (co, cl) = env.cpu.attention(&cq, &ck, &cv, &mask, scale).unwrap();
+    check("attention T=2048 fwd out", &env.down(&go), co.data(), F32_TOL);
+    check("attention T=2048 fwd lse", &env.down(&gl), cl.data(), F32_TOL);
+    let (cdq, cdk, cdv) = env.cpu.attention_backward(&cq, &ck, &cv, &co, &cl, &cdo, &mask, scale).unwrap();
+    check("attention T=2048 bwd dq", &env.down(&gdq), cdq.data(), 1e-4);
+    check("attention T=2048 bwd dk", &env.down(&gdk), cdk.data(), 1e-4);
+    check("attention T=2048 bwd dv", &env.down(&gdv), cdv.data(), 1e-4);
+}
+
+/// One decoder layer at Qwen2.5-7B dimensions (bf16 weights, vocab cut to 4096), LoRA r = 8 on
+/// all linears with dropout 0.05 and gradient checkpointing: forward + backward of a 128-token
+/// sample on both backends from the same weights; loss and every LoRA gradient compared.
+#[test]
+fn decoder_layer_at_qwen25_7b_dims_matches_cpu() {
+    use qtrain_model::train::{BackwardOptions, LoraInit, TrainBatch, TrainMode};
+    use qtrain_model::{AdapterConfig, QwenModel};
+    let Some(mut env) = setup("decoder layer 7B") else { return };
+    let mut cfg = qtrain_model::shapes::shape("qwen2.5-7b").unwrap();
+    (cfg.num_layers, cfg.vocab_size) = (1, 4096);
+    let cpu = CpuBackend::bf16(true);
+    let mut gm = QwenModel::random_bf16(&env.gpu, cfg.clone(), 5).unwrap();
+    let mut cm = QwenModel::random_bf16(&cpu, cfg.clone(), 5).unwrap();
+    let targets: Vec<String> = qtrain_model::adapter::ALL_LINEAR.iter().map(|s| s.to_string()).collect();
+    let acfg = AdapterConfig::new_lora(8, 16.0, 0.05, targets, false, None);
+    gm.init_lora(&env.gpu, &acfg, LoraInit::Kaiming, 9).unwrap();
+    cm.init_lora(&cpu, &acfg, LoraInit::Kaiming, 9).unwrap();
+    // PEFT starts B at zero; random B makes every LoRA gradient non-trivial.
+    for (gl, cl) in gm.layers[0].linears.iter_mut().zip(cm.layers[0].linears.iter_mut()) {
+        let (gp, cp) = (gl.lora.as_mut().unwrap(), cl.lora.as_mut().unwrap());
+        let shape = cp.b.shape().to_vec();
+        let v = env.randn(shape.iter().product(), 0.01);
+        gp.b = env.gpu.upload(HostData::F32(&v), &shape).unwrap();
+        cp.b = cpu.upload(HostData::F32(&v), &shape).unwrap();
+    }
+    let ids: Vec<u32> = (0..128).map(|_| env.rng.below(4096) as u32).collect();
+    let labels: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+    let tb = TrainBatch::from_samples(&[(ids, labels)], 0).unwrap();
+    let opts = BackwardOptions {
+        loss_scale: 1.0 / tb.num_targets() as f32,
+        gradient_checkpointing: true,
+        lora_dropout: Some((0.05, env.rng.next_u64())),
+    };
+    let mut gg = gm.new_grads(&env.gpu, TrainMode::Lora).unwrap();
+    let mut cg = cm.new_grads(&cpu, TrainMode::Lora).unwrap();
+    let gs = gm.forward_backward(&env.gpu, &tb, &mut gg, &opts).unwrap();
+    let cs = cpu.run(|be| cm.forward_backward(be, &tb, &mut cg, &opts)).unwrap();
+    check_scalar("7B layer T=128 loss", gs.loss_sum, cs.loss_sum, 1e-3);
+    for (i, (g, c)) in gg.layers[0].linears.iter().zip(&cg.layers[0].linears).enumerate() {
+        for (what, gt, ct) in [("A", &g.lora_a, &c.lora_a), ("B", &g.lora_b, &c.lora_b)] {
+            let (gt, ct) = (gt.as_ref().unwrap(), ct.as_ref().unwrap());
+            check(&format!("7B layer T=128 dLoRA_{what} of {}", qtrain_model::Proj::ALL[i].name()), &env.down(gt), ct.data(), BF16_TOL);
+        }
+    }
+}
+
+/// tools/gpu-check.sh stage 1: the device, the CUDA library versions and files actually loaded,
+/// and every kernel module compiled by NVRTC for this device.
+#[test]
+fn preflight_device_libraries_and_every_kernel_module() {
+    let Some(env) = setup("preflight") else { return };
+    println!("device: {}", env.gpu.describe());
+    println!("libraries: {}", env.gpu.libraries());
+    let stats = env.gpu.memory_stats();
+    println!("allocator after start: {} B live (cuBLASLt workspace), {} driver allocations", stats.live, stats.driver_allocs);
+    let mut failed = Vec::new();
+    for (module, result) in env.gpu.compile_all_kernels() {
+        let status = if result.is_ok() { "PASS" } else { "FAIL" };
+        println!("KCHECK {status} NVRTC compile + load of kernels/{module}.cu");
+        if let Err(e) = result {
+            println!("{e}");
+            failed.push(module);
+        }
+    }
+    assert!(failed.is_empty(), "kernel modules that did not compile or load: {failed:?}");
+}

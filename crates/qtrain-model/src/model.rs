@@ -402,3 +402,27 @@ impl<B: Backend> QwenModel<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qtrain_core::{CpuBackend, DType};
+
+    /// `qtrain bench --shape` (issue 12 item 2): the matrices come in bf16, the dtype of the
+    /// released checkpoints (f32 weights ran FP32 GEMMs and doubled the memory), at std ≈ 0.02.
+    #[test]
+    fn random_bf16_models_have_bf16_matrices() {
+        let mut cfg = crate::shapes::shape("qwen2.5-7b").unwrap();
+        (cfg.num_layers, cfg.vocab_size) = (1, 512);
+        let be = CpuBackend::bf16(true);
+        let model = QwenModel::random_bf16(&be, cfg, 3).unwrap();
+        let layer = &model.layers[0];
+        for (name, lin) in layer.linears() {
+            assert_eq!(lin.weight.dtype(), DType::BF16, "{name}");
+        }
+        assert_eq!(model.embed_tokens.dtype(), DType::BF16);
+        let w = be.download(&layer.linear(Proj::Down).weight).unwrap();
+        let std = (w.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+        assert!((std - 0.02).abs() < 5e-4, "std {std}");
+    }
+}

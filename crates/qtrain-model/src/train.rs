@@ -259,6 +259,7 @@ impl<B: Backend> QwenModel<B> {
         let mask = batch.attention_mask();
         let rope = (&self.rope_cos, &self.rope_sin);
         let dropout_for = |l: usize| opts.lora_dropout.map(|(p, seed)| LayerDropout { p, seed, layer: l as u32 });
+        be.begin_phase("forward");
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
         // Under checkpointing only layer inputs are kept; otherwise each layer's activations.
         let mut saved_inputs = Vec::new();
@@ -278,6 +279,7 @@ impl<B: Backend> QwenModel<B> {
                 x = y.expect("output requested");
             }
         }
+        be.begin_phase("loss");
         let eps = cfg.rms_norm_eps as f32;
         let hidden = be.rms_norm(&x, &self.norm, eps)?;
         // The LM head gradient goes to lm_head, or to the embeddings when they are tied.
@@ -299,9 +301,11 @@ impl<B: Backend> QwenModel<B> {
             let acts = if keeps_acts(l) {
                 saved_acts.pop().expect("one set per kept layer")
             } else {
+                be.begin_phase("recompute");
                 let x_in = saved_inputs.pop().expect("one input per checkpointed layer");
                 layer_forward(be, cfg, layer, rope, x_in, batch, &mask, None, LayerPass::ActsOnly, dropout_for(l))?.1.expect("saved")
             };
+            be.begin_phase("backward");
             let need_dx = l > 0 || need_embed_grad;
             match layer_backward(be, cfg, layer, rope, acts, dx, batch, &mask, &mut grads.layers[l], need_dx)? {
                 Some(d) => dx = d,

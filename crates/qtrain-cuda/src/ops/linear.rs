@@ -12,6 +12,7 @@ use crate::backend::CudaBackend;
 use crate::error::Result;
 use crate::gemm::{ElemType, GemmArgs, MatRef};
 use crate::ops::{elementwise, lora as lk, reduce};
+use crate::profile::OpKind;
 use crate::tensor::CudaTensor;
 
 /// LoRA operands already checked and converted to f32.
@@ -76,6 +77,7 @@ pub fn forward(
         elementwise::bias_add(be, y.ptr(), b, n, d_out)?;
     }
     if let Some(l) = lora {
+        be.op_mark(OpKind::Lora)?;
         let x32 = be.as_f32(x)?;
         let xa = be.empty(&[n, l.rank], DType::F32, "LoRA x·Aᵀ")?;
         lk::down(be, x32.ptr(), &lk::DropoutArgs::new(l.dropout), l.a.ptr(), xa.ptr(), n, d_in, l.rank)?;
@@ -132,6 +134,7 @@ pub fn backward(
         reduce::col_sum_add(be, dy32.ptr(), n, d_out, gb.ptr())?;
     }
     if let Some(l) = lora {
+        be.op_mark(OpKind::Lora)?;
         let r = l.rank;
         let drop = lk::DropoutArgs::new(l.dropout);
         if let Some(gb) = grads.lora_b {
