@@ -68,10 +68,12 @@ __device__ __forceinline__ bool key_allowed(long long b, long long qpos, int j, 
 }
 
 // In place over one row of scaled scores [kv_len]: P = softmax over the allowed keys (0 elsewhere),
-// lse[(b·T + i)·H + h] = max + log(Σ exp(s − max)). One block per row.
+// lse[(b·T + i)·H + h] = max + log(Σ exp(s − max)), then attention dropout: P ⊙ M with mask row =
+// the global row (= (b·H + h)·T + i), as qtrain-core's CPU attention (M all 1 when drop is off).
+// One block per row.
 extern "C" __global__ void attn_softmax_fwd_f32(float* __restrict__ scores, float* __restrict__ lse, const unsigned char* __restrict__ key_valid,
                                                 const unsigned int* __restrict__ segments, long long row0, int group, int t_len, int kv_len,
-                                                int heads, int kv_heads, int q_offset) {
+                                                int heads, int kv_heads, int q_offset, DropoutArgs drop) {
     const long long row = blockIdx.x;
     const RowIds id = row_ids(row0 + row, group, t_len, kv_heads);
     const long long qpos = q_offset + id.i;
@@ -95,7 +97,12 @@ extern "C" __global__ void attn_softmax_fwd_f32(float* __restrict__ scores, floa
     }
     sum = block_sum(sum);
     const float inv = 1.0f / sum;
-    for (int j = threadIdx.x; j < kv_len; j += blockDim.x) sr[j] *= inv;
+    // Groups of four keys: one Philox call gives their four mask values.
+    for (int g = threadIdx.x; g < (kv_len + 3) >> 2; g += blockDim.x) {
+        float f[4];
+        dropout_factors4(drop, (unsigned int)(row0 + row), (unsigned int)g, f);
+        for (int c = 0; c < 4 && 4 * g + c < kv_len; ++c) sr[4 * g + c] = (sr[4 * g + c] * inv) * f[c];
+    }
     if (threadIdx.x == 0) lse[lse_idx] = m + logf(sum);
 }
 
@@ -113,13 +120,14 @@ extern "C" __global__ void attn_row_dot_f32(const float* __restrict__ a, const f
     if (lane == 0) out[warp] = acc;
 }
 
-// Backward over one row, in place: scores (scaled S) become P = exp(S − lse) on allowed keys,
-// dp (dO Vᵀ) becomes dS = P · (dP − Dᵢ) · scale. delta is head-major [B, H, T], so a row's
-// delta index is its global row row0 + row.
+// Backward over one row, in place: scores (scaled S) become P ⊙ M with P = exp(S − lse) on
+// allowed keys (the dropped probabilities dV needs), dp (dO Vᵀ) becomes dS = P · (dP ⊙ M − Dᵢ) ·
+// scale (M: the forward's dropout mask, all 1 when drop is off). delta is head-major [B, H, T],
+// so a row's delta index is its global row row0 + row, which is also its mask row.
 extern "C" __global__ void attn_softmax_bwd_f32(float* __restrict__ scores, float* __restrict__ dp, const float* __restrict__ lse,
                                                 const float* __restrict__ delta, const unsigned char* __restrict__ key_valid,
                                                 const unsigned int* __restrict__ segments, long long row0, int group, int t_len, int kv_len,
-                                                int heads, int kv_heads, int q_offset, float scale) {
+                                                int heads, int kv_heads, int q_offset, float scale, DropoutArgs drop) {
     const long long row = blockIdx.x;
     const RowIds id = row_ids(row0 + row, group, t_len, kv_heads);
     const long long qpos = q_offset + id.i;
@@ -127,10 +135,15 @@ extern "C" __global__ void attn_softmax_bwd_f32(float* __restrict__ scores, floa
     const float di = delta[row0 + row];
     float* sr = scores + row * kv_len;
     float* dr = dp + row * kv_len;
-    for (int j = threadIdx.x; j < kv_len; j += blockDim.x) {
-        const float p = key_allowed(id.b, qpos, j, kv_len, key_valid, segments) ? expf(sr[j] - l) : 0.0f;
-        sr[j] = p;
-        dr[j] = p * (dr[j] - di) * scale;
+    for (int g = threadIdx.x; g < (kv_len + 3) >> 2; g += blockDim.x) {
+        float f[4];
+        dropout_factors4(drop, (unsigned int)(row0 + row), (unsigned int)g, f);
+        for (int c = 0; c < 4 && 4 * g + c < kv_len; ++c) {
+            const int j = 4 * g + c;
+            const float p = key_allowed(id.b, qpos, j, kv_len, key_valid, segments) ? expf(sr[j] - l) : 0.0f;
+            sr[j] = p * f[c];
+            dr[j] = p * (dr[j] * f[c] - di) * scale;
+        }
     }
 }
 

@@ -80,6 +80,12 @@ pub struct CrossEntropyGrad<'a, T> {
 /// when `segments` is given, `segments[b·kv_len + j] == segments[b·kv_len + q_offset + i]`
 /// (packing: samples in one row never see each other). A query that sees no key gets a zero
 /// output.
+///
+/// `dropout` (training only) drops attention probabilities after the softmax, as transformers'
+/// eager attention (`dropout(softmax(S)) V`, kept values scaled by `1/(1−p)`): the probability of
+/// query `i`, head `h`, batch row `b` for key `j` is multiplied by element (row `(b·H + h)·T + i`,
+/// column `j`) of the [`crate::philox`] mask. The log-sum-exp is that of the undropped softmax,
+/// and backward must be given the same mask.
 #[derive(Clone, Debug)]
 pub struct AttentionMask {
     pub batch: usize,
@@ -90,12 +96,14 @@ pub struct AttentionMask {
     pub key_valid: Option<Vec<bool>>,
     /// `[B, kv_len]` sample ids for packed rows; `None` means one sample per row.
     pub segments: Option<Vec<u32>>,
+    /// Dropout on the attention probabilities (training); `None` means none.
+    pub dropout: Option<Dropout>,
 }
 
 impl AttentionMask {
     /// Plain causal mask over `len` tokens per row, no padding.
     pub fn causal(batch: usize, len: usize) -> Self {
-        AttentionMask { batch, q_len: len, kv_len: len, q_offset: 0, key_valid: None, segments: None }
+        AttentionMask { batch, q_len: len, kv_len: len, q_offset: 0, key_valid: None, segments: None, dropout: None }
     }
 
     /// One past the last key that query `i` may see under causality alone (padding and packed

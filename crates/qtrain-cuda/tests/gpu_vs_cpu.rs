@@ -523,7 +523,7 @@ fn attention_matches_cpu() {
             v
         });
         let segments = c.packing.then(|| (0..c.b * kv_len).map(|i| ((i % kv_len) * 3 / kv_len) as u32).collect::<Vec<u32>>());
-        let mask = AttentionMask { batch: c.b, q_len: c.t, kv_len, q_offset: c.q_offset, key_valid, segments };
+        let mask = AttentionMask { batch: c.b, q_len: c.t, kv_len, q_offset: c.q_offset, key_valid, segments, dropout: None };
         let (gq, cq) = env.pair(&[c.b, c.t, c.h, d], 1.0, false);
         let (gk, ck) = env.pair(&[c.b, c.cap, c.kv, d], 1.0, false);
         let (gv, cv) = env.pair(&[c.b, c.cap, c.kv, d], 1.0, false);
@@ -769,7 +769,7 @@ fn production_attention_at_t2048_matches_cpu() {
 }
 
 /// One decoder layer at Qwen2.5-7B dimensions (bf16 weights, vocab cut to 4096), LoRA r = 8 on
-/// all linears with dropout 0.05 and gradient checkpointing: forward + backward of a 128-token
+/// all linears with dropout 0.05, attention dropout 0.1 and gradient checkpointing: forward + backward of a 128-token
 /// sample on both backends from the same weights; loss and every LoRA gradient compared.
 #[test]
 fn decoder_layer_at_qwen25_7b_dims_matches_cpu() {
@@ -796,10 +796,12 @@ fn decoder_layer_at_qwen25_7b_dims_matches_cpu() {
     let ids: Vec<u32> = (0..128).map(|_| env.rng.below(4096) as u32).collect();
     let labels: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
     let tb = TrainBatch::from_samples(&[(ids, labels)], 0).unwrap();
+    let seed = env.rng.next_u64();
     let opts = BackwardOptions {
         loss_scale: 1.0 / tb.num_targets() as f32,
         gradient_checkpointing: true,
-        lora_dropout: Some((0.05, env.rng.next_u64())),
+        lora_dropout: Some((0.05, seed)),
+        attention_dropout: Some((0.1, seed)),
     };
     let mut gg = gm.new_grads(&env.gpu, TrainMode::Lora).unwrap();
     let mut cg = cm.new_grads(&cpu, TrainMode::Lora).unwrap();

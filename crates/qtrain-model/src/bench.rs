@@ -113,6 +113,7 @@ pub fn bench_lora_train<B: Backend>(model: &mut QwenModel<B>, be: &B, opts: &Ben
         loss_scale: 1.0 / tb.num_targets() as f32,
         gradient_checkpointing: opts.gradient_checkpointing,
         lora_dropout: None,
+        attention_dropout: None,
     };
     let mut one_step = |model: &mut QwenModel<B>| -> Result<()> {
         be.begin_phase("zero grads");

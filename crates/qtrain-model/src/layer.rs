@@ -68,20 +68,39 @@ pub struct LayerGrads<B: Backend> {
     pub linears: [LinearGradBufs<B>; 7],
 }
 
-/// LoRA dropout for one layer: probability, the micro-batch seed and the layer index, which with
-/// the linear's [`Proj::index`] key its Philox mask ([`qtrain_core::philox`]); a recompute under
-/// gradient checkpointing and the backward draw the very same masks, and nothing is stored.
+/// Training dropout of one layer: LoRA dropout (on the input of each adapter's A) and attention
+/// dropout (on the attention probabilities), each a probability and the micro-batch seed, and the
+/// layer index, which with the module (the linear's [`Proj::index`], or
+/// [`qtrain_core::philox::MODULE_ATTENTION`]) key each Philox mask; a recompute under gradient
+/// checkpointing and the backward draw the very same masks, and nothing is stored.
 #[derive(Clone, Copy, Debug)]
 pub struct LayerDropout {
-    pub p: f32,
-    pub seed: u64,
+    pub lora: Option<(f32, u64)>,
+    pub attention: Option<(f32, u64)>,
     pub layer: u32,
 }
 
 impl LayerDropout {
-    /// The mask of linear `proj` (`None` when p is 0).
+    fn mask(self, what: Option<(f32, u64)>, module: u32) -> Option<Dropout> {
+        what.filter(|&(p, _)| p > 0.0).map(|(p, seed)| Dropout { key: MaskKey { seed, layer: self.layer, module }, p })
+    }
+
+    /// The mask of linear `proj` (`None` without LoRA dropout).
     fn for_linear(self, proj: Proj) -> Option<Dropout> {
-        (self.p > 0.0).then_some(Dropout { key: MaskKey { seed: self.seed, layer: self.layer, module: proj.index() as u32 }, p: self.p })
+        self.mask(self.lora, proj.index() as u32)
+    }
+
+    /// The attention-probability mask (`None` without attention dropout).
+    fn for_attention(self) -> Option<Dropout> {
+        self.mask(self.attention, qtrain_core::philox::MODULE_ATTENTION)
+    }
+}
+
+/// `mask` with this layer's attention dropout, borrowed unchanged when there is none.
+fn with_attention_dropout(mask: &AttentionMask, dropout: Option<LayerDropout>) -> std::borrow::Cow<'_, AttentionMask> {
+    match dropout.and_then(LayerDropout::for_attention) {
+        Some(d) => std::borrow::Cow::Owned(AttentionMask { dropout: Some(d), ..mask.clone() }),
+        None => std::borrow::Cow::Borrowed(mask),
     }
 }
 
@@ -148,6 +167,8 @@ pub fn layer_forward<B: Backend>(
     let (k_pre_norm, k) = project_rotate(Proj::K, kvh, layer.k_norm.as_ref())?;
     let v = be.reshape(apply(Proj::V, &normed1)?, &[b, t, kvh, d])?;
     let scale = 1.0 / (d as f32).sqrt();
+    let mask = with_attention_dropout(mask, dropout);
+    let mask = mask.as_ref();
     let (attn, lse) = match kv_cache {
         None => be.attention(&q, &k, &v, mask, scale)?,
         Some((kc, vc, at)) => {
@@ -208,7 +229,8 @@ pub fn layer_backward<B: Backend>(
     let d_attn = be.reshape(d_attn, &[b, t, h, d])?;
     let attn = be.reshape(acts.attn, &[b, t, h, d])?;
     let scale = 1.0 / (d as f32).sqrt();
-    let (dq, dk, dv) = be.attention_backward(&acts.q, &acts.k, &acts.v, &attn, &acts.lse, &d_attn, mask, scale)?;
+    let attn_mask = with_attention_dropout(mask, acts.dropout);
+    let (dq, dk, dv) = be.attention_backward(&acts.q, &acts.k, &acts.v, &attn, &acts.lse, &d_attn, &attn_mask, scale)?;
     let unrotate =
         |dz: B::Tensor, heads: usize, pre: Option<&B::Tensor>, norm: Option<&B::Tensor>, g: Option<&mut B::Tensor>| -> Result<B::Tensor> {
             let dz = be.rope_backward(&be.reshape(dz, &[n, heads, d])?, rope.0, rope.1, &batch.positions)?;

@@ -125,6 +125,7 @@ impl Batch {
             q_offset: 0,
             key_valid: if self.valid.iter().all(|&v| v) { None } else { Some(self.valid.clone()) },
             segments: self.segments.clone(),
+            dropout: None,
         }
     }
 }
@@ -359,7 +360,7 @@ impl<B: Backend> QwenModel<B> {
                 for bi in 0..b {
                     kv_valid.extend_from_slice(&c.valid[bi * c.capacity..bi * c.capacity + kv_len]);
                 }
-                AttentionMask { batch: b, q_len: t, kv_len, q_offset: c.len, key_valid: Some(kv_valid), segments: None }
+                AttentionMask { batch: b, q_len: t, kv_len, q_offset: c.len, key_valid: Some(kv_valid), segments: None, dropout: None }
             }
         };
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;

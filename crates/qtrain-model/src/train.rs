@@ -99,6 +99,9 @@ pub struct BackwardOptions {
     pub gradient_checkpointing: bool,
     /// LoRA dropout probability and the seed of this micro-batch's masks.
     pub lora_dropout: Option<(f32, u64)>,
+    /// Attention dropout (config.json's `attention_dropout` or `--attention_dropout`)
+    /// probability and the seed of this micro-batch's masks.
+    pub attention_dropout: Option<(f32, u64)>,
 }
 
 /// How LoRA A is initialised (B is always zero, so training starts from the base model): the
@@ -258,7 +261,7 @@ impl<B: Backend> QwenModel<B> {
         let batch = &tb.batch;
         let mask = batch.attention_mask();
         let rope = (&self.rope_cos, &self.rope_sin);
-        let dropout_for = |l: usize| opts.lora_dropout.map(|(p, seed)| LayerDropout { p, seed, layer: l as u32 });
+        let dropout_for = |l: usize| Some(LayerDropout { lora: opts.lora_dropout, attention: opts.attention_dropout, layer: l as u32 });
         be.begin_phase("forward");
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
         // Under checkpointing only layer inputs are kept; otherwise each layer's activations.

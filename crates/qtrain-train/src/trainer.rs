@@ -419,12 +419,16 @@ impl<'a, B: Backend> Run<'a, B> {
             }
             Some(scale) => {
                 let lora_dropout = (self.mode == TrainMode::Lora && self.args.lora_dropout > 0.0).then_some(self.args.lora_dropout as f32);
+                // config.json's attention_dropout unless --attention_dropout overrides it.
+                let attention_p = self.args.attention_dropout.unwrap_or(self.folder.model.config.attention_dropout);
+                let attention_dropout = (attention_p > 0.0).then_some(attention_p as f32);
                 for tb in &batches {
                     let dropout_seed = self.rng.next_u64();
                     let opts = BackwardOptions {
                         loss_scale: scale,
                         gradient_checkpointing: self.args.gradient_checkpointing,
                         lora_dropout: lora_dropout.map(|p| (p, dropout_seed)),
+                        attention_dropout: attention_dropout.map(|p| (p, dropout_seed)),
                     };
                     stats.add(self.folder.model.forward_backward(be, tb, &mut self.grads, &opts)?);
                 }

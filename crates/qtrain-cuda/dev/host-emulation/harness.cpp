@@ -226,8 +226,12 @@ static std::vector<Piece> pieces(size_t Z, size_t rows, size_t zc, size_t rc) {
     return p;
 }
 
-static void test_attention(const char* label, size_t B, size_t T, size_t H, size_t KV, size_t D, size_t cap, size_t qoff, bool pad, bool pack, size_t zc, size_t rc = 0) {
+static void test_attention(const char* label, size_t B, size_t T, size_t H, size_t KV, size_t D, size_t cap, size_t qoff, bool pad, bool pack, size_t zc, size_t rc = 0, float pdrop = 0.f) {
     size_t S = qoff + T, G = H / KV; float scale = 1 / std::sqrt(float(D));
+    // Attention dropout keyed like the golden mask (its values are checked in test_dropout).
+    DropoutArgs drop{0, 0, 0, 0, 0, 1.f};
+    if (pdrop > 0) { drop = g_golden.args; drop.module = 16; drop.threshold = (unsigned)(double(pdrop) * 4294967296.0); drop.scale = 1.f / (1.f - pdrop); }
+    auto M = [&](size_t b, size_t h, size_t i, size_t j) { return dropout_factor(drop, (unsigned)((b * H + h) * T + i), (unsigned)j); };
     Mask mk{B, T, S, qoff, {}, {}};
     if (pad) { mk.kv.assign(B * S, 1); for (size_t b = 0; b < B; ++b) for (size_t j = 0; j < (b * 3 + 2) % (S / 3 + 1); ++j) mk.kv[b * S + (pack ? S - 1 - j : j)] = 0; }
     if (pack) { mk.seg.resize(B * S); for (size_t i = 0; i < B * S; ++i) mk.seg[i] = (i % S) * 3 / S; }
@@ -239,7 +243,7 @@ static void test_attention(const char* label, size_t B, size_t T, size_t H, size
         for (size_t j = 0; j < S; ++j) { if (!mk.allows(b, i, j)) { sc[j] = -INFINITY; continue; } double d = 0; for (size_t e = 0; e < D; ++e) d += double(q[((b * T + i) * H + h) * D + e]) * k[((b * cap + j) * KV + g) * D + e]; sc[j] = d * scale; mx = std::max(mx, sc[j]); }
         if (mx == -INFINITY) continue;
         double den = 0; for (size_t j = 0; j < S; ++j) den += sc[j] == -INFINITY ? 0 : std::exp(sc[j] - mx);
-        for (size_t j = 0; j < S; ++j) { if (sc[j] == -INFINITY) continue; double p = std::exp(sc[j] - mx) / den; for (size_t e = 0; e < D; ++e) ro[((b * T + i) * H + h) * D + e] += p * v[((b * cap + j) * KV + g) * D + e]; }
+        for (size_t j = 0; j < S; ++j) { if (sc[j] == -INFINITY) continue; double p = std::exp(sc[j] - mx) / den * M(b, h, i, j); for (size_t e = 0; e < D; ++e) ro[((b * T + i) * H + h) * D + e] += p * v[((b * cap + j) * KV + g) * D + e]; }
         rl[(b * T + i) * H + h] = mx + std::log(den);
     }
     // forward through the kernels, mirroring ops/attention.rs
@@ -251,7 +255,7 @@ static void test_attention(const char* label, size_t B, size_t T, size_t H, size
     const unsigned char* kvp = mk.kv.empty() ? nullptr : mk.kv.data(); const unsigned* sgp = mk.seg.empty() ? nullptr : mk.seg.data();
     for (const Piece& p : P) { const long long row0 = (long long)(p.z0 * rows + p.r0);
         bgemm(p.nz, p.nr, S, D, qh.data() + row0 * D, false, kh.data() + p.z0 * S * D, true, scores.data(), scale);
-        launch(dim3{(unsigned)(p.nz * p.nr), 1, 1}, B256, 0, [&] { attn_softmax_fwd_f32(scores.data(), lse.data(), kvp, sgp, row0, G, T, S, H, KV, qoff); });
+        launch(dim3{(unsigned)(p.nz * p.nr), 1, 1}, B256, 0, [&] { attn_softmax_fwd_f32(scores.data(), lse.data(), kvp, sgp, row0, G, T, S, H, KV, qoff, drop); });
         bgemm(p.nz, p.nr, D, S, scores.data(), false, vh.data() + p.z0 * S * D, false, oh.data() + row0 * D, 1);
     }
     launch(g1(out.size()), B256, 0, [&] { attn_from_heads_f32(oh.data(), out.data(), B, T, H, D); });
@@ -262,8 +266,8 @@ static void test_attention(const char* label, size_t B, size_t T, size_t H, size
         size_t g = h / G, qi = ((b * T + i) * H + h) * D; double di = 0; for (size_t e = 0; e < D; ++e) di += double(dout[qi + e]) * ro[qi + e];
         for (size_t j = 0; j < S; ++j) { if (!mk.allows(b, i, j)) continue; size_t kj = ((b * S + j) * KV + g) * D; double d = 0, dp = 0;
             for (size_t e = 0; e < D; ++e) { d += double(q[qi + e]) * k[kj + e]; dp += double(dout[qi + e]) * v[kj + e]; }
-            double p = std::exp(d * scale - rl[(b * T + i) * H + h]); double ds = p * (dp - di) * scale;
-            for (size_t e = 0; e < D; ++e) { rdq[qi + e] += ds * k[kj + e]; rdk[kj + e] += ds * q[qi + e]; rdv[kj + e] += p * dout[qi + e]; } }
+            double p = std::exp(d * scale - rl[(b * T + i) * H + h]), m = M(b, h, i, j); double ds = p * (dp * m - di) * scale;
+            for (size_t e = 0; e < D; ++e) { rdq[qi + e] += ds * k[kj + e]; rdk[kj + e] += ds * q[qi + e]; rdv[kj + e] += p * m * dout[qi + e]; } }
     }
     std::vector<float> oh2(oh.size()), doh(oh.size()), delta(B * H * T, NAN), dqh(qh.size(), NAN), dkh(kh.size(), NAN), dvh(vh.size(), NAN), dp(zc * rows * S);
     launch(g1(ro.size()), B256, 0, [&] { attn_to_heads_f32(ro.data(), oh2.data(), B, T, T, H, D); });
@@ -272,7 +276,7 @@ static void test_attention(const char* label, size_t B, size_t T, size_t H, size
     for (const Piece& p : P) { const long long row0 = (long long)(p.z0 * rows + p.r0); const bool add = p.r0 > 0;
         bgemm(p.nz, p.nr, S, D, qh.data() + row0 * D, false, kh.data() + p.z0 * S * D, true, scores.data(), scale);
         bgemm(p.nz, p.nr, S, D, doh.data() + row0 * D, false, vh.data() + p.z0 * S * D, true, dp.data(), 1);
-        launch(dim3{(unsigned)(p.nz * p.nr), 1, 1}, B256, 0, [&] { attn_softmax_bwd_f32(scores.data(), dp.data(), rl.data(), delta.data(), kvp, sgp, row0, G, T, S, H, KV, qoff, scale); });
+        launch(dim3{(unsigned)(p.nz * p.nr), 1, 1}, B256, 0, [&] { attn_softmax_bwd_f32(scores.data(), dp.data(), rl.data(), delta.data(), kvp, sgp, row0, G, T, S, H, KV, qoff, scale, drop); });
         bgemm(p.nz, S, D, p.nr, scores.data(), true, doh.data() + row0 * D, false, dvh.data() + p.z0 * S * D, 1, add);
         bgemm(p.nz, S, D, p.nr, dp.data(), true, qh.data() + row0 * D, false, dkh.data() + p.z0 * S * D, 1, add);
         bgemm(p.nz, p.nr, D, S, dp.data(), false, kh.data() + p.z0 * S * D, false, dqh.data() + row0 * D, 1);
@@ -333,6 +337,8 @@ int main(int argc, char** argv) {
     test_attention("(padding, chunk 3)", 3, 9, 6, 2, 8, 9, 0, true, false, 3);
     test_attention("(packing + padding, all z)", 2, 12, 4, 4, 8, 12, 0, true, true, 8);
     test_attention("(row blocks of 5 inside a slice, packing + padding)", 2, 12, 4, 2, 8, 12, 0, true, true, 1, 5);
+    test_attention("(dropout 0.3, row blocks of 7, padding)", 2, 12, 4, 2, 8, 12, 0, true, false, 1, 7, 0.3f);
+    test_attention("(dropout 0.3, all z, packing)", 2, 12, 4, 4, 8, 12, 0, false, true, 8, 0, 0.3f);
     test_attention("(cache: offset 5, cap 20)", 2, 4, 4, 2, 8, 20, 5, true, false, 2);
     test_attention("(decode T=1, offset 9)", 1, 1, 4, 1, 8, 16, 9, false, false, 1);
     test_cross_entropy(); test_adamw_reduce();

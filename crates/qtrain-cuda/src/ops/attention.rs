@@ -12,6 +12,7 @@ use cudarc::driver::LaunchConfig;
 use cudarc::driver::PushKernelArg;
 use qtrain_core::{AttentionMask, DType};
 
+use super::lora::DropoutArgs;
 use super::{grid_1d, int, long, BLOCK};
 use crate::alloc::DevBuf;
 use crate::backend::CudaBackend;
@@ -189,6 +190,7 @@ pub fn forward(
     let masks = MaskBufs::upload(be, mask)?;
     let (kv_ptr, seg_ptr) = masks.ptrs();
     let rows = dm.rows_per_z();
+    let drop = DropoutArgs::new(mask.dropout);
     let pieces = dm.pieces(1, be.attention_budget());
     let most = pieces.iter().map(|p| p.nz * p.nr).max().unwrap_or(0);
     let scores = be.alloc_buf(most * s, DType::F32, &|| format!("attention scores [{most}, {s}] f32"))?;
@@ -206,7 +208,7 @@ pub fn forward(
         let (ps, pl, row0) = (scores.ptr(), lse.ptr(), long(p.row0(rows)));
         let f = be.func(k::ATTN_SOFTMAX_FWD_F32)?;
         let mut a = be.stream.launch_builder(&f);
-        a.arg(&ps).arg(&pl).arg(&kv_ptr).arg(&seg_ptr).arg(&row0).arg(&group).arg(&tl).arg(&sl).arg(&hh).arg(&kvh).arg(&qo);
+        a.arg(&ps).arg(&pl).arg(&kv_ptr).arg(&seg_ptr).arg(&row0).arg(&group).arg(&tl).arg(&sl).arg(&hh).arg(&kvh).arg(&qo).arg(&drop);
         let cfg = LaunchConfig { grid_dim: ((p.nz * p.nr) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: argument list of attn_softmax_fwd_f32; scores hold nz·nr rows of s f32, lse
         // B·T·H f32, the mask arrays B·s entries or are null.
@@ -259,6 +261,7 @@ pub fn backward(
     let (kv_ptr, seg_ptr) = masks.ptrs();
     let rows = dm.rows_per_z();
     if rows * s * batch * kv_heads > 0 {
+        let drop = DropoutArgs::new(mask.dropout);
         let pieces = dm.pieces(2, be.attention_budget());
         let most = pieces.iter().map(|p| p.nz * p.nr).max().unwrap_or(0);
         let scores = be.alloc_buf(most * s, DType::F32, &|| format!("attention scores [{most}, {s}] f32 (backward)"))?;
@@ -292,7 +295,8 @@ pub fn backward(
                 .arg(&hh)
                 .arg(&kvh)
                 .arg(&qo)
-                .arg(&scale);
+                .arg(&scale)
+                .arg(&drop);
             let cfg = LaunchConfig { grid_dim: ((p.nz * p.nr) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
             // SAFETY: argument list of attn_softmax_bwd_f32; scores and dp hold nz·nr rows of
             // s f32, lse B·T·H and delta B·H·T f32, the mask arrays B·s entries or are null.
