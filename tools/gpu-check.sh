@@ -47,7 +47,8 @@ prepare() {
     [ -n "$exe" ] || { echo "no $name test binary in cargo's output"; exit 1; }
     cp "$exe" "$CARRY/$name"
   done
-  strip "$CARRY"/* || exit 1
+  # Debug info only: symbol names stay, so a panic's backtrace on the GPU machine names functions.
+  strip --strip-debug "$CARRY"/qtrain "$CARRY"/gpu_vs_cpu "$CARRY"/cpu_only || exit 1
   git rev-parse HEAD > "$CARRY/COMMIT"
   ls -l "$CARRY"
   local kib
