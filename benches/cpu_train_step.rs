@@ -26,8 +26,13 @@ fn train_step(c: &mut Criterion) {
     let mut grads = model.new_grads(&be, TrainMode::Lora).unwrap();
     let hyper = AdamWHyper { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
     let mut optimizer = AdamW::new(&be, &mut model, &grads, hyper).unwrap();
-    let opts =
-        BackwardOptions { loss_scale: 1.0 / tb.num_targets() as f32, gradient_checkpointing: true, lora_dropout: None, neftune: None };
+    let opts = BackwardOptions {
+        loss_scale: 1.0 / tb.num_targets() as f32,
+        gradient_checkpointing: true,
+        lora_dropout: None,
+        attention_dropout: None,
+        neftune: None,
+    };
     let mut group = c.benchmark_group("cpu_train_step");
     group.sample_size(10);
     group.throughput(Throughput::Elements(SEQ as u64));

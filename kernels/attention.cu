@@ -40,14 +40,16 @@ extern "C" __global__ void attn_from_heads_f32(const float* __restrict__ src, fl
     }
 }
 
-// Which (b, i, h) a score row belongs to. Rows of one launch cover z in [z0, z0 + rows/(group·T)).
+// Which (b, i, h) a score row belongs to. `row` is global: z·group·T + gh·T + i over all z, which
+// is also the row's index in head-major [B, H, T] (delta). A launch covers rows row0 … row0 + grid:
+// whole z slices, or a block of rows of one slice when one slice's scores exceed the budget.
 struct RowIds {
     long long b, i, h;
 };
 
-__device__ __forceinline__ RowIds row_ids(long long row, int z0, int group, int t_len, int kv_heads) {
+__device__ __forceinline__ RowIds row_ids(long long row, int group, int t_len, int kv_heads) {
     const long long per_z = (long long)group * t_len;
-    const long long z = z0 + row / per_z;
+    const long long z = row / per_z;
     const long long w = row % per_z;
     RowIds r;
     r.b = z / kv_heads;
@@ -66,12 +68,14 @@ __device__ __forceinline__ bool key_allowed(long long b, long long qpos, int j, 
 }
 
 // In place over one row of scaled scores [kv_len]: P = softmax over the allowed keys (0 elsewhere),
-// lse[(b·T + i)·H + h] = max + log(Σ exp(s − max)). One block per row.
+// lse[(b·T + i)·H + h] = max + log(Σ exp(s − max)), then attention dropout: P ⊙ M with mask row =
+// the global row (= (b·H + h)·T + i), as qtrain-core's CPU attention (M all 1 when drop is off).
+// One block per row.
 extern "C" __global__ void attn_softmax_fwd_f32(float* __restrict__ scores, float* __restrict__ lse, const unsigned char* __restrict__ key_valid,
-                                                const unsigned int* __restrict__ segments, int z0, int group, int t_len, int kv_len, int heads,
-                                                int kv_heads, int q_offset) {
+                                                const unsigned int* __restrict__ segments, long long row0, int group, int t_len, int kv_len,
+                                                int heads, int kv_heads, int q_offset, DropoutArgs drop) {
     const long long row = blockIdx.x;
-    const RowIds id = row_ids(row, z0, group, t_len, kv_heads);
+    const RowIds id = row_ids(row0 + row, group, t_len, kv_heads);
     const long long qpos = q_offset + id.i;
     float* sr = scores + row * kv_len;
     float m = -QT_INF_F;
@@ -93,7 +97,12 @@ extern "C" __global__ void attn_softmax_fwd_f32(float* __restrict__ scores, floa
     }
     sum = block_sum(sum);
     const float inv = 1.0f / sum;
-    for (int j = threadIdx.x; j < kv_len; j += blockDim.x) sr[j] *= inv;
+    // Groups of four keys: one Philox call gives their four mask values.
+    for (int g = threadIdx.x; g < (kv_len + 3) >> 2; g += blockDim.x) {
+        float f[4];
+        dropout_factors4(drop, (unsigned int)(row0 + row), (unsigned int)g, f);
+        for (int c = 0; c < 4 && 4 * g + c < kv_len; ++c) sr[4 * g + c] = (sr[4 * g + c] * inv) * f[c];
+    }
     if (threadIdx.x == 0) lse[lse_idx] = m + logf(sum);
 }
 
@@ -111,28 +120,34 @@ extern "C" __global__ void attn_row_dot_f32(const float* __restrict__ a, const f
     if (lane == 0) out[warp] = acc;
 }
 
-// Backward over one row, in place: scores (scaled S) become P = exp(S − lse) on allowed keys,
-// dp (dO Vᵀ) becomes dS = P · (dP − Dᵢ) · scale. delta is head-major [B, H, T], so a row's
-// delta index is z0·group·T + row.
+// Backward over one row, in place: scores (scaled S) become P ⊙ M with P = exp(S − lse) on
+// allowed keys (the dropped probabilities dV needs), dp (dO Vᵀ) becomes dS = P · (dP ⊙ M − Dᵢ) ·
+// scale (M: the forward's dropout mask, all 1 when drop is off). delta is head-major [B, H, T],
+// so a row's delta index is its global row row0 + row, which is also its mask row.
 extern "C" __global__ void attn_softmax_bwd_f32(float* __restrict__ scores, float* __restrict__ dp, const float* __restrict__ lse,
                                                 const float* __restrict__ delta, const unsigned char* __restrict__ key_valid,
-                                                const unsigned int* __restrict__ segments, int z0, int group, int t_len, int kv_len, int heads,
-                                                int kv_heads, int q_offset, float scale) {
+                                                const unsigned int* __restrict__ segments, long long row0, int group, int t_len, int kv_len,
+                                                int heads, int kv_heads, int q_offset, float scale, DropoutArgs drop) {
     const long long row = blockIdx.x;
-    const RowIds id = row_ids(row, z0, group, t_len, kv_heads);
+    const RowIds id = row_ids(row0 + row, group, t_len, kv_heads);
     const long long qpos = q_offset + id.i;
     const float l = lse[(id.b * t_len + id.i) * heads + id.h];
-    const float di = delta[(long long)z0 * group * t_len + row];
+    const float di = delta[row0 + row];
     float* sr = scores + row * kv_len;
     float* dr = dp + row * kv_len;
-    for (int j = threadIdx.x; j < kv_len; j += blockDim.x) {
-        const float p = key_allowed(id.b, qpos, j, kv_len, key_valid, segments) ? expf(sr[j] - l) : 0.0f;
-        sr[j] = p;
-        dr[j] = p * (dr[j] - di) * scale;
+    for (int g = threadIdx.x; g < (kv_len + 3) >> 2; g += blockDim.x) {
+        float f[4];
+        dropout_factors4(drop, (unsigned int)(row0 + row), (unsigned int)g, f);
+        for (int c = 0; c < 4 && 4 * g + c < kv_len; ++c) {
+            const int j = 4 * g + c;
+            const float p = key_allowed(id.b, qpos, j, kv_len, key_valid, segments) ? expf(sr[j] - l) : 0.0f;
+            sr[j] = p * f[c];
+            dr[j] = p * (dr[j] * f[c] - di) * scale;
+        }
     }
 }
 
 // Launch notes (ops/attention.rs): permutes and attn_row_dot_f32 are 1-D grids of 256 threads;
-// the softmax kernels take one 256-thread block per score row of the current chunk of z. The
-// chunk is sized so its score matrices stay under a fixed budget (ATTN_SCORE_BYTES), never
-// [B·H, T, S] at once for long sequences.
+// the softmax kernels take one 256-thread block per score row of the current chunk. The chunk —
+// several whole z slices, or a block of rows of one slice — is sized so its score matrices stay
+// under a fixed budget (ATTN_SCORE_BYTES), never [B·H, T, S] at once for long sequences.

@@ -77,3 +77,49 @@ __device__ __forceinline__ float block_max(float v) {
     __syncthreads();
     return warp_max(lane < nwarps ? scratch_max[lane] : -QT_INF_F);
 }
+
+// ---- dropout masks from Philox4x32-10 (Salmon et al., SC'11), the same arithmetic as
+// crates/qtrain-core/src/philox.rs: element (row, col) of the mask keyed (seed, layer, module) is
+// decided by word col % 4 of philox4x32_10(counter = {col / 4, row, layer, module}, key = seed):
+// dropped (0) when the word is below `threshold` = floor(p · 2^32), else kept and scaled by
+// `scale` = 1/(1-p). threshold == 0 means no dropout (every factor 1, no Philox calls).
+
+// One dropout mask, passed by value as a kernel parameter (#[repr(C)] DropoutArgs on the host).
+struct DropoutArgs {
+    unsigned int seed_lo, seed_hi, layer, module, threshold;
+    float scale;
+};
+
+__device__ __forceinline__ void philox4x32_10(unsigned int c[4], unsigned int k0, unsigned int k1) {
+    for (int round = 0; round < 10; ++round) {
+        if (round > 0) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        const unsigned int hi0 = __umulhi(0xD2511F53u, c[0]), lo0 = 0xD2511F53u * c[0];
+        const unsigned int hi1 = __umulhi(0xCD9E8D57u, c[2]), lo1 = 0xCD9E8D57u * c[2];
+        const unsigned int n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
+        c[0] = n0;
+        c[1] = lo1;
+        c[2] = n2;
+        c[3] = lo0;
+    }
+}
+
+// The mask values of columns 4·group … 4·group+3 of `row`: 0 or d.scale (all 1 without dropout).
+__device__ __forceinline__ void dropout_factors4(const DropoutArgs& d, unsigned int row, unsigned int group, float f[4]) {
+    if (d.threshold == 0u) {
+        f[0] = f[1] = f[2] = f[3] = 1.0f;
+        return;
+    }
+    unsigned int c[4] = {group, row, d.layer, d.module};
+    philox4x32_10(c, d.seed_lo, d.seed_hi);
+    for (int i = 0; i < 4; ++i) f[i] = c[i] >= d.threshold ? d.scale : 0.0f;
+}
+
+// The mask value of one element.
+__device__ __forceinline__ float dropout_factor(const DropoutArgs& d, unsigned int row, unsigned int col) {
+    float f[4];
+    dropout_factors4(d, row, col >> 2, f);
+    return f[col & 3u];
+}

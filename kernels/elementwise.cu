@@ -1,5 +1,4 @@
-// Element-wise arithmetic on f32 activations: add, scaled accumulate (axpy), product, in-place
-// scale, and the row-broadcast bias add of a linear layer (bias in f32 or bf16).
+// Element-wise arithmetic on f32 activations: add, scaled accumulate (axpy), product, and the row-broadcast bias add of a linear layer (bias in f32 or bf16).
 #include "common.cuh"
 
 // out = a + b
@@ -16,11 +15,6 @@ extern "C" __global__ void axpy_f32(float* __restrict__ acc, const float* __rest
 // out = a ⊙ b
 extern "C" __global__ void mul_f32(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out, long long n) {
     for (long long i = grid_start(); i < n; i += grid_stride()) out[i] = a[i] * b[i];
-}
-
-// x *= alpha, in place.
-extern "C" __global__ void scale_f32(float* __restrict__ x, float alpha, long long n) {
-    for (long long i = grid_start(); i < n; i += grid_stride()) x[i] *= alpha;
 }
 
 // y[r, c] += bias[c] for y [rows, cols].

@@ -72,5 +72,6 @@ extern "C" __global__ void rms_norm_bwd_bf16(const float* __restrict__ x, const 
 
 // Launch notes (ops/rms_norm.rs): forward grid = rows, block = cols/4 rounded up to a multiple
 // of 32 (32..1024). Backward grid = min(rows, 1024) blocks of the same size, dynamic shared
-// memory cols·4 bytes when dw is requested (≤ 48 KiB, so cols ≤ 12288), else 0. dw is not
+// memory cols·4 bytes when dw is requested (with block_sum's 128 static bytes ≤ 48 KiB, so
+// cols ≤ 12256), else 0. dw is not
 // deterministic in its last bits (atomics across blocks).

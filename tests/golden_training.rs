@@ -92,8 +92,13 @@ fn check(what: &str, got: &[f32], want: &[f32], tol: f64) {
 /// Gradients of one pass, by parameter name.
 fn gradients(model: &QwenModel<CpuBackend>, be: &CpuBackend, tb: &TrainBatch, mode: TrainMode) -> (LossStats, HashMap<String, Vec<f32>>) {
     let mut grads = model.new_grads(be, mode).unwrap();
-    let opts =
-        BackwardOptions { loss_scale: 1.0 / tb.num_targets() as f32, gradient_checkpointing: true, lora_dropout: None, neftune: None };
+    let opts = BackwardOptions {
+        loss_scale: 1.0 / tb.num_targets() as f32,
+        gradient_checkpointing: true,
+        lora_dropout: None,
+        attention_dropout: None,
+        neftune: None,
+    };
     let stats = model.forward_backward(be, tb, &mut grads, &opts).unwrap();
     (stats, grads.named(model).into_iter().map(|(n, g)| (n, be.download(g).unwrap())).collect())
 }
@@ -110,8 +115,13 @@ fn adamw_steps(
     steps: usize,
 ) -> (Vec<f64>, Vec<f64>) {
     let mut grads = model.new_grads(be, mode).unwrap();
-    let opts =
-        BackwardOptions { loss_scale: 1.0 / tb.num_targets() as f32, gradient_checkpointing: true, lora_dropout: None, neftune: None };
+    let opts = BackwardOptions {
+        loss_scale: 1.0 / tb.num_targets() as f32,
+        gradient_checkpointing: true,
+        lora_dropout: None,
+        attention_dropout: None,
+        neftune: None,
+    };
     // The trainer's own optimizer: decay groups, global norm, clipping and the update.
     let hyper = AdamWHyper { beta1: 0.9, beta2: 0.95, eps, weight_decay: wd };
     let mut optimizer = AdamW::new(be, model, &grads, hyper).unwrap();

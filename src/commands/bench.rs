@@ -146,5 +146,14 @@ fn bench_on<B: Backend>(be: &B, args: BenchArgs) -> Result<()> {
     if let Some(g) = peak_rss_gib {
         println!("  {:<26} {g:>12.2} GiB", "peak resident memory");
     }
+    if let Some(b) = report.train_device_peak_bytes {
+        println!("  {:<26} {:>12.2} GiB", "LoRA train peak device memory", b as f64 / (1u64 << 30) as f64);
+    }
+    for (title, rows) in [("device time per phase", &report.train_phase_ms), ("device time per op kind", &report.train_op_ms)] {
+        if let Some(rows) = rows {
+            println!("  {title} (one profiled step):");
+            rows.iter().for_each(|(name, ms)| println!("    {name:<24} {ms:>12.1} ms"));
+        }
+    }
     Ok(())
 }

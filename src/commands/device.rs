@@ -159,7 +159,7 @@ where
         }
         Device::Cuda(n) => {
             let be = CudaBackend::new(n).with_context(|| format!("--device cuda:{n}"))?;
-            eprintln!("[qtrain] {}", be.name());
+            eprintln!("[qtrain] {}; {}", be.name(), be.libraries());
             task.run(&be)
         }
     }

@@ -9,7 +9,7 @@
 //! This module must not contain model logic: an op is a mathematical function of its operands,
 //! never "the Qwen attention block".
 
-use crate::{HostData, Result};
+use crate::{Dropout, HostData, Result};
 
 /// What every backend tensor can tell about itself without touching device memory.
 pub trait TensorInfo {
@@ -27,9 +27,10 @@ pub struct LoraWeights<'a, T> {
     pub b: &'a T,
     /// `alpha / r`, or `alpha / √r` with rsLoRA.
     pub scale: f32,
-    /// LoRA dropout as a mask of `0` and `1/(1−p)` shaped like the input: the low-rank path
-    /// sees `x ⊙ mask` (PEFT applies dropout before A); `None` means no dropout.
-    pub dropout_mask: Option<&'a T>,
+    /// LoRA dropout: the low-rank path sees `x ⊙ mask` (PEFT applies dropout before A), with
+    /// element `(n, k)` of the mask — `0` or `1/(1−p)` — drawn by [`crate::philox`] from
+    /// (key, row `n`, column `k`) inside the op, never stored. `None` means no dropout.
+    pub dropout: Option<Dropout>,
 }
 
 /// Gradient buffers a linear layer's backward adds into; `None` skips that gradient.
@@ -79,6 +80,12 @@ pub struct CrossEntropyGrad<'a, T> {
 /// when `segments` is given, `segments[b·kv_len + j] == segments[b·kv_len + q_offset + i]`
 /// (packing: samples in one row never see each other). A query that sees no key gets a zero
 /// output.
+///
+/// `dropout` (training only) drops attention probabilities after the softmax, as transformers'
+/// eager attention (`dropout(softmax(S)) V`, kept values scaled by `1/(1−p)`): the probability of
+/// query `i`, head `h`, batch row `b` for key `j` is multiplied by element (row `(b·H + h)·T + i`,
+/// column `j`) of the [`crate::philox`] mask. The log-sum-exp is that of the undropped softmax,
+/// and backward must be given the same mask.
 #[derive(Clone, Debug)]
 pub struct AttentionMask {
     pub batch: usize,
@@ -89,12 +96,14 @@ pub struct AttentionMask {
     pub key_valid: Option<Vec<bool>>,
     /// `[B, kv_len]` sample ids for packed rows; `None` means one sample per row.
     pub segments: Option<Vec<u32>>,
+    /// Dropout on the attention probabilities (training); `None` means none.
+    pub dropout: Option<Dropout>,
 }
 
 impl AttentionMask {
     /// Plain causal mask over `len` tokens per row, no padding.
     pub fn causal(batch: usize, len: usize) -> Self {
-        AttentionMask { batch, q_len: len, kv_len: len, q_offset: 0, key_valid: None, segments: None }
+        AttentionMask { batch, q_len: len, kv_len: len, q_offset: 0, key_valid: None, segments: None, dropout: None }
     }
 
     /// One past the last key that query `i` may see under causality alone (padding and packed
@@ -373,4 +382,34 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
     /// Set every element to zero (gradient buffers between optimizer steps).
     fn fill_zero(&self, x: &mut Self::Tensor) -> Result<()>;
+
+    // ---- measurement (benchmarks; defaults do nothing) ---------------------------------
+
+    /// Peak bytes of device memory held since creation or the last [`Backend::reset_device_peak`];
+    /// `None` for a backend without memory of its own (the CPU: the process's resident memory
+    /// says it).
+    fn device_peak_bytes(&self) -> Option<usize> {
+        None
+    }
+    /// Restarts [`Backend::device_peak_bytes`] from the current use.
+    fn reset_device_peak(&self) {}
+    /// Starts a named phase of work ("forward", "recompute", "backward", …); the previous phase
+    /// ends here. Timed only while profiling is on ([`Backend::set_profiling`]).
+    fn begin_phase(&self, _name: &'static str) {}
+    /// Turns device-side timing of phases and op kinds on or off (a backend without it ignores this).
+    fn set_profiling(&self, _on: bool) {}
+    /// Waits for queued work and returns the milliseconds spent per phase and per op kind since
+    /// profiling was turned on, then starts over; `None` when the backend does not profile.
+    fn take_profile(&self) -> Result<Option<Profile>> {
+        Ok(None)
+    }
+}
+
+/// Device time of one profiled stretch of work, in milliseconds, from a backend's own timers
+/// (CUDA events): per phase of the model's step and per kind of op. A stretch of device time
+/// belongs to the phase or op kind that started it, until the next one starts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    pub phases_ms: Vec<(String, f64)>,
+    pub ops_ms: Vec<(String, f64)>,
 }

@@ -17,12 +17,14 @@ pub mod backend;
 pub mod cpu;
 pub mod dtype;
 pub mod error;
+pub mod philox;
 pub mod rng;
 
 pub use backend::{
     check_attention_backward_shapes, check_attention_shapes, check_matmul_shapes, check_rope_shapes, AttentionDims, AttentionMask, Backend,
-    CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo,
+    CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, Profile, TensorInfo,
 };
 pub use cpu::{CpuBackend, CpuTensor};
 pub use dtype::{DType, HostData};
 pub use error::{CoreError, Result};
+pub use philox::{Dropout, MaskKey};

@@ -10,9 +10,14 @@
 //! kernel — stream order makes the reuse safe without events. A second stream would break this.
 //!
 //! Size classes: requests are rounded up to a multiple of max(512 B, next_pow2(size)/16), so a
-//! class wastes at most 12.5% (above 4 KiB) and nearby sizes share blocks. On an out-of-memory
-//! error the cache is released to the driver and the allocation retried once before a
-//! [`CudaError::OutOfMemory`] naming what was being allocated.
+//! class wastes at most 12.5% (above 4 KiB) and nearby sizes share blocks. Long-lived tensors
+//! (weights, parameters: [`Allocator::alloc_exact`]) skip the classes and take their size rounded
+//! to 512 B only — the 129.5 MiB MLP matrices of a 7B model would otherwise take 144 MiB each.
+//! On an out-of-memory error the cache is released to the driver and the allocation retried once
+//! before a [`CudaError::OutOfMemory`] naming what was being allocated. On any other cache miss
+//! while the cache holds more than its limit (an eighth of the device by default), the largest
+//! cached blocks are released first until it holds at most half the limit: when sequence lengths
+//! vary, blocks of sizes never asked for again do not pile up.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,6 +35,27 @@ pub fn size_class(bytes: usize) -> usize {
     let bytes = bytes.max(1);
     let granule = (bytes.next_power_of_two() / 16).max(MIN_BLOCK);
     bytes.div_ceil(granule) * granule
+}
+
+/// The block a long-lived tensor of `bytes` takes: its size rounded up to [`MIN_BLOCK`].
+pub fn exact_class(bytes: usize) -> usize {
+    bytes.max(1).div_ceil(MIN_BLOCK) * MIN_BLOCK
+}
+
+/// The cached blocks to release, largest first, so that at most `keep` bytes stay cached.
+fn blocks_to_release(free: &BTreeMap<usize, Vec<CUdeviceptr>>, cached: usize, keep: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut left = cached;
+    for (&size, ptrs) in free.iter().rev() {
+        for i in 0..ptrs.len() {
+            if left <= keep {
+                return out;
+            }
+            out.push((size, i));
+            left -= size;
+        }
+    }
+    out
 }
 
 /// Memory counters, all in bytes of size classes (what the device actually holds for us).
@@ -52,6 +78,8 @@ struct State {
     free: BTreeMap<usize, Vec<CUdeviceptr>>,
     stats: MemoryStats,
     poison: bool,
+    /// Cached bytes above which a cache miss trims the cache (`usize::MAX`: never).
+    cache_limit: usize,
 }
 
 impl State {
@@ -102,7 +130,38 @@ impl std::fmt::Debug for DevBuf {
 
 impl Allocator {
     pub fn new(ctx: Arc<CudaContext>) -> Arc<Self> {
-        Arc::new(Allocator { ctx, state: Mutex::new(State::default()) })
+        let total = ctx.bind_to_thread().ok().and_then(|_| cudarc::driver::result::mem_get_info().ok()).map(|(_, total)| total);
+        let cache_limit = total.map_or(usize::MAX, |t| t / 8);
+        Arc::new(Allocator { ctx, state: Mutex::new(State { cache_limit, ..State::default() }) })
+    }
+
+    /// Cached bytes above which a cache miss releases the largest cached blocks (`None`: never).
+    pub fn set_cache_limit(&self, bytes: Option<usize>) {
+        self.lock().cache_limit = bytes.unwrap_or(usize::MAX);
+    }
+
+    /// Returns the largest cached blocks to the driver until at most `keep` bytes stay cached.
+    pub fn trim_cache(&self, keep: usize) -> Result<()> {
+        let blocks: Vec<CUdeviceptr> = {
+            let mut st = self.lock();
+            let chosen = blocks_to_release(&st.free, st.stats.cached, keep);
+            let mut out = Vec::with_capacity(chosen.len());
+            for (size, _) in chosen {
+                if let Some(p) = st.free.get_mut(&size).and_then(Vec::pop) {
+                    st.stats.cached -= size;
+                    out.push(p);
+                }
+            }
+            st.free.retain(|_, v| !v.is_empty());
+            out
+        };
+        self.ctx.bind_to_thread()?;
+        for p in blocks {
+            // SAFETY: each pointer came from cuMemAlloc in `alloc` and sat unused in the cache;
+            // cuMemFree waits for queued work that may still touch it.
+            unsafe { cudarc::driver::result::free_sync(p) }?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -146,10 +205,20 @@ impl Allocator {
         Ok(())
     }
 
-    /// A block of at least `bytes` bytes; `what` names it in an out-of-memory error.
+    /// A block of at least `bytes` bytes from its size class; `what` names it in an
+    /// out-of-memory error.
     pub fn alloc(self: &Arc<Self>, bytes: usize, what: &dyn Fn() -> String) -> Result<DevBuf> {
+        self.alloc_block(size_class(bytes), bytes, what)
+    }
+
+    /// A block of `bytes` rounded up to 512 B only, for tensors that live as long as the model
+    /// (weights, trainable parameters, optimizer moments).
+    pub fn alloc_exact(self: &Arc<Self>, bytes: usize, what: &dyn Fn() -> String) -> Result<DevBuf> {
+        self.alloc_block(exact_class(bytes), bytes, what)
+    }
+
+    fn alloc_block(self: &Arc<Self>, class: usize, bytes: usize, what: &dyn Fn() -> String) -> Result<DevBuf> {
         self.ctx.bind_to_thread()?;
-        let class = size_class(bytes);
         let cached = {
             let mut st = self.lock();
             let hit = st.free.get_mut(&class).and_then(Vec::pop);
@@ -162,7 +231,16 @@ impl Allocator {
         };
         let ptr = match cached {
             Some(p) => p,
-            None => self.driver_alloc(class, bytes, what)?,
+            None => {
+                let (cached, limit) = {
+                    let st = self.lock();
+                    (st.stats.cached, st.cache_limit)
+                };
+                if cached > limit {
+                    self.trim_cache(limit / 2)?;
+                }
+                self.driver_alloc(class, bytes, what)?
+            }
         };
         let buf = DevBuf { ptr, bytes: class, alloc: self.clone() };
         if self.poison() {
@@ -231,5 +309,28 @@ mod tests {
             assert!(c <= bytes + bytes / 8 + 512, "{bytes} -> {c} wastes too much");
             assert_eq!(size_class(c), c, "a class is its own class");
         }
+    }
+
+    #[test]
+    fn weights_take_their_exact_size() {
+        // Qwen2.5-7B's MLP matrix in bf16: 129.5 MiB, which its size class would round to 144 MiB.
+        let mlp = 18944 * 3584 * 2;
+        assert_eq!(size_class(mlp), 144 << 20);
+        assert_eq!(exact_class(mlp), mlp);
+        assert_eq!(exact_class(1), 512);
+        assert_eq!(exact_class(1000), 1024);
+    }
+
+    #[test]
+    fn trimming_releases_the_largest_blocks_first() {
+        let mut free = BTreeMap::new();
+        free.insert(512usize, vec![1, 2]);
+        free.insert(4096, vec![3]);
+        free.insert(1 << 20, vec![4, 5]);
+        let cached = 2 * 512 + 4096 + 2 * (1 << 20);
+        assert_eq!(blocks_to_release(&free, cached, cached), vec![]);
+        assert_eq!(blocks_to_release(&free, cached, (1 << 20) + 4096 + 1024), vec![(1 << 20, 0)]);
+        assert_eq!(blocks_to_release(&free, cached, 600), vec![(1 << 20, 0), (1 << 20, 1), (4096, 0), (512, 0)]);
+        assert_eq!(blocks_to_release(&free, cached, 0).len(), 5);
     }
 }

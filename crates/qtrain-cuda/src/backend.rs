@@ -13,6 +13,7 @@ use qtrain_core::DType;
 use crate::alloc::{Allocator, DevBuf, MemoryStats};
 use crate::error::{CudaError, Result};
 use crate::gemm::{Gemm, GemmArgs};
+use crate::profile::{OpKind, Profiler};
 use crate::registry::{self, Kernel};
 use crate::tensor::CudaTensor;
 
@@ -23,8 +24,8 @@ const LT_WORKSPACE_BYTES: usize = 32 << 20;
 ///
 /// All device work is queued on the context's legacy default stream, in call order; host reads
 /// (`download`, `sum_squares`, the loss of `lm_head_cross_entropy`) wait for it. Set
-/// `QTRAIN_CUDA_SYNC=1` to synchronise after every kernel launch, so an asynchronous fault is
-/// reported with the kernel that caused it.
+/// `QTRAIN_CUDA_SYNC=1` to synchronise after every kernel launch and every cuBLASLt call, so an
+/// asynchronous fault is reported with the kernel or GEMM that caused it.
 pub struct CudaBackend {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
@@ -34,6 +35,7 @@ pub struct CudaBackend {
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
     compute_capability: (i32, i32),
     device_name: String,
+    libraries: crate::device::LibraryReport,
     sync_launches: bool,
     /// Rows per LM-head chunk when set (tests force small chunks); otherwise derived from
     /// [`crate::ops::cross_entropy::CE_LOGITS_BYTES`].
@@ -41,6 +43,8 @@ pub struct CudaBackend {
     /// Byte budget of one attention chunk's score matrices when set (tests force chunking);
     /// otherwise [`crate::ops::attention::ATTN_SCORE_BYTES`].
     pub(crate) attn_score_bytes: Mutex<Option<usize>>,
+    /// CUDA-event timelines while profiling is on (`Backend::set_profiling`).
+    profiler: Mutex<Option<Profiler>>,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -55,6 +59,8 @@ impl CudaBackend {
     pub fn new(ordinal: usize) -> Result<CudaBackend> {
         crate::device::check_libraries()?;
         cudarc::driver::result::init()?;
+        let libraries = crate::device::library_report()?;
+        crate::device::check_library_versions(&libraries)?;
         let count = cudarc::driver::result::device::get_count()?;
         if ordinal as i64 >= count as i64 {
             return Err(CudaError::NoDevice { ordinal, detail: format!("the driver reports {count} device(s)") });
@@ -76,15 +82,22 @@ impl CudaBackend {
             functions: Mutex::new(HashMap::new()),
             compute_capability: (major, minor),
             device_name,
+            libraries,
             sync_launches: std::env::var("QTRAIN_CUDA_SYNC").is_ok_and(|v| v == "1"),
             ce_chunk_rows: Mutex::new(None),
             attn_score_bytes: Mutex::new(None),
+            profiler: Mutex::new(None),
         })
     }
 
     /// "cuda:0 (NVIDIA H100 80GB HBM3, sm_90)".
     pub fn describe(&self) -> String {
         format!("cuda:{} ({}, sm_{}{})", self.ctx.ordinal(), self.device_name, self.compute_capability.0, self.compute_capability.1)
+    }
+
+    /// Versions and files of the CUDA libraries in use (logged by `qtrain` at start-up).
+    pub fn libraries(&self) -> &crate::device::LibraryReport {
+        &self.libraries
     }
 
     pub fn device_name(&self) -> &str {
@@ -122,6 +135,17 @@ impl CudaBackend {
         self.alloc.empty_cache()
     }
 
+    /// Returns the largest cached free blocks to the driver until at most `keep_bytes` stay cached.
+    pub fn trim_cache(&self, keep_bytes: usize) -> Result<()> {
+        self.alloc.trim_cache(keep_bytes)
+    }
+
+    /// Cached bytes above which an allocation that misses the cache first trims it to half this
+    /// (`None`: never; the default is an eighth of the device's memory).
+    pub fn set_cache_limit(&self, bytes: Option<usize>) {
+        self.alloc.set_cache_limit(bytes)
+    }
+
     /// Fill every new allocation with NaN bytes (tests: catches outputs an op never writes).
     pub fn set_poison_allocations(&self, on: bool) {
         self.alloc.set_poison(on)
@@ -139,6 +163,36 @@ impl CudaBackend {
 
     pub(crate) fn attention_budget(&self) -> usize {
         self.attn_score_bytes.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(crate::ops::attention::ATTN_SCORE_BYTES)
+    }
+
+    /// Starts (discarding any open one) or stops device-side timing of phases and op kinds.
+    pub fn set_profiler(&self, on: bool) {
+        *self.profiler.lock().unwrap_or_else(|e| e.into_inner()) = on.then(Profiler::default);
+    }
+
+    /// Marks the start of an op of `kind` while profiling (nothing otherwise).
+    pub(crate) fn op_mark(&self, kind: OpKind) -> Result<()> {
+        match self.profiler.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(p) => p.op(&self.ctx, &self.stream, kind),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the start of a phase of the step while profiling (nothing otherwise).
+    pub(crate) fn phase_mark(&self, name: &'static str) -> Result<()> {
+        match self.profiler.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(p) => p.phase(&self.ctx, &self.stream, name),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for the profiled work and returns its totals, profiling on from scratch again;
+    /// `None` when profiling is off.
+    pub fn finish_profile(&self) -> Result<Option<qtrain_core::Profile>> {
+        let mut guard = self.profiler.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = guard.take() else { return Ok(None) };
+        *guard = Some(Profiler::default());
+        Ok(Some(p.finish(&self.ctx, &self.stream)?))
     }
 
     /// Waits for all queued work.
@@ -193,10 +247,15 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// Runs a cuBLASLt GEMM on the backend's stream.
+    /// Runs a cuBLASLt GEMM on the backend's stream (and, with `QTRAIN_CUDA_SYNC=1`, waits for
+    /// it, so a fault inside cuBLASLt is reported as the GEMM's and not the next kernel's).
     pub(crate) fn gemm(&self, g: &GemmArgs) -> Result<()> {
         self.ctx.bind_to_thread()?;
-        self.gemm.run(self.stream.cu_stream(), g)
+        self.gemm.run(self.stream.cu_stream(), g)?;
+        if self.sync_launches {
+            self.stream.synchronize().map_err(|source| CudaError::Launch { kernel: "cuBLASLt matmul", source })?;
+        }
+        Ok(())
     }
 
     /// An uninitialised buffer of `numel` elements of `dtype`.
@@ -230,8 +289,15 @@ impl CudaBackend {
 
     /// Copies a host slice into a fresh device buffer (indices, masks, tables).
     pub(crate) fn upload_slice<T: Copy>(&self, data: &[T], what: &str) -> Result<DevBuf> {
+        self.upload_slice_sized(data, what, false)
+    }
+
+    /// [`CudaBackend::upload_slice`] into a block of the data's exact size (tensors that stay:
+    /// weights and parameters; see [`Allocator::alloc_exact`]) or of its size class.
+    pub(crate) fn upload_slice_sized<T: Copy>(&self, data: &[T], what: &str, exact: bool) -> Result<DevBuf> {
         let bytes = std::mem::size_of_val(data);
-        let buf = self.alloc.alloc(bytes, &|| format!("{what} ({} elements)", data.len()))?;
+        let name = || format!("{what} ({} elements)", data.len());
+        let buf = if exact { self.alloc.alloc_exact(bytes, &name)? } else { self.alloc.alloc(bytes, &name)? };
         if bytes > 0 {
             // SAFETY: `buf` holds at least `bytes`; the synchronous copy reads `data` before
             // returning and is ordered with our (legacy default) stream.

@@ -10,6 +10,7 @@ use qtrain_core::{
 use crate::backend::CudaBackend;
 use crate::error::CudaError;
 use crate::ops::{self, attention::Dims, linear::LoraArgs};
+use crate::profile::OpKind;
 use crate::tensor::CudaTensor;
 
 /// Rows (product of all but the last dimension) and the last dimension, as the CPU backend.
@@ -54,11 +55,14 @@ impl CudaBackend {
             l.a.shape(),
             l.b.shape()
         );
-        if let Some(m) = l.dropout_mask {
-            ensure_shape!(m.numel() == x.numel(), op, "dropout mask {:?} for input {:?}", m.shape(), x.shape());
-        }
-        // LoRA weights and masks are f32 by construction; convert anything else once.
-        for t in [Some(l.a), Some(l.b), l.dropout_mask].into_iter().flatten() {
+        let rows = x.numel().checked_div(d_in).unwrap_or(0);
+        ensure_shape!(
+            l.dropout.is_none() || (rows <= u32::MAX as usize && d_in <= u32::MAX as usize),
+            op,
+            "dropout over {rows} × {d_in} elements"
+        );
+        // LoRA weights are f32 by construction; convert anything else once.
+        for t in [l.a, l.b] {
             if !t.is_f32() {
                 let c = self.empty(t.shape(), DType::F32, "LoRA operand as f32")?;
                 ops::copy::cast(self, t, &c)?;
@@ -70,8 +74,7 @@ impl CudaBackend {
         let mut pick = |t: &'a CudaTensor| if t.is_f32() { t } else { converted.next().expect("converted above") };
         let a = pick(l.a);
         let b = pick(l.b);
-        let mask = l.dropout_mask.map(&mut pick);
-        Ok(LoraArgs { a, b, scale: l.scale, mask, rank: r })
+        Ok(LoraArgs { a, b, scale: l.scale, dropout: l.dropout, rank: r })
     }
 }
 
@@ -88,12 +91,13 @@ impl Backend for CudaBackend {
             return Err(CoreError::ElementCount { op: "upload", shape: shape.to_vec(), expected, got: data.len() });
         }
         let (dtype, buf) = match data {
-            HostData::F32(d) => (DType::F32, self.upload_slice(d, "uploaded tensor")?),
+            // Uploaded tensors are weights, parameters and tables that stay: exact-size blocks.
+            HostData::F32(d) => (DType::F32, self.upload_slice_sized(d, "uploaded tensor", true)?),
             HostData::BF16(d) => {
                 let bits: Vec<u16> = d.iter().map(|x| x.to_bits()).collect();
-                (DType::BF16, self.upload_slice(&bits, "uploaded bf16 tensor")?)
+                (DType::BF16, self.upload_slice_sized(&bits, "uploaded bf16 tensor", true)?)
             }
-            HostData::F16(_) => (DType::F32, self.upload_slice(&data.to_f32_vec(), "uploaded f16 tensor (widened to f32)")?),
+            HostData::F16(_) => (DType::F32, self.upload_slice_sized(&data.to_f32_vec(), "uploaded f16 tensor (widened to f32)", true)?),
         };
         Ok(CudaTensor { shape: shape.to_vec(), dtype, buf })
     }
@@ -117,6 +121,7 @@ impl Backend for CudaBackend {
     }
 
     fn gather_rows(&self, x: &CudaTensor, rows: &[usize]) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Elementwise)?;
         let (n, c) = rows_cols(&x.shape);
         if let Some(&r) = rows.iter().find(|&&r| r >= n) {
             return Err(CoreError::Index { op: "gather_rows", index: r, size: n });
@@ -133,6 +138,7 @@ impl Backend for CudaBackend {
     }
 
     fn write_seq(&self, dst: &mut CudaTensor, src: &CudaTensor, at: usize) -> Result<()> {
+        self.op_mark(OpKind::Elementwise)?;
         ensure_shape!(
             dst.shape.len() >= 2 && src.shape.len() == dst.shape.len() && dst.shape[0] == src.shape[0] && dst.shape[2..] == src.shape[2..],
             "write_seq",
@@ -168,6 +174,7 @@ impl Backend for CudaBackend {
     }
 
     fn add(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Elementwise)?;
         ensure_shape!(a.shape == b.shape, "add", "{:?} vs {:?}", a.shape, b.shape);
         let (a32, b32) = (self.as_f32(a)?, self.as_f32(b)?);
         let out = self.empty(&a.shape, DType::F32, "add output")?;
@@ -176,6 +183,7 @@ impl Backend for CudaBackend {
     }
 
     fn add_scaled_assign(&self, acc: &mut CudaTensor, x: &CudaTensor, alpha: f32) -> Result<()> {
+        self.op_mark(OpKind::Elementwise)?;
         ensure_shape!(acc.numel() == x.numel(), "add_scaled_assign", "{:?} vs {:?}", acc.shape, x.shape);
         require_f32("add_scaled_assign", "the accumulator", acc)?;
         let x32 = self.as_f32(x)?;
@@ -184,6 +192,7 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, a: &CudaTensor, b: &CudaTensor, trans_a: bool, trans_b: bool) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Gemm)?;
         let (m, k, n) = qtrain_core::check_matmul_shapes(&a.shape, &b.shape, trans_a, trans_b)?;
         if k == 0 {
             return self.zeros(&[m, n]);
@@ -198,6 +207,7 @@ impl Backend for CudaBackend {
         bias: Option<&CudaTensor>,
         lora: Option<LoraWeights<'_, CudaTensor>>,
     ) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Gemm)?;
         let (n, d_in) = rows_cols(&x.shape);
         ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, "linear", "x {:?} against weight {:?}", x.shape, w.shape);
         let d_out = w.shape[0];
@@ -219,6 +229,7 @@ impl Backend for CudaBackend {
     }
 
     fn embedding(&self, table: &CudaTensor, ids: &[u32]) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Elementwise)?;
         ensure_shape!(table.shape.len() == 2, "embedding", "table must be [V, C], got {:?}", table.shape);
         let (v, c) = (table.shape[0], table.shape[1]);
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= v) {
@@ -234,6 +245,7 @@ impl Backend for CudaBackend {
     }
 
     fn rms_norm(&self, x: &CudaTensor, w: &CudaTensor, eps: f32) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Elementwise)?;
         let (rows, c) = rows_cols(&x.shape);
         ensure_shape!(w.numel() == c, "rms_norm", "weight {:?} for rows of {c}", w.shape);
         let out = self.empty(&x.shape, DType::F32, "rms_norm output")?;
@@ -246,6 +258,7 @@ impl Backend for CudaBackend {
     }
 
     fn rope(&self, x: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor, positions: &[u32]) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Elementwise)?;
         let (n, h, d) = qtrain_core::check_rope_shapes("rope", &x.shape, &cos.shape, &sin.shape, positions)?;
         self.rope_common(false, x, cos, sin, positions, (n, h, d))
     }
@@ -258,6 +271,7 @@ impl Backend for CudaBackend {
         mask: &AttentionMask,
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor)> {
+        self.op_mark(OpKind::Attention)?;
         let ad = qtrain_core::check_attention_shapes("attention", &q.shape, &k.shape, &v.shape, mask)?;
         let (b, t, h, d, cap, kvh) = (ad.batch, ad.q_len, ad.heads, ad.head_dim, ad.kv_capacity, ad.kv_heads);
         let (q32, k32, v32) = (self.as_f32(q)?, self.as_f32(k)?, self.as_f32(v)?);
@@ -266,6 +280,7 @@ impl Backend for CudaBackend {
     }
 
     fn swiglu(&self, gate: &CudaTensor, up: &CudaTensor) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Elementwise)?;
         ensure_shape!(gate.shape == up.shape, "swiglu", "gate {:?} vs up {:?}", gate.shape, up.shape);
         let (g32, u32_) = (self.as_f32(gate)?, self.as_f32(up)?);
         let out = self.empty(&gate.shape, DType::F32, "swiglu output")?;
@@ -282,6 +297,7 @@ impl Backend for CudaBackend {
         grads: LinearGrads<'_, CudaTensor>,
         need_dx: bool,
     ) -> Result<Option<CudaTensor>> {
+        self.op_mark(OpKind::Gemm)?;
         let op = "linear_backward";
         let (n, d_in) = rows_cols(&x.shape);
         ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, op, "x {:?} against weight {:?}", x.shape, w.shape);
@@ -315,6 +331,7 @@ impl Backend for CudaBackend {
     }
 
     fn embedding_backward(&self, grad_table: &mut CudaTensor, ids: &[u32], dy: &CudaTensor) -> Result<()> {
+        self.op_mark(OpKind::Elementwise)?;
         ensure_shape!(grad_table.shape.len() == 2, "embedding_backward", "table gradient must be [V, C], got {:?}", grad_table.shape);
         let (v, c) = (grad_table.shape[0], grad_table.shape[1]);
         ensure_shape!(dy.numel() == ids.len() * c, "embedding_backward", "dy {:?} for {} ids of width {c}", dy.shape, ids.len());
@@ -339,6 +356,7 @@ impl Backend for CudaBackend {
         dy: &CudaTensor,
         grad_w: Option<&mut CudaTensor>,
     ) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Elementwise)?;
         let (rows, c) = rows_cols(&x.shape);
         ensure_shape!(w.numel() == c && dy.shape == x.shape, "rms_norm_backward", "x {:?}, w {:?}, dy {:?}", x.shape, w.shape, dy.shape);
         if let Some(g) = grad_w.as_deref() {
@@ -354,6 +372,7 @@ impl Backend for CudaBackend {
     }
 
     fn rope_backward(&self, dy: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor, positions: &[u32]) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Elementwise)?;
         let (n, h, d) = qtrain_core::check_rope_shapes("rope_backward", &dy.shape, &cos.shape, &sin.shape, positions)?;
         self.rope_common(true, dy, cos, sin, positions, (n, h, d))
     }
@@ -369,6 +388,7 @@ impl Backend for CudaBackend {
         mask: &AttentionMask,
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
+        self.op_mark(OpKind::Attention)?;
         let ad = qtrain_core::check_attention_backward_shapes(&q.shape, &k.shape, &v.shape, &out.shape, &lse.shape, &dout.shape, mask)?;
         let (b, t, h, d, s_len, kvh) = (ad.batch, ad.q_len, ad.heads, ad.head_dim, ad.kv_capacity, ad.kv_heads);
         let dims = Dims { batch: b, t, heads: h, kv_heads: kvh, d, s: s_len, cap: s_len };
@@ -381,6 +401,7 @@ impl Backend for CudaBackend {
     }
 
     fn swiglu_backward(&self, gate: &CudaTensor, up: &CudaTensor, dy: &CudaTensor) -> Result<(CudaTensor, CudaTensor)> {
+        self.op_mark(OpKind::Elementwise)?;
         ensure_shape!(
             gate.shape == up.shape && dy.shape == gate.shape,
             "swiglu_backward",
@@ -403,6 +424,7 @@ impl Backend for CudaBackend {
         targets: &[i32],
         grad: Option<CrossEntropyGrad<'_, CudaTensor>>,
     ) -> Result<CrossEntropyOutput<CudaTensor>> {
+        self.op_mark(OpKind::Loss)?;
         let op = "lm_head_cross_entropy";
         let (n, c) = rows_cols(&hidden.shape);
         ensure_shape!(w.shape.len() == 2 && w.shape[1] == c, op, "hidden {:?} against head {:?}", hidden.shape, w.shape);
@@ -426,6 +448,7 @@ impl Backend for CudaBackend {
     }
 
     fn mul(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Elementwise)?;
         ensure_shape!(a.shape == b.shape, "mul", "{:?} vs {:?}", a.shape, b.shape);
         let (a32, b32) = (self.as_f32(a)?, self.as_f32(b)?);
         let out = self.empty(&a.shape, DType::F32, "mul output")?;
@@ -444,6 +467,7 @@ impl Backend for CudaBackend {
         lr: f64,
         grad_scale: f32,
     ) -> Result<()> {
+        self.op_mark(OpKind::Optimizer)?;
         let n = param.numel();
         ensure_shape!(
             grad.numel() == n && exp_avg.numel() == n && exp_avg_sq.numel() == n,
@@ -467,8 +491,30 @@ impl Backend for CudaBackend {
     }
 
     fn fill_zero(&self, x: &mut CudaTensor) -> Result<()> {
+        self.op_mark(OpKind::Elementwise)?;
         self.memset_zero(&x.buf, x.size_in_bytes())?;
         Ok(())
+    }
+
+    fn device_peak_bytes(&self) -> Option<usize> {
+        Some(self.peak_bytes())
+    }
+
+    fn reset_device_peak(&self) {
+        self.reset_peak()
+    }
+
+    fn begin_phase(&self, name: &'static str) {
+        // Timing is best effort: an event that cannot be recorded leaves a gap, never an error.
+        let _ = self.phase_mark(name);
+    }
+
+    fn set_profiling(&self, on: bool) {
+        self.set_profiler(on)
+    }
+
+    fn take_profile(&self) -> Result<Option<qtrain_core::Profile>> {
+        Ok(self.finish_profile()?)
     }
 }
 

@@ -27,11 +27,12 @@ mod device;
 pub mod error;
 pub mod gemm;
 pub mod ops;
+pub mod profile;
 pub mod registry;
 pub mod tensor;
 
 pub use alloc::MemoryStats;
 pub use backend::CudaBackend;
-pub use device::{cuda_available, driver_library_present, nvrtc_library_present};
+pub use device::{cuda_available, driver_library_present, library_report, nvrtc_library_present, LibraryReport, BUILT_FOR_CUDA_MAJOR};
 pub use error::{CudaError, Result};
 pub use tensor::CudaTensor;

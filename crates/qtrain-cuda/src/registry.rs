@@ -70,7 +70,6 @@ kernel_registry! {
         ADD_F32 = "add_f32",
         AXPY_F32 = "axpy_f32",
         MUL_F32 = "mul_f32",
-        SCALE_F32 = "scale_f32",
         BIAS_ADD_F32 = "bias_add_f32",
         BIAS_ADD_BF16 = "bias_add_bf16",
     }
@@ -98,6 +97,7 @@ kernel_registry! {
         LORA_UP_FWD_F32 = "lora_up_fwd_f32",
         LORA_DYB_BWD_F32 = "lora_dyb_bwd_f32",
         LORA_DX_BWD_F32 = "lora_dx_bwd_f32",
+        DROPOUT_APPLY_F32 = "dropout_apply_f32",
     }
     attention => "attention.cu" {
         ATTN_TO_HEADS_F32 = "attn_to_heads_f32",

@@ -9,8 +9,23 @@ use std::path::PathBuf;
 use qtrain_cuda::registry::{self, KernelModule, ALL_KERNELS, MODULES};
 use qtrain_cuda::{cuda_available, driver_library_present, nvrtc_library_present, CudaBackend, CudaError};
 
+/// The repository root: where this crate was built, or — when the test binary runs on another
+/// machine (the GPU machine receives the binary and a copy of the tree, not the build folder) —
+/// the nearest folder at or above the working directory that holds `kernels/common.cuh`.
+fn repo_root() -> PathBuf {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if built.join("kernels/common.cuh").is_file() {
+        return built;
+    }
+    let cwd = std::env::current_dir().expect("a working directory");
+    cwd.ancestors()
+        .find(|d| d.join("kernels/common.cuh").is_file())
+        .unwrap_or_else(|| panic!("no kernels/common.cuh at or above {}: run from the repository", cwd.display()))
+        .to_path_buf()
+}
+
 fn kernels_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../kernels")
+    repo_root().join("kernels")
 }
 
 #[test]
@@ -56,7 +71,7 @@ fn nvrtc_options_are_shared_and_name_no_architecture() {
     assert!(opts.iter().all(|o| !o.contains("arch")), "the architecture is added per device: {opts:?}");
     assert!(opts.iter().all(|o| !o.contains("fast_math") && !o.contains("fast-math")), "kernels must not use fast math: {opts:?}");
     // tools/check_kernels.py reads the same file.
-    let script = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/check_kernels.py")).unwrap();
+    let script = std::fs::read_to_string(repo_root().join("tools/check_kernels.py")).unwrap();
     assert!(script.contains("nvrtc_options.txt") && script.contains(registry::COMMON_HEADER.0));
 }
 

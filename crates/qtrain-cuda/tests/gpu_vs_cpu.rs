@@ -13,7 +13,9 @@
 
 use half::bf16;
 use qtrain_core::rng::Rng;
-use qtrain_core::{AttentionMask, Backend, CpuBackend, CpuTensor, CrossEntropyGrad, HostData, LinearGrads, LoraWeights, TensorInfo};
+use qtrain_core::{
+    AttentionMask, Backend, CpuBackend, CpuTensor, CrossEntropyGrad, Dropout, HostData, LinearGrads, LoraWeights, MaskKey, TensorInfo,
+};
 use qtrain_cuda::{CudaBackend, CudaTensor};
 
 const F32_TOL: f64 = 1e-5;
@@ -300,12 +302,10 @@ fn linear_with_lora_matches_cpu() {
         let (gbias, cbias) = env.pair(&[c.d_out], 0.1, c.w_bf16);
         let (ga, ca) = env.pair(&[c.rank, c.d_in], 1.0 / (c.d_in as f32).sqrt(), false);
         let (gb, cb) = env.pair(&[c.d_out, c.rank], 0.05, false); // non-zero B to exercise the path
-        let keep = 1.0 / (1.0 - 0.05);
-        let mask: Vec<f32> = (0..c.n * c.d_in).map(|_| if env.rng.next_f64() < 0.05 { 0.0 } else { keep }).collect();
-        let (gm, cm) = env.pair_from(mask, &[c.n, c.d_in], false);
+        let drop = Dropout { key: MaskKey { seed: env.rng.next_u64(), layer: 3, module: 5 }, p: 0.05 };
         let scale = 32.0 / c.rank as f32;
-        let glora = || LoraWeights { a: &ga, b: &gb, scale, dropout_mask: c.dropout.then_some(&gm) };
-        let clora = || LoraWeights { a: &ca, b: &cb, scale, dropout_mask: c.dropout.then_some(&cm) };
+        let glora = || LoraWeights { a: &ga, b: &gb, scale, dropout: c.dropout.then_some(drop) };
+        let clora = || LoraWeights { a: &ca, b: &cb, scale, dropout: c.dropout.then_some(drop) };
         let gy = env.gpu.linear(&gx, &gw, c.bias.then_some(&gbias), Some(glora())).unwrap();
         let cy = env.cpu.linear(&cx, &cw, c.bias.then_some(&cbias), Some(clora())).unwrap();
         check(&format!("linear fwd + LoRA ({})", c.label), &env.down(&gy), cy.data(), tol);
@@ -385,6 +385,35 @@ struct AttnCase {
     budget: Option<usize>,
 }
 
+/// The dropout kernel draws exactly the mask `qtrain_core::philox` draws on the host: applied to
+/// ones it yields the mask itself, compared bit for bit (odd column count: a partial last group).
+#[test]
+fn dropout_masks_are_bit_identical_to_cpu() {
+    let Some(mut env) = setup("dropout") else { return };
+    let (rows, cols) = (300usize, 1027usize);
+    for p in [0.05f32, 0.1, 0.5] {
+        let drop = Dropout { key: MaskKey { seed: env.rng.next_u64(), layer: 27, module: 6 }, p };
+        let ones = env.gpu.upload(HostData::F32(&vec![1.0; rows * cols]), &[rows, cols]).unwrap();
+        let out = env.gpu.zeros(&[rows, cols]).unwrap();
+        qtrain_cuda::ops::lora::dropout_apply(
+            &env.gpu,
+            ones.device_ptr(),
+            out.device_ptr(),
+            rows,
+            cols,
+            &qtrain_cuda::ops::lora::DropoutArgs::new(Some(drop)),
+        )
+        .unwrap();
+        let got = env.down(&out);
+        let mut want = vec![0.0f32; rows * cols];
+        want.chunks_mut(cols).enumerate().for_each(|(r, row)| drop.fill_row(r as u32, row));
+        let differ = got.iter().zip(&want).filter(|(g, w)| g.to_bits() != w.to_bits()).count();
+        let status = if differ == 0 { "PASS" } else { "FAIL" };
+        println!("KCHECK {status} dropout mask p={p} [{rows}×{cols}]: {differ} elements differ (bit-identical expected)");
+        assert_eq!(differ, 0, "dropout mask p={p}");
+    }
+}
+
 #[test]
 fn attention_matches_cpu() {
     let Some(mut env) = setup("attention") else { return };
@@ -439,6 +468,18 @@ fn attention_matches_cpu() {
             budget: Some(3 << 20),
         },
         AttnCase {
+            label: "row blocks inside one (batch row, kv head) slice",
+            b: 2,
+            t: 256,
+            h: 28,
+            kv: 4,
+            cap: 256,
+            q_offset: 0,
+            padding: true,
+            packing: true,
+            budget: Some(200 << 10),
+        },
+        AttnCase {
             label: "KV cache prefill at offset",
             b: 1,
             t: 17,
@@ -482,7 +523,7 @@ fn attention_matches_cpu() {
             v
         });
         let segments = c.packing.then(|| (0..c.b * kv_len).map(|i| ((i % kv_len) * 3 / kv_len) as u32).collect::<Vec<u32>>());
-        let mask = AttentionMask { batch: c.b, q_len: c.t, kv_len, q_offset: c.q_offset, key_valid, segments };
+        let mask = AttentionMask { batch: c.b, q_len: c.t, kv_len, q_offset: c.q_offset, key_valid, segments, dropout: None };
         let (gq, cq) = env.pair(&[c.b, c.t, c.h, d], 1.0, false);
         let (gk, ck) = env.pair(&[c.b, c.cap, c.kv, d], 1.0, false);
         let (gv, cv) = env.pair(&[c.b, c.cap, c.kv, d], 1.0, false);
@@ -625,4 +666,174 @@ fn memory_is_tracked_and_oom_is_a_clear_error() {
     assert!(msg.contains("out of GPU memory") && msg.contains("zeros [274877906944]") && msg.contains("--max_length"), "{msg}");
     env.gpu.empty_cache().unwrap();
     assert_eq!(env.gpu.memory_stats().cached, 0);
+}
+
+// ---- production shapes (tools/gpu-check.sh stage 3) and one 7B layer (stage 4) -----------
+
+/// `op(a) · op(b)` at `samples` random output coordinates in f64, from the host copies.
+fn sampled_product(
+    env: &mut Env,
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    b_rows_n: bool,
+    samples: usize,
+) -> Vec<(usize, f32)> {
+    (0..samples)
+        .map(|_| {
+            let (i, j) = (env.rng.below(m as u64) as usize, env.rng.below(n as u64) as usize);
+            let bv = |kk: usize| if b_rows_n { b[j * k + kk] } else { b[kk * n + j] };
+            let v: f64 = (0..k).map(|kk| f64::from(a[i * k + kk]) * f64::from(bv(kk))).sum();
+            (i * n + j, v as f32)
+        })
+        .collect()
+}
+
+/// Every linear GEMM of a Qwen2.5-7B LoRA step at seq 2048 (x [2048, in] against the bf16 weight,
+/// forward `x Wᵀ` and input gradient `dy W`), checked against f64 sums on sampled outputs of the
+/// same bf16-rounded operands, with the achieved TFLOP/s (cuBLASLt may pick split-K here).
+#[test]
+fn production_gemms_at_qwen25_7b_shapes_match_f64() {
+    let Some(mut env) = setup("production GEMMs") else { return };
+    let n = 2048;
+    for (name, out, inp) in [
+        ("q/o_proj", 3584, 3584),
+        ("k/v_proj", 512, 3584),
+        ("gate/up_proj", 18944, 3584),
+        ("down_proj", 3584, 18944),
+        ("lm_head chunk", 16384, 3584),
+    ] {
+        let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| bf16::from_f32(x).to_f32()).collect() };
+        let x = round(env.randn(n * inp, 1.0));
+        let w = round(env.randn(out * inp, 0.02));
+        let (gx, _) = env.pair_from(x.clone(), &[n, inp], false);
+        let (gw, _) = env.pair_from(w.clone(), &[out, inp], true);
+        // Forward y = x Wᵀ [n, out], and the input gradient dx = dy W [n, inp] of the backward.
+        let dy = round(env.randn(n * out, 1.0));
+        let gdy = env.pair_from(dy.clone(), &[n, out], false).0;
+        for forward in [true, false] {
+            let run = |env: &Env| -> CudaTensor {
+                if forward {
+                    env.gpu.linear(&gx, &gw, None, None).unwrap()
+                } else {
+                    env.gpu.linear_backward(&gx, &gw, None, &gdy, LinearGrads::default(), true).unwrap().unwrap()
+                }
+            };
+            let (dir, (m, nn, k), a) = if forward { ("fwd x·Wᵀ", (n, out, inp), &x) } else { ("bwd dy·W", (n, inp, out), &dy) };
+            let y = run(&env);
+            env.gpu.synchronize().unwrap();
+            let reps = 5;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                drop(run(&env));
+            }
+            env.gpu.synchronize().unwrap();
+            let tflops = 2.0 * (m * nn * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e12;
+            let got = env.down(&y);
+            let want = sampled_product(&mut env, a, &w, (m, nn, k), forward, 512);
+            let (g, wv): (Vec<f32>, Vec<f32>) = want.iter().map(|&(i, v)| (got[i], v)).unzip();
+            println!("{name} {dir} [{m}×{nn}×{k}]: {tflops:.1} TFLOP/s");
+            check(&format!("GEMM {name} {dir} [{m}×{nn}×{k}] (512 sampled vs f64)"), &g, &wv, 1e-3);
+        }
+    }
+}
+
+/// Attention of Qwen2.5-7B (28 heads over 4 kv heads, D 128) at T = 2048, forward and backward,
+/// against the CPU twin, with the device time of each.
+#[test]
+fn production_attention_at_t2048_matches_cpu() {
+    let Some(mut env) = setup("production attention") else { return };
+    let (b, t, h, kv, d) = (1, 2048, 28, 4, 128);
+    let (gq, cq) = env.pair(&[b, t, h, d], 1.0, false);
+    let (gk, ck) = env.pair(&[b, t, kv, d], 1.0, false);
+    let (gv, cv) = env.pair(&[b, t, kv, d], 1.0, false);
+    let (gdo, cdo) = env.pair(&[b, t, h, d], 1.0, false);
+    let mask = AttentionMask::causal(b, t);
+    let scale = 1.0 / (d as f32).sqrt();
+    let clock = std::time::Instant::now();
+    let (go, gl) = env.gpu.attention(&gq, &gk, &gv, &mask, scale).unwrap();
+    env.gpu.synchronize().unwrap();
+    let fwd_ms = clock.elapsed().as_secs_f64() * 1e3;
+    let clock = std::time::Instant::now();
+    let (gdq, gdk, gdv) = env.gpu.attention_backward(&gq, &gk, &gv, &go, &gl, &gdo, &mask, scale).unwrap();
+    env.gpu.synchronize().unwrap();
+    let bwd_ms = clock.elapsed().as_secs_f64() * 1e3;
+    println!("attention T={t}: forward {fwd_ms:.1} ms, backward {bwd_ms:.1} ms (first call, includes kernel compilation if not cached)");
+    let (co, cl) = env.cpu.attention(&cq, &ck, &cv, &mask, scale).unwrap();
+    check("attention T=2048 fwd out", &env.down(&go), co.data(), F32_TOL);
+    check("attention T=2048 fwd lse", &env.down(&gl), cl.data(), F32_TOL);
+    let (cdq, cdk, cdv) = env.cpu.attention_backward(&cq, &ck, &cv, &co, &cl, &cdo, &mask, scale).unwrap();
+    check("attention T=2048 bwd dq", &env.down(&gdq), cdq.data(), 1e-4);
+    check("attention T=2048 bwd dk", &env.down(&gdk), cdk.data(), 1e-4);
+    check("attention T=2048 bwd dv", &env.down(&gdv), cdv.data(), 1e-4);
+}
+
+/// One decoder layer at Qwen2.5-7B dimensions (bf16 weights, vocab cut to 4096), LoRA r = 8 on
+/// all linears with dropout 0.05, attention dropout 0.1 and gradient checkpointing: forward + backward of a 128-token
+/// sample on both backends from the same weights; loss and every LoRA gradient compared.
+#[test]
+fn decoder_layer_at_qwen25_7b_dims_matches_cpu() {
+    use qtrain_model::train::{BackwardOptions, LoraInit, TrainBatch, TrainMode};
+    use qtrain_model::{AdapterConfig, QwenModel};
+    let Some(mut env) = setup("decoder layer 7B") else { return };
+    let mut cfg = qtrain_model::shapes::shape("qwen2.5-7b").unwrap();
+    (cfg.num_layers, cfg.vocab_size) = (1, 4096);
+    let cpu = CpuBackend::bf16(true);
+    let mut gm = QwenModel::random_bf16(&env.gpu, cfg.clone(), 5).unwrap();
+    let mut cm = QwenModel::random_bf16(&cpu, cfg.clone(), 5).unwrap();
+    let targets: Vec<String> = qtrain_model::adapter::ALL_LINEAR.iter().map(|s| s.to_string()).collect();
+    let acfg = AdapterConfig::new_lora(8, 16.0, 0.05, targets, false, None);
+    gm.init_lora(&env.gpu, &acfg, LoraInit::Kaiming, 9).unwrap();
+    cm.init_lora(&cpu, &acfg, LoraInit::Kaiming, 9).unwrap();
+    // PEFT starts B at zero; random B makes every LoRA gradient non-trivial.
+    for (gl, cl) in gm.layers[0].linears.iter_mut().zip(cm.layers[0].linears.iter_mut()) {
+        let (gp, cp) = (gl.lora.as_mut().unwrap(), cl.lora.as_mut().unwrap());
+        let shape = cp.b.shape().to_vec();
+        let v = env.randn(shape.iter().product(), 0.01);
+        gp.b = env.gpu.upload(HostData::F32(&v), &shape).unwrap();
+        cp.b = cpu.upload(HostData::F32(&v), &shape).unwrap();
+    }
+    let ids: Vec<u32> = (0..128).map(|_| env.rng.below(4096) as u32).collect();
+    let labels: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
+    let tb = TrainBatch::from_samples(&[(ids, labels)], 0).unwrap();
+    let seed = env.rng.next_u64();
+    let opts = BackwardOptions {
+        loss_scale: 1.0 / tb.num_targets() as f32,
+        gradient_checkpointing: true,
+        lora_dropout: Some((0.05, seed)),
+        attention_dropout: Some((0.1, seed)),
+        neftune: Some((5.0, seed)),
+    };
+    let mut gg = gm.new_grads(&env.gpu, TrainMode::Lora).unwrap();
+    let mut cg = cm.new_grads(&cpu, TrainMode::Lora).unwrap();
+    let gs = gm.forward_backward(&env.gpu, &tb, &mut gg, &opts).unwrap();
+    let cs = cpu.run(|be| cm.forward_backward(be, &tb, &mut cg, &opts)).unwrap();
+    check_scalar("7B layer T=128 loss", gs.loss_sum, cs.loss_sum, 1e-3);
+    for (i, (g, c)) in gg.layers[0].linears.iter().zip(&cg.layers[0].linears).enumerate() {
+        for (what, gt, ct) in [("A", &g.lora_a, &c.lora_a), ("B", &g.lora_b, &c.lora_b)] {
+            let (gt, ct) = (gt.as_ref().unwrap(), ct.as_ref().unwrap());
+            check(&format!("7B layer T=128 dLoRA_{what} of {}", qtrain_model::Proj::ALL[i].name()), &env.down(gt), ct.data(), BF16_TOL);
+        }
+    }
+}
+
+/// tools/gpu-check.sh stage 1: the device, the CUDA library versions and files actually loaded,
+/// and every kernel module compiled by NVRTC for this device.
+#[test]
+fn preflight_device_libraries_and_every_kernel_module() {
+    let Some(env) = setup("preflight") else { return };
+    println!("device: {}", env.gpu.describe());
+    println!("libraries: {}", env.gpu.libraries());
+    let stats = env.gpu.memory_stats();
+    println!("allocator after start: {} B live (cuBLASLt workspace), {} driver allocations", stats.live, stats.driver_allocs);
+    let mut failed = Vec::new();
+    for (module, result) in env.gpu.compile_all_kernels() {
+        let status = if result.is_ok() { "PASS" } else { "FAIL" };
+        println!("KCHECK {status} NVRTC compile + load of kernels/{module}.cu");
+        if let Err(e) = result {
+            println!("{e}");
+            failed.push(module);
+        }
+    }
+    assert!(failed.is_empty(), "kernel modules that did not compile or load: {failed:?}");
 }

@@ -41,6 +41,14 @@ pub struct BenchReport {
     /// Matmul FLOPs per trained token (forward 2N + input-gradient backward 2N, + 2N recompute).
     pub train_flops_per_token: f64,
     pub train_tflops: Option<f64>,
+    /// Peak device memory of the training steps (backends with memory of their own: CUDA's
+    /// allocator, live tensors + cache + cuBLASLt workspace).
+    pub train_device_peak_bytes: Option<usize>,
+    /// One extra, profiled step (not among the timed ones): device milliseconds per phase
+    /// (forward / loss / recompute / backward / optimizer) and per op kind, where the backend
+    /// times its own work (CUDA events).
+    pub train_phase_ms: Option<Vec<(String, f64)>>,
+    pub train_op_ms: Option<Vec<(String, f64)>>,
 }
 
 fn ids(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
@@ -105,12 +113,15 @@ pub fn bench_lora_train<B: Backend>(model: &mut QwenModel<B>, be: &B, opts: &Ben
         loss_scale: 1.0 / tb.num_targets() as f32,
         gradient_checkpointing: opts.gradient_checkpointing,
         lora_dropout: None,
+        attention_dropout: None,
         neftune: None,
     };
     let mut one_step = |model: &mut QwenModel<B>| -> Result<()> {
+        be.begin_phase("zero grads");
         grads.zero(be)?;
         model.forward_backward(be, &tb, &mut grads, &bopts)?;
         // No clipping, so no gradient norm is computed: the step is forward, backward, update.
+        be.begin_phase("optimizer");
         optimizer.step(be, model, &grads, 1e-4, 1.0)?;
         // Sync: read one parameter back.
         if let Some(p) = model.trainable_params(&grads).first() {
@@ -118,12 +129,22 @@ pub fn bench_lora_train<B: Backend>(model: &mut QwenModel<B>, be: &B, opts: &Ben
         }
         Ok(())
     };
+    be.reset_device_peak();
     one_step(model)?;
     let mut step_secs = Vec::with_capacity(opts.steps);
     for _ in 0..opts.steps {
         let t = Instant::now();
         one_step(model)?;
         step_secs.push(t.elapsed().as_secs_f64());
+    }
+    report.train_device_peak_bytes = be.device_peak_bytes();
+    be.set_profiling(true);
+    one_step(model)?;
+    let profile = be.take_profile();
+    be.set_profiling(false);
+    if let Some(p) = profile? {
+        report.train_phase_ms = Some(p.phases_ms);
+        report.train_op_ms = Some(p.ops_ms);
     }
     let secs = step_secs.iter().sum::<f64>() / opts.steps as f64;
     step_secs.sort_by(f64::total_cmp);

@@ -65,6 +65,9 @@ pub struct QwenConfig {
     pub qk_norm: bool,
     /// `torch_dtype` / `dtype` of the checkpoint, if stated.
     pub torch_dtype: Option<String>,
+    /// `attention_dropout`: dropout on the attention probabilities in training (0 when absent;
+    /// never applied in evaluation or inference).
+    pub attention_dropout: f64,
 }
 
 /// The most decoder layers a config may declare: 100× the deepest released Qwen (94).
@@ -95,6 +98,7 @@ struct RawConfig {
     layer_types: Option<Vec<String>>,
     hidden_act: Option<String>,
     torch_dtype: Option<String>,
+    attention_dropout: Option<f64>,
     dtype: Option<String>,
 }
 
@@ -302,7 +306,11 @@ impl QwenConfig {
             o_bias,
             qk_norm: architecture == Architecture::Qwen3,
             torch_dtype: raw.torch_dtype.or(raw.dtype),
+            attention_dropout: raw.attention_dropout.unwrap_or(0.0),
         };
+        if !(0.0..1.0).contains(&cfg.attention_dropout) {
+            return Err(invalid(format!("attention_dropout ({}) must be in [0, 1)", cfg.attention_dropout)));
+        }
         // NaN fails these comparisons too.
         if cfg.rope_theta.is_nan() || cfg.rope_theta <= 0.0 || cfg.rms_norm_eps.is_nan() || cfg.rms_norm_eps <= 0.0 {
             return Err(invalid(format!("rope_theta ({}) and rms_norm_eps ({}) must be positive", cfg.rope_theta, cfg.rms_norm_eps)));
@@ -450,6 +458,16 @@ mod tests {
         "num_hidden_layers":28,"num_attention_heads":28,"num_key_value_heads":4,"vocab_size":152064,"rope_theta":1000000.0,
         "rms_norm_eps":1e-06,"max_position_embeddings":32768,"tie_word_embeddings":false,"use_sliding_window":false,
         "sliding_window":131072,"hidden_act":"silu","torch_dtype":"bfloat16","rope_scaling":null}"#;
+
+    #[test]
+    fn attention_dropout_is_read_and_checked() {
+        assert_eq!(parse(QWEN25_7B).unwrap().attention_dropout, 0.0);
+        let with =
+            |p: &str| parse(&QWEN25_7B.replace(r#""rope_scaling":null"#, &format!(r#""rope_scaling":null,"attention_dropout":{p}"#)));
+        assert_eq!(with("0.1").unwrap().attention_dropout, 0.1);
+        let msg = with("1.5").unwrap_err().to_string();
+        assert!(msg.contains("attention_dropout (1.5) must be in [0, 1)") && msg.contains("config.json"), "{msg}");
+    }
 
     #[test]
     fn qwen25_7b_counts_match_the_published_size() {

@@ -15,7 +15,7 @@
 //! activations alone, which skips `down_proj` and the last residual add.
 //! This module must not know about losses, optimizers or data.
 
-use qtrain_core::{AttentionMask, Backend, LinearGrads, LoraWeights, TensorInfo};
+use qtrain_core::{AttentionMask, Backend, Dropout, LinearGrads, LoraWeights, MaskKey};
 
 use crate::config::{Proj, QwenConfig};
 use crate::error::Result;
@@ -40,8 +40,8 @@ pub struct LayerActs<B: Backend> {
     gate: B::Tensor,
     up: B::Tensor,
     act: B::Tensor,
-    /// LoRA dropout masks, one per linear (q, k, v, o, gate, up, down)
-    masks: [Option<B::Tensor>; 7],
+    /// LoRA dropout of the forward, so backward redraws the same masks from their keys
+    dropout: Option<LayerDropout>,
 }
 
 /// Gradient buffers of one linear layer (`None`: frozen).
@@ -68,24 +68,44 @@ pub struct LayerGrads<B: Backend> {
     pub linears: [LinearGradBufs<B>; 7],
 }
 
-/// LoRA dropout for one layer: probability and the seed its masks are drawn from, so a
-/// recompute under gradient checkpointing draws the very same masks.
+/// Training dropout of one layer: LoRA dropout (on the input of each adapter's A) and attention
+/// dropout (on the attention probabilities), each a probability and the micro-batch seed, and the
+/// layer index, which with the module (the linear's [`Proj::index`], or
+/// [`qtrain_core::philox::MODULE_ATTENTION`]) key each Philox mask; a recompute under gradient
+/// checkpointing and the backward draw the very same masks, and nothing is stored.
 #[derive(Clone, Copy, Debug)]
 pub struct LayerDropout {
-    pub p: f32,
-    pub seed: u64,
+    pub lora: Option<(f32, u64)>,
+    pub attention: Option<(f32, u64)>,
+    pub layer: u32,
 }
 
-fn dropout_mask<B: Backend>(be: &B, d: LayerDropout, which: usize, shape: &[usize]) -> Result<B::Tensor> {
-    let mut rng = qtrain_core::rng::Rng::new(d.seed ^ ((which as u64 + 1) << 56));
-    let keep = 1.0 / (1.0 - d.p);
-    let n: usize = shape.iter().product();
-    let mask: Vec<f32> = (0..n).map(|_| if rng.next_f64() < d.p as f64 { 0.0 } else { keep }).collect();
-    Ok(be.upload(qtrain_core::HostData::F32(&mask), shape)?)
+impl LayerDropout {
+    fn mask(self, what: Option<(f32, u64)>, module: u32) -> Option<Dropout> {
+        what.filter(|&(p, _)| p > 0.0).map(|(p, seed)| Dropout { key: MaskKey { seed, layer: self.layer, module }, p })
+    }
+
+    /// The mask of linear `proj` (`None` without LoRA dropout).
+    fn for_linear(self, proj: Proj) -> Option<Dropout> {
+        self.mask(self.lora, proj.index() as u32)
+    }
+
+    /// The attention-probability mask (`None` without attention dropout).
+    fn for_attention(self) -> Option<Dropout> {
+        self.mask(self.attention, qtrain_core::philox::MODULE_ATTENTION)
+    }
 }
 
-fn lora_of<'a, B: Backend>(lin: &'a Linear<B>, mask: Option<&'a B::Tensor>) -> Option<LoraWeights<'a, B::Tensor>> {
-    lin.lora.as_ref().map(|l| LoraWeights { a: &l.a, b: &l.b, scale: l.scale, dropout_mask: mask })
+/// `mask` with this layer's attention dropout, borrowed unchanged when there is none.
+fn with_attention_dropout(mask: &AttentionMask, dropout: Option<LayerDropout>) -> std::borrow::Cow<'_, AttentionMask> {
+    match dropout.and_then(LayerDropout::for_attention) {
+        Some(d) => std::borrow::Cow::Owned(AttentionMask { dropout: Some(d), ..mask.clone() }),
+        None => std::borrow::Cow::Borrowed(mask),
+    }
+}
+
+fn lora_of<B: Backend>(lin: &Linear<B>, proj: Proj, dropout: Option<LayerDropout>) -> Option<LoraWeights<'_, B::Tensor>> {
+    lin.lora.as_ref().map(|l| LoraWeights { a: &l.a, b: &l.b, scale: l.scale, dropout: dropout.and_then(|d| d.for_linear(proj)) })
 }
 
 /// What one layer's forward pass must produce.
@@ -126,19 +146,9 @@ pub fn layer_forward<B: Backend>(
     let (b, t, n) = (batch.batch, batch.seq_len, batch.num_tokens());
     let (h, kvh, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
     let normed1 = be.rms_norm(&x, &layer.input_layernorm, eps)?;
-    let linears = layer.linears();
-    let mut masks: [Option<B::Tensor>; 7] = Default::default();
-    if let Some(dp) = dropout.filter(|dp| dp.p > 0.0) {
-        for (i, (_, lin)) in linears.iter().enumerate() {
-            if lin.lora.is_some() {
-                let in_dim = lin.weight.shape()[1];
-                masks[i] = Some(dropout_mask(be, dp, i, &[n, in_dim])?);
-            }
-        }
-    }
     let apply = |proj: Proj, input: &B::Tensor| -> Result<B::Tensor> {
-        let (lin, mask) = (layer.linear(proj), masks[proj.index()].as_ref());
-        Ok(be.linear(input, &lin.weight, lin.bias.as_ref(), lora_of(lin, mask))?)
+        let lin = layer.linear(proj);
+        Ok(be.linear(input, &lin.weight, lin.bias.as_ref(), lora_of(lin, proj, dropout))?)
     };
     // q/k: project, per-head norm (Qwen3), rotary. Returns (pre-norm copy if saved, roped).
     let project_rotate = |proj: Proj, heads: usize, norm: Option<&B::Tensor>| -> Result<(Option<B::Tensor>, B::Tensor)> {
@@ -157,6 +167,8 @@ pub fn layer_forward<B: Backend>(
     let (k_pre_norm, k) = project_rotate(Proj::K, kvh, layer.k_norm.as_ref())?;
     let v = be.reshape(apply(Proj::V, &normed1)?, &[b, t, kvh, d])?;
     let scale = 1.0 / (d as f32).sqrt();
+    let mask = with_attention_dropout(mask, dropout);
+    let mask = mask.as_ref();
     let (attn, lse) = match kv_cache {
         None => be.attention(&q, &k, &v, mask, scale)?,
         Some((kc, vc, at)) => {
@@ -176,7 +188,7 @@ pub fn layer_forward<B: Backend>(
         _ => Some(be.add(&x_mid, &apply(Proj::Down, &act)?)?),
     };
     let acts =
-        save.then(|| LayerActs { x_in: x, normed1, q_pre_norm, k_pre_norm, q, k, v, attn, lse, x_mid, normed2, gate, up, act, masks });
+        save.then(|| LayerActs { x_in: x, normed1, q_pre_norm, k_pre_norm, q, k, v, attn, lse, x_mid, normed2, gate, up, act, dropout });
     Ok((y, acts))
 }
 
@@ -200,8 +212,8 @@ pub fn layer_backward<B: Backend>(
     let (b, t, n) = (batch.batch, batch.seq_len, batch.num_tokens());
     let (h, kvh, d) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
     let back = |proj: Proj, x: &B::Tensor, dy: &B::Tensor, g: &mut [LinearGradBufs<B>; 7], need: bool| -> Result<Option<B::Tensor>> {
-        let (lin, mask) = (layer.linear(proj), acts.masks[proj.index()].as_ref());
-        Ok(be.linear_backward(x, &lin.weight, lora_of(lin, mask), dy, g[proj.index()].as_grads(), need)?)
+        let lin = layer.linear(proj);
+        Ok(be.linear_backward(x, &lin.weight, lora_of(lin, proj, acts.dropout), dy, g[proj.index()].as_grads(), need)?)
     };
     // MLP: y = m + down(swiglu(gate(n₂), up(n₂))).
     let d_act = back(Proj::Down, &acts.act, &dy, &mut grads.linears, true)?.expect("dx requested");
@@ -217,7 +229,8 @@ pub fn layer_backward<B: Backend>(
     let d_attn = be.reshape(d_attn, &[b, t, h, d])?;
     let attn = be.reshape(acts.attn, &[b, t, h, d])?;
     let scale = 1.0 / (d as f32).sqrt();
-    let (dq, dk, dv) = be.attention_backward(&acts.q, &acts.k, &acts.v, &attn, &acts.lse, &d_attn, mask, scale)?;
+    let attn_mask = with_attention_dropout(mask, acts.dropout);
+    let (dq, dk, dv) = be.attention_backward(&acts.q, &acts.k, &acts.v, &attn, &acts.lse, &d_attn, &attn_mask, scale)?;
     let unrotate =
         |dz: B::Tensor, heads: usize, pre: Option<&B::Tensor>, norm: Option<&B::Tensor>, g: Option<&mut B::Tensor>| -> Result<B::Tensor> {
             let dz = be.rope_backward(&be.reshape(dz, &[n, heads, d])?, rope.0, rope.1, &batch.positions)?;

@@ -125,6 +125,7 @@ impl Batch {
             q_offset: 0,
             key_valid: if self.valid.iter().all(|&v| v) { None } else { Some(self.valid.clone()) },
             segments: self.segments.clone(),
+            dropout: None,
         }
     }
 }
@@ -409,7 +410,7 @@ impl<B: Backend> QwenModel<B> {
                 for bi in 0..b {
                     kv_valid.extend_from_slice(&c.valid[bi * c.capacity..bi * c.capacity + kv_len]);
                 }
-                AttentionMask { batch: b, q_len: t, kv_len, q_offset: c.len, key_valid: Some(kv_valid), segments: None }
+                AttentionMask { batch: b, q_len: t, kv_len, q_offset: c.len, key_valid: Some(kv_valid), segments: None, dropout: None }
             }
         };
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
@@ -456,7 +457,7 @@ impl<B: Backend> QwenModel<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qtrain_core::CpuBackend;
+    use qtrain_core::{CpuBackend, DType};
 
     fn tiny_config(max_position_embeddings: u64) -> QwenConfig {
         let json = format!(
@@ -485,5 +486,23 @@ mod tests {
         let model = QwenModel::random(&be, small.clone(), 1).unwrap();
         assert_eq!(model.rope.covering(&be, &small, &[9]).unwrap().len, 10);
         assert!(model.rope.covering(&be, &small, &[10]).is_err());
+    }
+
+    /// `qtrain bench --shape` (issue 12 item 2): the matrices come in bf16, the dtype of the
+    /// released checkpoints (f32 weights ran FP32 GEMMs and doubled the memory), at std ≈ 0.02.
+    #[test]
+    fn random_bf16_models_have_bf16_matrices() {
+        let mut cfg = crate::shapes::shape("qwen2.5-7b").unwrap();
+        (cfg.num_layers, cfg.vocab_size) = (1, 512);
+        let be = CpuBackend::bf16(true);
+        let model = QwenModel::random_bf16(&be, cfg, 3).unwrap();
+        let layer = &model.layers[0];
+        for (name, lin) in layer.linears() {
+            assert_eq!(lin.weight.dtype(), DType::BF16, "{name}");
+        }
+        assert_eq!(model.embed_tokens.dtype(), DType::BF16);
+        let w = be.download(&layer.linear(Proj::Down).weight).unwrap();
+        let std = (w.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+        assert!((std - 0.02).abs() < 5e-4, "std {std}");
     }
 }

@@ -99,6 +99,9 @@ pub struct BackwardOptions {
     pub gradient_checkpointing: bool,
     /// LoRA dropout probability and the seed of this micro-batch's masks.
     pub lora_dropout: Option<(f32, u64)>,
+    /// Attention dropout (config.json's `attention_dropout` or `--attention_dropout`)
+    /// probability and the seed of this micro-batch's masks.
+    pub attention_dropout: Option<(f32, u64)>,
     /// NEFTune noise on the input embeddings: (alpha, seed of this micro-batch's noise).
     pub neftune: Option<(f32, u64)>,
 }
@@ -277,8 +280,8 @@ impl<B: Backend> QwenModel<B> {
         let mask = batch.attention_mask();
         let rope_rows = self.rope.covering(be, cfg, &batch.positions)?;
         let rope = (&rope_rows.cos, &rope_rows.sin);
-        let dropout_for =
-            |l: usize| opts.lora_dropout.map(|(p, seed)| LayerDropout { p, seed: seed.wrapping_mul(0x9E37_79B9).wrapping_add(l as u64) });
+        let dropout_for = |l: usize| Some(LayerDropout { lora: opts.lora_dropout, attention: opts.attention_dropout, layer: l as u32 });
+        be.begin_phase("forward");
         let mut x = be.embedding(&self.embed_tokens, &batch.ids)?;
         if let Some((alpha, seed)) = opts.neftune {
             x = add_neftune_noise(be, x, batch.seq_len, alpha, seed)?;
@@ -301,6 +304,7 @@ impl<B: Backend> QwenModel<B> {
                 x = y.expect("output requested");
             }
         }
+        be.begin_phase("loss");
         let eps = cfg.rms_norm_eps as f32;
         let hidden = be.rms_norm(&x, &self.norm, eps)?;
         // The LM head gradient goes to lm_head, or to the embeddings when they are tied.
@@ -322,9 +326,11 @@ impl<B: Backend> QwenModel<B> {
             let acts = if keeps_acts(l) {
                 saved_acts.pop().expect("one set per kept layer")
             } else {
+                be.begin_phase("recompute");
                 let x_in = saved_inputs.pop().expect("one input per checkpointed layer");
                 layer_forward(be, cfg, layer, rope, x_in, batch, &mask, None, LayerPass::ActsOnly, dropout_for(l))?.1.expect("saved")
             };
+            be.begin_phase("backward");
             let need_dx = l > 0 || need_embed_grad;
             match layer_backward(be, cfg, layer, rope, acts, dx, batch, &mask, &mut grads.layers[l], need_dx)? {
                 Some(d) => dx = d,

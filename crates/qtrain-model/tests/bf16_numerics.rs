@@ -79,8 +79,13 @@ fn bf16_lora_training_tracks_f32_for_20_steps() {
         let mut grads = model.new_grads(be, TrainMode::Lora).unwrap();
         let hyper = AdamWHyper { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.0 };
         let mut adamw = AdamW::new(be, &mut model, &grads, hyper).unwrap();
-        let opts =
-            BackwardOptions { loss_scale: 1.0 / tb.num_targets() as f32, gradient_checkpointing: true, lora_dropout: None, neftune: None };
+        let opts = BackwardOptions {
+            loss_scale: 1.0 / tb.num_targets() as f32,
+            gradient_checkpointing: true,
+            lora_dropout: None,
+            attention_dropout: None,
+            neftune: None,
+        };
         (1..=20u64)
             .map(|_| {
                 grads.zero(be).unwrap();

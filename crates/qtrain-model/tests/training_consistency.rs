@@ -62,7 +62,13 @@ fn run(
     let batches: Vec<TrainBatch> = micro.iter().map(|m| TrainBatch::from_samples(m, 4096).unwrap()).collect();
     let total: usize = batches.iter().map(TrainBatch::num_targets).sum();
     let mut grads = model.new_grads(be, mode).unwrap();
-    let opts = BackwardOptions { loss_scale: 1.0 / total as f32, gradient_checkpointing: checkpointing, lora_dropout: None, neftune: None };
+    let opts = BackwardOptions {
+        loss_scale: 1.0 / total as f32,
+        gradient_checkpointing: checkpointing,
+        lora_dropout: None,
+        attention_dropout: None,
+        neftune: None,
+    };
     for b in &batches {
         model.forward_backward(be, b, &mut grads, &opts).unwrap();
     }
@@ -143,7 +149,13 @@ fn model_gradients_match_finite_differences() {
     ] {
         let mut model = if mode == TrainMode::Lora { lora_model(&be, name) } else { QwenModel::load(&be, &fixture(name)).unwrap() };
         let mut grads = model.new_grads(&be, mode).unwrap();
-        let opts = BackwardOptions { loss_scale: (1.0 / n) as f32, gradient_checkpointing: true, lora_dropout: None, neftune: None };
+        let opts = BackwardOptions {
+            loss_scale: (1.0 / n) as f32,
+            gradient_checkpointing: true,
+            lora_dropout: None,
+            attention_dropout: None,
+            neftune: None,
+        };
         model.forward_backward(&be, &tb, &mut grads, &opts).unwrap();
         let analytic: std::collections::HashMap<String, Vec<f32>> = grads_of(&model, &be, &grads).into_iter().collect();
         for pick in picks {
@@ -169,5 +181,42 @@ fn model_gradients_match_finite_differences() {
             let tol = 2e-2 * exact.abs().max(numeric.abs()) + 1e-4;
             assert!((numeric - exact).abs() <= tol, "{name} {pick}: finite difference {numeric}, analytic {exact}");
         }
+    }
+}
+
+/// Attention dropout (issue 15): p = 0 changes nothing bit for bit; p > 0 changes the training
+/// loss, the same seed gives the same result with and without checkpointing (the recompute and
+/// the backward redraw the forward's masks), and evaluation never drops anything.
+#[test]
+fn attention_dropout_is_exact_at_zero_repeatable_and_training_only() {
+    let be = CpuBackend::new();
+    for name in ["tiny-qwen2", "tiny-qwen3"] {
+        let mut model = lora_model(&be, name);
+        let tb = TrainBatch::from_samples(&samples(3, 2), 4096).unwrap();
+        let pass = |model: &QwenModel<CpuBackend>, attention_dropout: Option<(f32, u64)>, checkpointing: bool| {
+            let mut grads = model.new_grads(&be, TrainMode::Lora).unwrap();
+            let opts = BackwardOptions {
+                loss_scale: 1.0 / tb.num_targets() as f32,
+                gradient_checkpointing: checkpointing,
+                lora_dropout: None,
+                attention_dropout,
+                neftune: None,
+            };
+            let stats = model.forward_backward(&be, &tb, &mut grads, &opts).unwrap();
+            (stats.loss_sum, grads_of(model, &be, &grads))
+        };
+        let (loss, grads) = pass(&model, None, true);
+        let (loss0, grads0) = pass(&model, Some((0.0, 11)), true);
+        assert_eq!(loss.to_bits(), loss0.to_bits(), "{name}: p = 0 changed the loss");
+        assert_eq!(grads, grads0, "{name}: p = 0 changed a gradient");
+        let (loss_d, grads_d) = pass(&model, Some((0.3, 11)), true);
+        assert_ne!(loss_d, loss, "{name}: p = 0.3 dropped nothing");
+        let (loss_d2, grads_d2) = pass(&model, Some((0.3, 11)), false);
+        assert!((loss_d2 - loss_d).abs() <= 1e-6 * loss_d.abs(), "{name}: checkpointing changed the dropped loss");
+        assert_same(&grads_d, &grads_d2, 1e-4, "attention dropout with and without checkpointing");
+        // Evaluation ignores config.json's attention_dropout.
+        let before = model.evaluate(&be, &tb).unwrap().loss_sum;
+        model.config.attention_dropout = 0.5;
+        assert_eq!(model.evaluate(&be, &tb).unwrap().loss_sum.to_bits(), before.to_bits(), "{name}: eval dropped");
     }
 }

@@ -469,6 +469,10 @@ train_args! {
     /// [default: 0.05]
     #[arg(long, help_heading = LORA)]
     lora_dropout: f64 = 0.05, Trajectory;
+    /// Dropout on the attention probabilities in training, as transformers' eager attention
+    /// (never in evaluation or inference) [default: the model's config.json attention_dropout].
+    #[arg(long, help_heading = OPTIM)]
+    attention_dropout: Option<f64>, Trajectory;
     /// Module names, or all-linear [default: all-linear].
     #[arg(long, num_args = 1.., help_heading = LORA)]
     #[serde(deserialize_with = "one_or_many")]
@@ -817,6 +821,9 @@ impl TrainArgs {
         self.torch_dtype = self.dtype_flag()?;
         notes.extend(self.resolve_strategies(has_validation)?);
         self.check_optimizer_flags()?;
+        if let Some(p) = self.attention_dropout.filter(|p| !(0.0..1.0).contains(p)) {
+            return Err(TrainError::arg("attention_dropout", format!("{p} must be in [0, 1)")));
+        }
         if self.tuner_type == TunerType::Lora {
             if self.lora_rank == 0 {
                 return Err(TrainError::arg("lora_rank", "must be at least 1"));
@@ -1209,6 +1216,7 @@ mod tests {
         };
         assert!(bad(&|a| a.dataset.clear()).contains("--dataset"));
         assert!(bad(&|a| a.lora_dropout = 1.0).contains("--lora_dropout"));
+        assert!(bad(&|a| a.attention_dropout = Some(1.0)).contains("--attention_dropout"));
         assert!(bad(&|a| a.max_length = Some(1)).contains("--max_length"));
         assert!(bad(&|a| a.split_dataset_ratio = 1.0).contains("--split_dataset_ratio"));
         assert!(bad(&|a| a.early_stopping_patience = Some(2)).contains("validation set"));
@@ -1386,6 +1394,7 @@ mod tests {
             lora_rank: 4,
             lora_alpha: 16.0,
             lora_dropout: 0.1,
+            attention_dropout: Some(0.1),
             target_modules: vec!["q_proj".into(), "v_proj".into()],
             target_regex: Some(".*proj".into()),
             use_rslora: true,
@@ -1476,7 +1485,7 @@ mod tests {
     #[test]
     fn only_arguments_that_shape_the_trajectory_are_compared_on_resume() {
         let trajectory: Vec<&str> = ARGS.iter().filter(|(_, r)| *r == OnResume::Trajectory).map(|(k, _)| *k).collect();
-        assert_eq!(trajectory.len(), 31, "{trajectory:?}");
+        assert_eq!(trajectory.len(), 32, "{trajectory:?}");
         for free in ["output_dir", "resume_from_checkpoint", "lora_rank", "lora_alpha", "target_modules", "logging_steps", "save_steps"] {
             assert!(!trajectory.contains(&free), "{free}");
         }

@@ -428,6 +428,9 @@ impl<'a, B: Backend> Run<'a, B> {
             }
             Some(scale) => {
                 let lora_dropout = (self.mode == TrainMode::Lora && self.args.lora_dropout > 0.0).then_some(self.args.lora_dropout as f32);
+                // config.json's attention_dropout unless --attention_dropout overrides it.
+                let attention_p = self.args.attention_dropout.unwrap_or(self.folder.model.config.attention_dropout);
+                let attention_dropout = (attention_p > 0.0).then_some(attention_p as f32);
                 for tb in &batches {
                     let dropout_seed = self.rng.next_u64();
                     let opts = BackwardOptions {
@@ -436,6 +439,7 @@ impl<'a, B: Backend> Run<'a, B> {
                         lora_dropout: lora_dropout.map(|p| (p, dropout_seed)),
                         // The micro-batch's seed, in a stream of its own (no extra draw: resume stays exact).
                         neftune: self.args.neftune_noise_alpha.filter(|&a| a > 0.0).map(|a| (a as f32, dropout_seed ^ NEFTUNE_STREAM)),
+                        attention_dropout: attention_dropout.map(|p| (p, dropout_seed)),
                     };
                     stats.add(self.folder.model.forward_backward(be, tb, &mut self.grads, &opts)?);
                 }

@@ -96,6 +96,25 @@ fn masked_softmax(scores: &mut [f32], s_len: usize, group: usize, mask: &Attenti
         .collect()
 }
 
+/// The attention-dropout factors of the first `keys` keys for the score rows of one block:
+/// rows of query positions `i0..`, each position's `group` heads adjacent, of kv head `g` in
+/// batch row `bi` — mask row `(bi·H + h)·T + i` as [`AttentionMask::dropout`] defines it.
+#[allow(clippy::too_many_arguments)]
+fn dropout_rows(
+    d: crate::Dropout,
+    rows: usize,
+    keys: usize,
+    (bi, g, group, heads, t): (usize, usize, usize, usize, usize),
+    i0: usize,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * keys];
+    for (r, row) in out.chunks_mut(keys.max(1)).enumerate() {
+        let (i, h) = (i0 + r / group, g * group + r % group);
+        d.fill_row(((bi * heads + h) * t + i) as u32, row);
+    }
+    out
+}
+
 /// Causal/padded/packed attention, `block` query positions at a time ([`QUERY_BLOCK`] in the
 /// backend; tests use tiny blocks to cross block boundaries). Returns the output and each row's lse.
 pub fn attention(
@@ -130,6 +149,10 @@ pub fn attention(
                 let sb = &mut scores[..m * keys];
                 mm(precision, m, keys, d, &qg[blk.clone()], false, &kg[..keys * d], true, sb, false, scale);
                 lse.extend(masked_softmax(sb, keys, group, mask, bi, i0));
+                if let Some(dp) = mask.dropout {
+                    let f = dropout_rows(dp, m, keys, (bi, g, group, h, t), i0);
+                    sb.iter_mut().zip(&f).for_each(|(p, f)| *p *= f);
+                }
                 mm(precision, m, d, keys, sb, false, &vg[..keys * d], false, &mut og[blk], false, 1.0);
             }
             (bi, g, og, lse)
@@ -146,6 +169,8 @@ pub fn attention(
 
 /// pᵢⱼ = exp(sᵢⱼ − lseᵢ), Dᵢ = dOᵢ·Oᵢ, dS = P ⊙ (dO Vᵀ − D)·scale,
 /// dQ = dS K, dK = dSᵀ Q, dV = Pᵀ dO (summed over the query heads sharing a key/value head).
+/// With attention dropout (mask M, kept values 1/(1−p)): O = (P ⊙ M) V, so dV = (P ⊙ M)ᵀ dO and
+/// dS = P ⊙ ((dO Vᵀ) ⊙ M − D)·scale, where still Dᵢ = dOᵢ·Oᵢ = Σⱼ (dO Vᵀ)ᵢⱼ Mᵢⱼ Pᵢⱼ.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     q: &CpuTensor,
@@ -195,6 +220,10 @@ pub fn attention_backward(
                     math::vectorized!(|| row.iter_mut().for_each(|x| *x = exp(*x - l)));
                 }
                 mm(precision, m, keys, d, do_blk, false, vb, true, ds, false, 1.0);
+                let drop = mask.dropout.map(|dp| dropout_rows(dp, m, keys, (bi, g, group, h, t), i0));
+                if let Some(f) = &drop {
+                    ds.iter_mut().zip(f).for_each(|(x, f)| *x *= f);
+                }
                 for r in 0..m {
                     let di = math::dot(&do_blk[r * d..][..d], &o_blk[r * d..][..d]);
                     let (ds_row, p_row) = (&mut ds[r * keys..][..keys], &p[r * keys..][..keys]);
@@ -206,6 +235,9 @@ pub fn attention_backward(
                 }
                 mm(precision, m, d, keys, ds, false, kb, false, &mut dq[blk], false, 1.0);
                 mm(precision, keys, d, m, ds, true, q_blk, false, &mut dk[..keys * d], true, 1.0);
+                if let Some(f) = &drop {
+                    p.iter_mut().zip(f).for_each(|(p, f)| *p *= f);
+                }
                 mm(precision, keys, d, m, p, true, do_blk, false, &mut dv[..keys * d], true, 1.0);
             }
             (bi, g, dq, dk, dv)

@@ -11,6 +11,7 @@ use super::{inverse_rms, rows_cols, CpuTensor};
 use crate::backend::{CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
 use crate::ensure_shape;
 use crate::error::{CoreError, Result};
+use crate::Dropout;
 
 /// Rows of the LM head processed at once: `[CE_CHUNK_ROWS × V]` f32 logits is the largest
 /// temporary the loss ever holds.
@@ -21,15 +22,19 @@ fn check_grad(op: &'static str, what: &str, g: &CpuTensor, want: &[usize]) -> Re
     Ok(())
 }
 
-/// x ⊙ mask for the LoRA path (or x itself).
-pub(super) fn lora_input<'a>(x: &'a CpuTensor, mask: Option<&CpuTensor>) -> Result<std::borrow::Cow<'a, [f32]>> {
-    Ok(match mask {
-        None => std::borrow::Cow::Borrowed(x.data()),
-        Some(m) => {
-            ensure_shape!(m.data().len() == x.data().len(), "linear", "dropout mask {:?} for input {:?}", m.shape(), x.shape());
-            std::borrow::Cow::Owned(x.data().iter().zip(m.data()).map(|(a, b)| a * b).collect())
-        }
-    })
+/// x ⊙ mask for the LoRA path (or x itself), the mask drawn row by row from its Philox key.
+pub(super) fn lora_input(x: &CpuTensor, dropout: Option<Dropout>) -> Result<std::borrow::Cow<'_, [f32]>> {
+    let Some(d) = dropout else {
+        return Ok(std::borrow::Cow::Borrowed(x.data()));
+    };
+    let (rows, cols) = rows_cols(x.shape());
+    ensure_shape!(rows <= u32::MAX as usize && cols <= u32::MAX as usize, "linear", "dropout over {rows} × {cols} elements");
+    let mut out = vec![0.0; x.data().len()];
+    out.par_chunks_mut(cols.max(1)).zip(x.data().par_chunks(cols.max(1))).enumerate().for_each(|(row, (o, xr))| {
+        d.fill_row(row as u32, o);
+        o.iter_mut().zip(xr).for_each(|(m, v)| *m *= v);
+    });
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// y = x Wᵀ + b + s·(x̃ Aᵀ) Bᵀ with x̃ = x ⊙ mask. Then
@@ -76,7 +81,7 @@ pub fn linear_backward(
             l.b.shape(),
             w.shape()
         );
-        let xl = lora_input(x, l.dropout_mask)?;
+        let xl = lora_input(x, l.dropout)?;
         if let Some(gb) = grads.lora_b {
             check_grad("linear_backward", "lora_B", gb, l.b.shape())?;
             let mut xa = vec![0.0; n * r];
@@ -91,13 +96,18 @@ pub fn linear_backward(
             gemm_f32(r, d_in, n, &g, true, &xl, false, ga.data_mut(), true, 1.0);
         }
         if let Some(dx) = dx.as_mut() {
-            match l.dropout_mask {
+            match l.dropout {
                 // No dropout: accumulate (dy B) A straight into dx, no temporary.
                 None => gemm_f32(n, d_in, r, &g, false, l.a.data(), false, dx, true, 1.0),
-                Some(m) => {
+                Some(d) => {
                     let mut dxl = vec![0.0; n * d_in];
                     gemm_f32(n, d_in, r, &g, false, l.a.data(), false, &mut dxl, false, 1.0);
-                    dx.par_iter_mut().zip(&dxl).zip(m.data()).for_each(|((a, b), mm)| *a += b * mm);
+                    // dx += (g A) ⊙ mask, the mask redrawn from its key (lora_input checked the sizes).
+                    dx.par_chunks_mut(d_in).zip(dxl.par_chunks(d_in)).enumerate().for_each(|(row, (a, b))| {
+                        let mut mask = vec![0.0; d_in];
+                        d.fill_row(row as u32, &mut mask);
+                        a.iter_mut().zip(b).zip(&mask).for_each(|((a, b), m)| *a += b * m);
+                    });
                 }
             }
         }

@@ -323,7 +323,7 @@ impl Backend for CpuBackend {
                 l.b.shape,
                 w.shape
             );
-            let xl = backward::lora_input(x, l.dropout_mask)?;
+            let xl = backward::lora_input(x, l.dropout)?;
             let mut xa = vec![0.0; n * r];
             gemm::gemm_f32(n, r, d_in, &xl, false, &l.a.data, true, &mut xa, false, 1.0);
             gemm::gemm_f32(n, d_out, r, &xa, false, &l.b.data, true, &mut y, true, l.scale);

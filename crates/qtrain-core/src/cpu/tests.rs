@@ -25,7 +25,7 @@ fn linear_with_bias_and_lora_matches_formula() {
     let bias = rand_tensor(&mut rng, &[dout]);
     let a = rand_tensor(&mut rng, &[r, din]);
     let b = rand_tensor(&mut rng, &[dout, r]);
-    let y = be.linear(&x, &w, Some(&bias), Some(LoraWeights { a: &a, b: &b, scale: 0.75, dropout_mask: None })).unwrap();
+    let y = be.linear(&x, &w, Some(&bias), Some(LoraWeights { a: &a, b: &b, scale: 0.75, dropout: None })).unwrap();
     let mut want = vec![0.0f64; n * dout];
     for i in 0..n {
         for o in 0..dout {
@@ -115,7 +115,8 @@ fn naive_attention(q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, mask: &Attention
                 let m = scores.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = scores.iter().map(|s| (s.1 - m).exp()).sum();
                 for (j, s) in scores {
-                    let p = (s - m).exp() / z;
+                    let keep = mask.dropout.map_or(1.0, |dp| f64::from(dp.factor(((bi * h + hh) * t + i) as u32, j as u32)));
+                    let p = (s - m).exp() / z * keep;
                     let vv = &v.data()[((bi * cap + j) * kvh + kh) * d..][..d];
                     for e in 0..d {
                         out[((bi * t + i) * h + hh) * d + e] += p * vv[e] as f64;
@@ -141,8 +142,9 @@ fn attention_causal_padding_gqa_and_segments() {
     valid[t + 5] = false;
     let masks = [
         AttentionMask::causal(b, t),
-        AttentionMask { key_valid: Some(valid), ..AttentionMask::causal(b, t) },
+        AttentionMask { key_valid: Some(valid.clone()), ..AttentionMask::causal(b, t) },
         AttentionMask { segments: Some(vec![0, 0, 0, 1, 1, 2, 0, 0, 1, 1, 1, 1]), ..AttentionMask::causal(b, t) },
+        AttentionMask { key_valid: Some(valid.clone()), dropout: Some(attention_dropout(0.3)), ..AttentionMask::causal(b, t) },
     ];
     for mask in &masks {
         let want = naive_attention(&q, &k, &v, mask, scale as f64);
@@ -161,6 +163,42 @@ fn attention_causal_padding_gqa_and_segments() {
     assert_eq!(&o.data()[..d], &v.data()[..d]);
 }
 
+fn attention_dropout(p: f32) -> crate::Dropout {
+    crate::Dropout { key: crate::MaskKey { seed: 77, layer: 2, module: crate::philox::MODULE_ATTENTION }, p }
+}
+
+/// Attention dropout p = 0 changes nothing, bit for bit; p > 0 drops about p of the probabilities
+/// (the outputs differ) and keeps the undropped softmax's log-sum-exp.
+#[test]
+fn attention_dropout_zero_is_exact_and_positive_drops() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(6);
+    let (b, t, h, kvh, d) = (2, 40, 4, 2, 8);
+    let q = rand_tensor(&mut rng, &[b, t, h, d]);
+    let k = rand_tensor(&mut rng, &[b, t, kvh, d]);
+    let v = rand_tensor(&mut rng, &[b, t, kvh, d]);
+    let dy = rand_tensor(&mut rng, &[b, t, h, d]);
+    let plain = AttentionMask::causal(b, t);
+    let zero = AttentionMask { dropout: Some(attention_dropout(0.0)), ..plain.clone() };
+    let (o, l) = be.attention(&q, &k, &v, &plain, 0.3).unwrap();
+    let (o0, l0) = be.attention(&q, &k, &v, &zero, 0.3).unwrap();
+    assert_eq!((o.data(), l.data()), (o0.data(), l0.data()));
+    let g = be.attention_backward(&q, &k, &v, &o, &l, &dy, &plain, 0.3).unwrap();
+    let g0 = be.attention_backward(&q, &k, &v, &o0, &l0, &dy, &zero, 0.3).unwrap();
+    assert_eq!((g.0.data(), g.1.data(), g.2.data()), (g0.0.data(), g0.1.data(), g0.2.data()));
+    let dropped = AttentionMask { dropout: Some(attention_dropout(0.2)), ..plain.clone() };
+    let (od, ld) = be.attention(&q, &k, &v, &dropped, 0.3).unwrap();
+    assert_eq!(ld.data(), l.data(), "lse is the undropped softmax's");
+    assert_ne!(od.data(), o.data());
+    // Over the causal triangle's (row, key) pairs the kept fraction is 1 − p within 5σ.
+    let d = attention_dropout(0.2);
+    let pairs: Vec<(u32, u32)> =
+        (0..(b * h) as u32).flat_map(|bh| (0..t as u32).flat_map(move |i| (0..=i).map(move |j| (bh * t as u32 + i, j)))).collect();
+    let kept = pairs.iter().filter(|&&(r, j)| d.keep(r, j)).count() as f64;
+    let n = pairs.len() as f64;
+    assert!((kept - 0.8 * n).abs() < 5.0 * (n * 0.2 * 0.8).sqrt(), "kept {kept} of {n}");
+}
+
 #[test]
 fn attention_with_cache_offset_equals_full_attention_rows() {
     let be = CpuBackend::new();
@@ -176,7 +214,7 @@ fn attention_with_cache_offset_equals_full_attention_rows() {
     be.write_seq(&mut kc, &k, 0).unwrap();
     be.write_seq(&mut vc, &v, 0).unwrap();
     let q_last = CpuTensor::new(q.data()[(t - 1) * h * d..].to_vec(), &[1, 1, h, d]).unwrap();
-    let mask = AttentionMask { batch: 1, q_len: 1, kv_len: t, q_offset: t - 1, key_valid: None, segments: None };
+    let mask = AttentionMask { batch: 1, q_len: 1, kv_len: t, q_offset: t - 1, key_valid: None, segments: None, dropout: None };
     let (last, _) = be.attention(&q_last, &kc, &vc, &mask, 0.5).unwrap();
     let want: Vec<f64> = full.data()[(t - 1) * h * d..].iter().map(|&x| x as f64).collect();
     assert_close(last.data(), &want, 1e-6, "cached attention");
@@ -242,10 +280,13 @@ fn linear_backward_with_bias_lora_and_dropout_matches_finite_differences() {
     let b = rand_tensor(&mut rng, &[dout]);
     let a = rand_tensor(&mut rng, &[r, din]);
     let bb = rand_tensor(&mut rng, &[dout, r]);
-    let mask = t(&(0..n * din).map(|i| if i % 3 == 0 { 0.0 } else { 1.5 }).collect::<Vec<_>>(), &[n, din]);
+    let mask = crate::Dropout { key: crate::MaskKey { seed: 5, layer: 1, module: 2 }, p: 0.4 };
+    let drop = Some(mask);
+    let dropped = (0..n as u32).flat_map(|r| (0..din as u32).map(move |c| (r, c))).filter(|&(r, c)| !mask.keep(r, c)).count();
+    assert!(dropped > 0 && dropped < n * din, "the mask must drop some elements and keep others ({dropped})");
     let dy = rand_tensor(&mut rng, &[n, dout]);
     let fwd = |x: &CpuTensor, w: &CpuTensor, b: &CpuTensor, a: &CpuTensor, bb: &CpuTensor| {
-        let y = be.linear(x, w, Some(b), Some(LoraWeights { a, b: bb, scale: s, dropout_mask: Some(&mask) })).unwrap();
+        let y = be.linear(x, w, Some(b), Some(LoraWeights { a, b: bb, scale: s, dropout: drop })).unwrap();
         dot(y.data(), dy.data())
     };
     let (mut gw, mut gb, mut ga, mut gbb) =
@@ -254,7 +295,7 @@ fn linear_backward_with_bias_lora_and_dropout_matches_finite_differences() {
         .linear_backward(
             &x,
             &w,
-            Some(LoraWeights { a: &a, b: &bb, scale: s, dropout_mask: Some(&mask) }),
+            Some(LoraWeights { a: &a, b: &bb, scale: s, dropout: drop }),
             &dy,
             LinearGrads { weight: Some(&mut gw), bias: Some(&mut gb), lora_a: Some(&mut ga), lora_b: Some(&mut gbb) },
             true,
@@ -314,6 +355,8 @@ fn attention_backward_matches_finite_differences_with_padding_gqa_and_segments()
     let masks = [
         AttentionMask { key_valid: Some(valid), ..AttentionMask::causal(b, tt) },
         AttentionMask { segments: Some(vec![0, 0, 1, 1, 1, 0, 0, 0, 2, 2]), ..AttentionMask::causal(b, tt) },
+        // A fixed dropout mask: the function stays differentiable and backward must use the mask.
+        AttentionMask { dropout: Some(attention_dropout(0.3)), ..AttentionMask::causal(b, tt) },
     ];
     for mask in &masks {
         let (out, lse) = be.attention(&q, &k, &v, mask, 0.5).unwrap();
@@ -420,14 +463,14 @@ fn bf16_mode_ops_track_their_f32_twins() {
         assert!(err <= 1e-2, "{what}: relative error {err}");
         assert!(err > 0.0, "{what}: identical to f32, the bf16 path did not run");
     };
-    let y32 = f32_be.linear(&x, &w32, None, Some(LoraWeights { a: &a, b: &b, scale: 0.5, dropout_mask: None })).unwrap();
-    let y16 = bf16_be.linear(&x, &w16, None, Some(LoraWeights { a: &a, b: &b, scale: 0.5, dropout_mask: None })).unwrap();
+    let y32 = f32_be.linear(&x, &w32, None, Some(LoraWeights { a: &a, b: &b, scale: 0.5, dropout: None })).unwrap();
+    let y16 = bf16_be.linear(&x, &w16, None, Some(LoraWeights { a: &a, b: &b, scale: 0.5, dropout: None })).unwrap();
     check("linear", y16.data(), y32.data());
 
     let dy = rand_tensor(&mut rng, &[n, dout]);
     let grads_of = |be: &CpuBackend, w: &CpuTensor| {
         let (mut ga, mut gb) = (be.zeros(&[r, din]).unwrap(), be.zeros(&[dout, r]).unwrap());
-        let lw = LoraWeights { a: &a, b: &b, scale: 0.5, dropout_mask: None };
+        let lw = LoraWeights { a: &a, b: &b, scale: 0.5, dropout: None };
         let grads = LinearGrads { lora_a: Some(&mut ga), lora_b: Some(&mut gb), ..Default::default() };
         let dx = be.linear_backward(&x, w, Some(lw), &dy, grads, true).unwrap().unwrap();
         (dx, ga, gb)

@@ -137,26 +137,70 @@ static void test_rope() {
     check("rope_fwd_f32", out, want, 1e-6); check("rope_bwd_f32", dx, wdx, 1e-6);
 }
 
+// ---------------- dropout (kernels/dropout_golden.txt, written by qtrain-core's Philox) ----------------
+struct Golden { DropoutArgs args; size_t rows = 0, cols = 0; std::vector<float> mask; };
+static Golden g_golden;
+
+static void load_golden(const char* path) {
+    FILE* f = fopen(path, "r");
+    if (!f) { fprintf(stderr, "cannot open %s\n", path); exit(2); }
+    char line[4096]; std::vector<std::string> rows; unsigned long long seed = 0; unsigned layer = 0, module = 0, thr = 0, sbits = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (line[0] == '#') continue;
+        if (strncmp(line, "seed=", 5) == 0) {
+            float p; size_t r, c;
+            if (sscanf(line, "seed=%llx layer=%u module=%u p=%f threshold=%u scale_bits=%x rows=%zu cols=%zu", &seed, &layer, &module, &p, &thr, &sbits, &r, &c) != 8) { fprintf(stderr, "bad golden header\n"); exit(2); }
+            continue;
+        }
+        std::string s(line); while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+        if (!s.empty()) rows.push_back(s);
+    }
+    fclose(f);
+    float scale; std::memcpy(&scale, &sbits, 4);
+    g_golden.args = DropoutArgs{(unsigned)seed, (unsigned)(seed >> 32), layer, module, thr, scale};
+    g_golden.rows = rows.size(); g_golden.cols = rows[0].size();
+    for (auto& r : rows) for (char ch : r) g_golden.mask.push_back(ch == '1' ? scale : 0.f);
+}
+
+static void test_dropout() {
+    const Golden& g = g_golden; size_t n = g.rows * g.cols;
+    std::vector<float> ones(n, 1.f), out(n, NAN);
+    launch(g1(n), B256, 0, [&] { dropout_apply_f32(ones.data(), out.data(), (long long)g.rows, (int)g.cols, g.args); });
+    check("dropout_apply_f32 == golden mask (bit for bit)", out, g.mask, 0);
+    std::vector<float> per(n);
+    for (size_t r = 0; r < g.rows; ++r) for (size_t c = 0; c < g.cols; ++c) per[r * g.cols + c] = dropout_factor(g.args, (unsigned)r, (unsigned)c);
+    check("dropout_factor == golden mask (bit for bit)", per, g.mask, 0);
+    auto x = randn(n); std::vector<float> want(n);
+    launch(g1(n), B256, 0, [&] { dropout_apply_f32(x.data(), out.data(), (long long)g.rows, (int)g.cols, g.args); });
+    for (size_t i = 0; i < n; ++i) want[i] = x[i] * g.mask[i];
+    check("dropout_apply_f32 x ⊙ mask", out, want, 0);
+}
+
 static void test_lora() {
-    size_t N = 9, din = 77, dout = 45, r = 5; float s = 2.5f;
+    // The golden mask's shape, so the masked cases use a mask known independently of the kernels.
+    size_t N = g_golden.rows, din = g_golden.cols, dout = 45, r = 5; float s = 2.5f;
     auto x = randn(N * din), a = randn(r * din), b = randn(dout * r), dy = randn(N * dout), y0 = randn(N * dout), dx0 = randn(N * din);
-    std::vector<float> mask(N * din); for (auto& m : mask) m = (rng() % 10 == 0) ? 0.f : 1.f / 0.95f;
+    const DropoutArgs none{0, 0, 0, 0, 0, 1.f};
     for (int use_mask = 0; use_mask < 2; ++use_mask) {
-        const float* mp = use_mask ? mask.data() : nullptr;
+        const DropoutArgs drop = use_mask ? g_golden.args : none;
+        auto m = [&](size_t i) { return use_mask ? g_golden.mask[i] : 1.f; };
         std::vector<float> xa(N * r), wxa(N * r), y = y0, wy = y0, g(N * r), wg(N * r), dx = dx0, wdx = dx0;
-        launch(dim3{(unsigned)N, 1, 1}, B256, 0, [&] { lora_down_fwd_f32(x.data(), mp, a.data(), xa.data(), (int)din, (int)r); });
+        launch(dim3{(unsigned)N, 1, 1}, B256, 0, [&] { lora_down_fwd_f32(x.data(), a.data(), xa.data(), (int)din, (int)r, drop); });
         launch(dim3{(unsigned)((dout + 255) / 256), (unsigned)N, 1}, B256, r * 4, [&] { lora_up_fwd_f32(xa.data(), b.data(), y.data(), (int)dout, (int)r, s); });
         launch(dim3{(unsigned)N, 1, 1}, B256, 0, [&] { lora_dyb_bwd_f32(dy.data(), b.data(), g.data(), (int)dout, (int)r, s); });
-        launch(dim3{(unsigned)((din + 255) / 256), (unsigned)N, 1}, B256, r * 4, [&] { lora_dx_bwd_f32(g.data(), a.data(), mp, dx.data(), (int)din, (int)r); });
+        // Two row slices, as the launcher splits rows past grid.y's limit: row0 keys the mask.
+        size_t half = N / 2;
+        launch(dim3{(unsigned)(((din + 3) / 4 + 255) / 256), (unsigned)half, 1}, B256, r * 4, [&] { lora_dx_bwd_f32(g.data(), a.data(), dx.data(), (int)din, (int)r, 0, drop); });
+        launch(dim3{(unsigned)(((din + 3) / 4 + 255) / 256), (unsigned)(N - half), 1}, B256, r * 4, [&] { lora_dx_bwd_f32(g.data() + half * r, a.data(), dx.data() + half * din, (int)din, (int)r, (long long)half, drop); });
         for (size_t n = 0; n < N; ++n) {
-            for (size_t j = 0; j < r; ++j) { double acc = 0; for (size_t k = 0; k < din; ++k) acc += double(x[n * din + k]) * (mp ? mp[n * din + k] : 1.f) * a[j * din + k]; wxa[n * r + j] = acc;
+            for (size_t j = 0; j < r; ++j) { double acc = 0; for (size_t k = 0; k < din; ++k) acc += double(x[n * din + k]) * m(n * din + k) * a[j * din + k]; wxa[n * r + j] = acc;
                 double ga = 0; for (size_t o = 0; o < dout; ++o) ga += double(dy[n * dout + o]) * b[o * r + j]; wg[n * r + j] = s * ga; }
             for (size_t o = 0; o < dout; ++o) { double acc = 0; for (size_t j = 0; j < r; ++j) acc += double(wxa[n * r + j]) * b[o * r + j]; wy[n * dout + o] += s * acc; }
-            for (size_t k = 0; k < din; ++k) { double acc = 0; for (size_t j = 0; j < r; ++j) acc += double(wg[n * r + j]) * a[j * din + k]; wdx[n * din + k] += acc * (mp ? mp[n * din + k] : 1.f); }
+            for (size_t k = 0; k < din; ++k) { double acc = 0; for (size_t j = 0; j < r; ++j) acc += double(wg[n * r + j]) * a[j * din + k]; wdx[n * din + k] += acc * m(n * din + k); }
         }
-        std::string m = use_mask ? " (mask)" : "";
-        check("lora_down_fwd_f32" + m, xa, wxa, 1e-5); check("lora_up_fwd_f32" + m, y, wy, 1e-5);
-        check("lora_dyb_bwd_f32" + m, g, wg, 1e-5); check("lora_dx_bwd_f32" + m, dx, wdx, 1e-5);
+        std::string ms = use_mask ? " (dropout)" : "";
+        check("lora_down_fwd_f32" + ms, xa, wxa, 1e-5); check("lora_up_fwd_f32" + ms, y, wy, 1e-5);
+        check("lora_dyb_bwd_f32" + ms, g, wg, 1e-5); check("lora_dx_bwd_f32" + ms, dx, wdx, 1e-5);
     }
 }
 
@@ -165,15 +209,29 @@ struct Mask { size_t B, T, S, qoff; std::vector<unsigned char> kv; std::vector<u
     bool allows(size_t b, size_t i, size_t j) const { size_t q = qoff + i; if (j >= S || j > q) return false;
         if (!kv.empty() && !kv[b * S + j]) return false; if (!seg.empty() && seg[b * S + j] != seg[b * S + q]) return false; return true; } };
 
-// C[z] = alpha * A[z] · op(B[z]), row-major, A [M,K], B [N,K] (transB) or [K,N].
-static void bgemm(size_t Z, size_t M, size_t N, size_t K, const float* A, bool ta, const float* Bm, bool tb, float* C, float alpha) {
+// C[z] = alpha * A[z] · op(B[z]) (+ C[z] when add), row-major, A [M,K], B [N,K] (transB) or [K,N].
+static void bgemm(size_t Z, size_t M, size_t N, size_t K, const float* A, bool ta, const float* Bm, bool tb, float* C, float alpha, bool add = false) {
     for (size_t z = 0; z < Z; ++z) for (size_t m = 0; m < M; ++m) for (size_t n = 0; n < N; ++n) { double acc = 0;
         for (size_t k = 0; k < K; ++k) { double av = ta ? A[z * M * K + k * M + m] : A[z * M * K + m * K + k]; double bv = tb ? Bm[z * N * K + n * K + k] : Bm[z * N * K + k * N + n]; acc += av * bv; }
-        C[z * M * N + m * N + n] = alpha * acc; }
+        C[z * M * N + m * N + n] = alpha * acc + (add ? C[z * M * N + m * N + n] : 0.f); }
 }
 
-static void test_attention(const char* label, size_t B, size_t T, size_t H, size_t KV, size_t D, size_t cap, size_t qoff, bool pad, bool pack, size_t zc) {
+// The pieces of ops/attention.rs (Dims::pieces): zc whole slices at a time, or, with rc > 0, blocks
+// of rc rows of one slice.
+struct Piece { size_t z0, nz, r0, nr; };
+static std::vector<Piece> pieces(size_t Z, size_t rows, size_t zc, size_t rc) {
+    std::vector<Piece> p;
+    if (rc == 0 || rc >= rows) { for (size_t z0 = 0; z0 < Z; z0 += zc) p.push_back({z0, std::min(zc, Z - z0), 0, rows}); }
+    else for (size_t z0 = 0; z0 < Z; ++z0) for (size_t r0 = 0; r0 < rows; r0 += rc) p.push_back({z0, 1, r0, std::min(rc, rows - r0)});
+    return p;
+}
+
+static void test_attention(const char* label, size_t B, size_t T, size_t H, size_t KV, size_t D, size_t cap, size_t qoff, bool pad, bool pack, size_t zc, size_t rc = 0, float pdrop = 0.f) {
     size_t S = qoff + T, G = H / KV; float scale = 1 / std::sqrt(float(D));
+    // Attention dropout keyed like the golden mask (its values are checked in test_dropout).
+    DropoutArgs drop{0, 0, 0, 0, 0, 1.f};
+    if (pdrop > 0) { drop = g_golden.args; drop.module = 16; drop.threshold = (unsigned)(double(pdrop) * 4294967296.0); drop.scale = 1.f / (1.f - pdrop); }
+    auto M = [&](size_t b, size_t h, size_t i, size_t j) { return dropout_factor(drop, (unsigned)((b * H + h) * T + i), (unsigned)j); };
     Mask mk{B, T, S, qoff, {}, {}};
     if (pad) { mk.kv.assign(B * S, 1); for (size_t b = 0; b < B; ++b) for (size_t j = 0; j < (b * 3 + 2) % (S / 3 + 1); ++j) mk.kv[b * S + (pack ? S - 1 - j : j)] = 0; }
     if (pack) { mk.seg.resize(B * S); for (size_t i = 0; i < B * S; ++i) mk.seg[i] = (i % S) * 3 / S; }
@@ -185,7 +243,7 @@ static void test_attention(const char* label, size_t B, size_t T, size_t H, size
         for (size_t j = 0; j < S; ++j) { if (!mk.allows(b, i, j)) { sc[j] = -INFINITY; continue; } double d = 0; for (size_t e = 0; e < D; ++e) d += double(q[((b * T + i) * H + h) * D + e]) * k[((b * cap + j) * KV + g) * D + e]; sc[j] = d * scale; mx = std::max(mx, sc[j]); }
         if (mx == -INFINITY) continue;
         double den = 0; for (size_t j = 0; j < S; ++j) den += sc[j] == -INFINITY ? 0 : std::exp(sc[j] - mx);
-        for (size_t j = 0; j < S; ++j) { if (sc[j] == -INFINITY) continue; double p = std::exp(sc[j] - mx) / den; for (size_t e = 0; e < D; ++e) ro[((b * T + i) * H + h) * D + e] += p * v[((b * cap + j) * KV + g) * D + e]; }
+        for (size_t j = 0; j < S; ++j) { if (sc[j] == -INFINITY) continue; double p = std::exp(sc[j] - mx) / den * M(b, h, i, j); for (size_t e = 0; e < D; ++e) ro[((b * T + i) * H + h) * D + e] += p * v[((b * cap + j) * KV + g) * D + e]; }
         rl[(b * T + i) * H + h] = mx + std::log(den);
     }
     // forward through the kernels, mirroring ops/attention.rs
@@ -193,12 +251,12 @@ static void test_attention(const char* label, size_t B, size_t T, size_t H, size
     launch(g1(qh.size()), B256, 0, [&] { attn_to_heads_f32(q.data(), qh.data(), B, T, T, H, D); });
     launch(g1(kh.size()), B256, 0, [&] { attn_to_heads_f32(k.data(), kh.data(), B, S, cap, KV, D); });
     launch(g1(vh.size()), B256, 0, [&] { attn_to_heads_f32(v.data(), vh.data(), B, S, cap, KV, D); });
-    size_t rows = G * T, Z = B * KV; std::vector<float> scores(zc * rows * S);
+    size_t rows = G * T, Z = B * KV; const auto P = pieces(Z, rows, zc, rc); std::vector<float> scores(zc * rows * S);
     const unsigned char* kvp = mk.kv.empty() ? nullptr : mk.kv.data(); const unsigned* sgp = mk.seg.empty() ? nullptr : mk.seg.data();
-    for (size_t z0 = 0; z0 < Z; z0 += zc) { size_t nz = std::min(zc, Z - z0);
-        bgemm(nz, rows, S, D, qh.data() + z0 * rows * D, false, kh.data() + z0 * S * D, true, scores.data(), scale);
-        launch(dim3{(unsigned)(nz * rows), 1, 1}, B256, 0, [&] { attn_softmax_fwd_f32(scores.data(), lse.data(), kvp, sgp, z0, G, T, S, H, KV, qoff); });
-        bgemm(nz, rows, D, S, scores.data(), false, vh.data() + z0 * S * D, false, oh.data() + z0 * rows * D, 1);
+    for (const Piece& p : P) { const long long row0 = (long long)(p.z0 * rows + p.r0);
+        bgemm(p.nz, p.nr, S, D, qh.data() + row0 * D, false, kh.data() + p.z0 * S * D, true, scores.data(), scale);
+        launch(dim3{(unsigned)(p.nz * p.nr), 1, 1}, B256, 0, [&] { attn_softmax_fwd_f32(scores.data(), lse.data(), kvp, sgp, row0, G, T, S, H, KV, qoff, drop); });
+        bgemm(p.nz, p.nr, D, S, scores.data(), false, vh.data() + p.z0 * S * D, false, oh.data() + row0 * D, 1);
     }
     launch(g1(out.size()), B256, 0, [&] { attn_from_heads_f32(oh.data(), out.data(), B, T, H, D); });
     check(std::string("attention fwd out ") + label, out, ro, 1e-5); check(std::string("attention fwd lse ") + label, lse, rl, 1e-5);
@@ -208,20 +266,20 @@ static void test_attention(const char* label, size_t B, size_t T, size_t H, size
         size_t g = h / G, qi = ((b * T + i) * H + h) * D; double di = 0; for (size_t e = 0; e < D; ++e) di += double(dout[qi + e]) * ro[qi + e];
         for (size_t j = 0; j < S; ++j) { if (!mk.allows(b, i, j)) continue; size_t kj = ((b * S + j) * KV + g) * D; double d = 0, dp = 0;
             for (size_t e = 0; e < D; ++e) { d += double(q[qi + e]) * k[kj + e]; dp += double(dout[qi + e]) * v[kj + e]; }
-            double p = std::exp(d * scale - rl[(b * T + i) * H + h]); double ds = p * (dp - di) * scale;
-            for (size_t e = 0; e < D; ++e) { rdq[qi + e] += ds * k[kj + e]; rdk[kj + e] += ds * q[qi + e]; rdv[kj + e] += p * dout[qi + e]; } }
+            double p = std::exp(d * scale - rl[(b * T + i) * H + h]), m = M(b, h, i, j); double ds = p * (dp * m - di) * scale;
+            for (size_t e = 0; e < D; ++e) { rdq[qi + e] += ds * k[kj + e]; rdk[kj + e] += ds * q[qi + e]; rdv[kj + e] += p * m * dout[qi + e]; } }
     }
     std::vector<float> oh2(oh.size()), doh(oh.size()), delta(B * H * T, NAN), dqh(qh.size(), NAN), dkh(kh.size(), NAN), dvh(vh.size(), NAN), dp(zc * rows * S);
     launch(g1(ro.size()), B256, 0, [&] { attn_to_heads_f32(ro.data(), oh2.data(), B, T, T, H, D); });
     launch(g1(dout.size()), B256, 0, [&] { attn_to_heads_f32(dout.data(), doh.data(), B, T, T, H, D); });
     launch(dim3{(unsigned)((B * H * T * 32 + 255) / 256), 1, 1}, B256, 0, [&] { attn_row_dot_f32(doh.data(), oh2.data(), delta.data(), (long long)(B * H * T), D); });
-    for (size_t z0 = 0; z0 < Z; z0 += zc) { size_t nz = std::min(zc, Z - z0);
-        bgemm(nz, rows, S, D, qh.data() + z0 * rows * D, false, kh.data() + z0 * S * D, true, scores.data(), scale);
-        bgemm(nz, rows, S, D, doh.data() + z0 * rows * D, false, vh.data() + z0 * S * D, true, dp.data(), 1);
-        launch(dim3{(unsigned)(nz * rows), 1, 1}, B256, 0, [&] { attn_softmax_bwd_f32(scores.data(), dp.data(), rl.data(), delta.data(), kvp, sgp, z0, G, T, S, H, KV, qoff, scale); });
-        bgemm(nz, S, D, rows, scores.data(), true, doh.data() + z0 * rows * D, false, dvh.data() + z0 * S * D, 1);
-        bgemm(nz, S, D, rows, dp.data(), true, qh.data() + z0 * rows * D, false, dkh.data() + z0 * S * D, 1);
-        bgemm(nz, rows, D, S, dp.data(), false, kh.data() + z0 * S * D, false, dqh.data() + z0 * rows * D, 1);
+    for (const Piece& p : P) { const long long row0 = (long long)(p.z0 * rows + p.r0); const bool add = p.r0 > 0;
+        bgemm(p.nz, p.nr, S, D, qh.data() + row0 * D, false, kh.data() + p.z0 * S * D, true, scores.data(), scale);
+        bgemm(p.nz, p.nr, S, D, doh.data() + row0 * D, false, vh.data() + p.z0 * S * D, true, dp.data(), 1);
+        launch(dim3{(unsigned)(p.nz * p.nr), 1, 1}, B256, 0, [&] { attn_softmax_bwd_f32(scores.data(), dp.data(), rl.data(), delta.data(), kvp, sgp, row0, G, T, S, H, KV, qoff, scale, drop); });
+        bgemm(p.nz, S, D, p.nr, scores.data(), true, doh.data() + row0 * D, false, dvh.data() + p.z0 * S * D, 1, add);
+        bgemm(p.nz, S, D, p.nr, dp.data(), true, qh.data() + row0 * D, false, dkh.data() + p.z0 * S * D, 1, add);
+        bgemm(p.nz, p.nr, D, S, dp.data(), false, kh.data() + p.z0 * S * D, false, dqh.data() + row0 * D, 1);
     }
     std::vector<float> dq(q.size()), dk(rdk.size()), dv(rdv.size());
     launch(g1(dq.size()), B256, 0, [&] { attn_from_heads_f32(dqh.data(), dq.data(), B, T, H, D); });
@@ -269,13 +327,18 @@ static void test_adamw_reduce() {
     check("col_sum_add_f32", o, wo, 1e-6);
 }
 
-int main() {
+int main(int argc, char** argv) {
+    if (argc != 2) { fprintf(stderr, "usage: harness kernels/dropout_golden.txt\n"); return 2; }
+    load_golden(argv[1]);
     test_copy(); test_elementwise(); test_embedding();
     rms_case<float>("(f32 w, 37x200)", 37, 200, false); rms_case<bf16_t>("(bf16 w, 1100x64: strided rows)", 1100, 64, true); rms_case<float>("(f32 w, 3x3584)", 3, 3584, false);
-    test_rope(); test_lora();
+    test_rope(); test_dropout(); test_lora();
     test_attention("(causal, GQA 4/2)", 2, 7, 4, 2, 16, 7, 0, false, false, 1);
     test_attention("(padding, chunk 3)", 3, 9, 6, 2, 8, 9, 0, true, false, 3);
     test_attention("(packing + padding, all z)", 2, 12, 4, 4, 8, 12, 0, true, true, 8);
+    test_attention("(row blocks of 5 inside a slice, packing + padding)", 2, 12, 4, 2, 8, 12, 0, true, true, 1, 5);
+    test_attention("(dropout 0.3, row blocks of 7, padding)", 2, 12, 4, 2, 8, 12, 0, true, false, 1, 7, 0.3f);
+    test_attention("(dropout 0.3, all z, packing)", 2, 12, 4, 4, 8, 12, 0, false, true, 8, 0, 0.3f);
     test_attention("(cache: offset 5, cap 20)", 2, 4, 4, 2, 8, 20, 5, true, false, 2);
     test_attention("(decode T=1, offset 9)", 1, 1, 4, 1, 8, 16, 9, false, false, 1);
     test_cross_entropy(); test_adamw_reduce();

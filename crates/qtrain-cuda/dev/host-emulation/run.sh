@@ -2,7 +2,8 @@
 # Runs every kernel of kernels/*.cu on the CPU under a host emulation of CUDA (g++ ≥ 12, C++20):
 # each block is blockDim.x std::threads with std::barrier for __syncthreads and per-warp barriers
 # for shuffles. The harness checks each kernel against plain f64 loops, and the attention
-# kernels inside the same permute → GEMM → softmax → GEMM pipeline as ops/attention.rs.
+# kernels inside the same permute → GEMM → softmax → GEMM pipeline as ops/attention.rs, and the
+# in-kernel dropout masks against kernels/dropout_golden.txt (which qtrain-core's Philox reproduces).
 # It checks kernel logic (indexing, masks, reductions, edge sizes) without a GPU; it says
 # nothing about GPU memory ordering, performance, NVRTC, the driver or cuBLASLt.
 #   bash crates/qtrain-cuda/dev/host-emulation/run.sh       (~40 s on 2 cores)
@@ -23,4 +24,4 @@ open(out, "w").write("\n".join(parts))
 PY
 cp "$here/shim.h" "$here/harness.cpp" "$work/"
 g++ -std=c++20 -O1 -ffp-contract=off -pthread -o "$work/harness" "$work/harness.cpp"
-"$work/harness"
+"$work/harness" "$kernels/dropout_golden.txt"

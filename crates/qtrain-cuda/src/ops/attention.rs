@@ -3,13 +3,16 @@
 //!
 //! For z = b·KV + g the `group = H/KV` query heads of kv head g are stacked as `group·T` rows,
 //! so per z: `S = scale·Q Kᵀ` `[group·T, S]`, `O = P V`, and in backward
-//! `dP = dO Vᵀ`, `dV = Pᵀ dO`, `dK = dSᵀ Q`, `dQ = dS K`. The z range is processed in chunks
-//! whose score matrices stay under [`ATTN_SCORE_BYTES`].
+//! `dP = dO Vᵀ`, `dV = Pᵀ dO`, `dK = dSᵀ Q`, `dQ = dS K`. The work is processed in [`Piece`]s
+//! whose score matrices stay under [`ATTN_SCORE_BYTES`]: several whole z slices at once, or, when
+//! one slice alone is larger (long sequences: `[group·T, S]` f32 is 1.9 GB at T = 8192 for
+//! Qwen2.5-7B), blocks of its rows — `dK`/`dV` then accumulate over the blocks.
 
 use cudarc::driver::LaunchConfig;
 use cudarc::driver::PushKernelArg;
 use qtrain_core::{AttentionMask, DType};
 
+use super::lora::DropoutArgs;
 use super::{grid_1d, int, long, BLOCK};
 use crate::alloc::DevBuf;
 use crate::backend::CudaBackend;
@@ -44,10 +47,41 @@ impl Dims {
         self.group() * self.t
     }
 
-    /// z values per chunk when `buffers` score matrices of `[group·T, S]` f32 must fit `budget` bytes.
-    pub fn z_chunk(&self, buffers: usize, budget: usize) -> usize {
-        let per_z = self.rows_per_z() * self.s * 4 * buffers;
-        (budget / per_z.max(1)).clamp(1, (self.batch * self.kv_heads).max(1))
+    /// The pieces of work when `buffers` f32 score matrices of a piece must fit `budget` bytes:
+    /// as many whole z slices as fit, or, when one does not, blocks of rows of each slice (at
+    /// least one row each: a single row is never split).
+    pub fn pieces(&self, buffers: usize, budget: usize) -> Vec<Piece> {
+        let (rows, zs) = (self.rows_per_z(), self.batch * self.kv_heads);
+        let row_bytes = (self.s * 4 * buffers).max(1);
+        let fit_rows = (budget / row_bytes).max(1);
+        if fit_rows >= rows {
+            let zc = (fit_rows / rows.max(1)).clamp(1, zs.max(1));
+            return (0..zs).step_by(zc).map(|z0| Piece { z0, nz: zc.min(zs - z0), r0: 0, nr: rows }).collect();
+        }
+        (0..zs).flat_map(|z0| (0..rows).step_by(fit_rows).map(move |r0| Piece { z0, nz: 1, r0, nr: fit_rows.min(rows - r0) })).collect()
+    }
+}
+
+/// One piece of attention work: z slices `z0 … z0+nz`, rows `r0 … r0+nr` of each (all rows when
+/// `nz > 1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub z0: usize,
+    pub nz: usize,
+    pub r0: usize,
+    pub nr: usize,
+}
+
+impl Piece {
+    /// The global score row (z·group·T + row in slice) this piece starts at.
+    fn row0(&self, rows_per_z: usize) -> usize {
+        self.z0 * rows_per_z + self.r0
+    }
+
+    /// The piece's rows of a head-major `[Z, rows_per_z, d]` tensor, batched over its z slices.
+    fn rows_of(&self, t: &CudaTensor, rows_per_z: usize, d: usize) -> MatRef {
+        let ptr = t.ptr() + (self.row0(rows_per_z) * d * 4) as u64;
+        MatRef::dense(ptr, ElemType::F32, self.nr, d).with_batch_stride(rows_per_z * d)
     }
 }
 
@@ -118,7 +152,20 @@ fn scores_ref(buf: &DevBuf, rows: usize, s: usize) -> MatRef {
 }
 
 fn gemm(be: &CudaBackend, (a, trans_a): (MatRef, bool), (b, trans_b): (MatRef, bool), c: MatRef, batch: usize, alpha: f32) -> Result<()> {
-    be.gemm(&GemmArgs { a, trans_a, b, trans_b, c, batch, alpha, beta: 0.0 })
+    gemm_acc(be, (a, trans_a), (b, trans_b), c, batch, alpha, 0.0)
+}
+
+/// [`gemm`] adding `beta · C` (dK/dV accumulate over the row blocks of one slice).
+fn gemm_acc(
+    be: &CudaBackend,
+    (a, trans_a): (MatRef, bool),
+    (b, trans_b): (MatRef, bool),
+    c: MatRef,
+    batch: usize,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
+    be.gemm(&GemmArgs { a, trans_a, b, trans_b, c, batch, alpha, beta })
 }
 
 /// Forward: returns `out` `[B, T, H, D]` and `lse` `[B, T, H]` (f32). Inputs must be f32.
@@ -143,9 +190,10 @@ pub fn forward(
     let masks = MaskBufs::upload(be, mask)?;
     let (kv_ptr, seg_ptr) = masks.ptrs();
     let rows = dm.rows_per_z();
-    let zs = batch * kv_heads;
-    let zc = dm.z_chunk(1, be.attention_budget());
-    let scores = be.alloc_buf(zc * rows * s, DType::F32, &|| format!("attention scores [{zc}·{rows}, {s}] f32"))?;
+    let drop = DropoutArgs::new(mask.dropout);
+    let pieces = dm.pieces(1, be.attention_budget());
+    let most = pieces.iter().map(|p| p.nz * p.nr).max().unwrap_or(0);
+    let scores = be.alloc_buf(most * s, DType::F32, &|| format!("attention scores [{most}, {s}] f32"))?;
     let (group, tl, sl, hh, kvh, qo) = (
         int(dm.group(), "group")?,
         int(t, "T")?,
@@ -154,19 +202,18 @@ pub fn forward(
         int(kv_heads, "kv heads")?,
         int(mask.q_offset, "q_offset")?,
     );
-    for z0 in (0..zs).step_by(zc) {
-        let nz = zc.min(zs - z0);
-        let sc = scores_ref(&scores, rows, s);
-        gemm(be, (chunk(&qh, z0, rows, d), false), (chunk(&kh, z0, s, d), true), sc, nz, scale)?;
-        let (ps, pl, z0i) = (scores.ptr(), lse.ptr(), int(z0, "z0")?);
+    for p in pieces {
+        let sc = scores_ref(&scores, p.nr, s);
+        gemm(be, (p.rows_of(&qh, rows, d), false), (chunk(&kh, p.z0, s, d), true), sc, p.nz, scale)?;
+        let (ps, pl, row0) = (scores.ptr(), lse.ptr(), long(p.row0(rows)));
         let f = be.func(k::ATTN_SOFTMAX_FWD_F32)?;
         let mut a = be.stream.launch_builder(&f);
-        a.arg(&ps).arg(&pl).arg(&kv_ptr).arg(&seg_ptr).arg(&z0i).arg(&group).arg(&tl).arg(&sl).arg(&hh).arg(&kvh).arg(&qo);
-        let cfg = LaunchConfig { grid_dim: ((nz * rows) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: argument list of attn_softmax_fwd_f32; scores hold nz·rows rows of s f32, lse
+        a.arg(&ps).arg(&pl).arg(&kv_ptr).arg(&seg_ptr).arg(&row0).arg(&group).arg(&tl).arg(&sl).arg(&hh).arg(&kvh).arg(&qo).arg(&drop);
+        let cfg = LaunchConfig { grid_dim: ((p.nz * p.nr) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: argument list of attn_softmax_fwd_f32; scores hold nz·nr rows of s f32, lse
         // B·T·H f32, the mask arrays B·s entries or are null.
         unsafe { be.launch(k::ATTN_SOFTMAX_FWD_F32, a, cfg) }?;
-        gemm(be, (sc, false), (chunk(&vh, z0, s, d), false), chunk(&oh, z0, rows, d), nz, 1.0)?;
+        gemm(be, (sc, false), (chunk(&vh, p.z0, s, d), false), p.rows_of(&oh, rows, d), p.nz, 1.0)?;
     }
     let out = from_heads(be, &oh, batch, t, heads, d, "attention output")?;
     Ok((out, lse))
@@ -213,11 +260,12 @@ pub fn backward(
     let masks = MaskBufs::upload(be, mask)?;
     let (kv_ptr, seg_ptr) = masks.ptrs();
     let rows = dm.rows_per_z();
-    let zs = batch * kv_heads;
-    if rows * s > 0 {
-        let zc = dm.z_chunk(2, be.attention_budget());
-        let scores = be.alloc_buf(zc * rows * s, DType::F32, &|| format!("attention scores [{zc}·{rows}, {s}] f32 (backward)"))?;
-        let dp = be.alloc_buf(zc * rows * s, DType::F32, &|| format!("attention dP [{zc}·{rows}, {s}] f32"))?;
+    if rows * s * batch * kv_heads > 0 {
+        let drop = DropoutArgs::new(mask.dropout);
+        let pieces = dm.pieces(2, be.attention_budget());
+        let most = pieces.iter().map(|p| p.nz * p.nr).max().unwrap_or(0);
+        let scores = be.alloc_buf(most * s, DType::F32, &|| format!("attention scores [{most}, {s}] f32 (backward)"))?;
+        let dp = be.alloc_buf(most * s, DType::F32, &|| format!("attention dP [{most}, {s}] f32"))?;
         let (group, tl, sl, hh, kvh, qo) = (
             int(dm.group(), "group")?,
             int(t, "T")?,
@@ -226,12 +274,12 @@ pub fn backward(
             int(kv_heads, "kv heads")?,
             int(mask.q_offset, "q_offset")?,
         );
-        for z0 in (0..zs).step_by(zc) {
-            let nz = zc.min(zs - z0);
-            let (sc, dpr) = (scores_ref(&scores, rows, s), scores_ref(&dp, rows, s));
-            gemm(be, (chunk(&qh, z0, rows, d), false), (chunk(&kh, z0, s, d), true), sc, nz, scale)?;
-            gemm(be, (chunk(&doh, z0, rows, d), false), (chunk(&vh, z0, s, d), true), dpr, nz, 1.0)?;
-            let (ps, pdp, pl, pdl, z0i) = (scores.ptr(), dp.ptr(), lse.ptr(), delta.ptr(), int(z0, "z0")?);
+        for p in pieces {
+            let (sc, dpr) = (scores_ref(&scores, p.nr, s), scores_ref(&dp, p.nr, s));
+            let (q_rows, do_rows) = (p.rows_of(&qh, rows, d), p.rows_of(&doh, rows, d));
+            gemm(be, (q_rows, false), (chunk(&kh, p.z0, s, d), true), sc, p.nz, scale)?;
+            gemm(be, (do_rows, false), (chunk(&vh, p.z0, s, d), true), dpr, p.nz, 1.0)?;
+            let (ps, pdp, pl, pdl, row0) = (scores.ptr(), dp.ptr(), lse.ptr(), delta.ptr(), long(p.row0(rows)));
             let f = be.func(k::ATTN_SOFTMAX_BWD_F32)?;
             let mut a = be.stream.launch_builder(&f);
             a.arg(&ps)
@@ -240,21 +288,24 @@ pub fn backward(
                 .arg(&pdl)
                 .arg(&kv_ptr)
                 .arg(&seg_ptr)
-                .arg(&z0i)
+                .arg(&row0)
                 .arg(&group)
                 .arg(&tl)
                 .arg(&sl)
                 .arg(&hh)
                 .arg(&kvh)
                 .arg(&qo)
-                .arg(&scale);
-            let cfg = LaunchConfig { grid_dim: ((nz * rows) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-            // SAFETY: argument list of attn_softmax_bwd_f32; scores and dp hold nz·rows rows of
+                .arg(&scale)
+                .arg(&drop);
+            let cfg = LaunchConfig { grid_dim: ((p.nz * p.nr) as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: argument list of attn_softmax_bwd_f32; scores and dp hold nz·nr rows of
             // s f32, lse B·T·H and delta B·H·T f32, the mask arrays B·s entries or are null.
             unsafe { be.launch(k::ATTN_SOFTMAX_BWD_F32, a, cfg) }?;
-            gemm(be, (sc, true), (chunk(&doh, z0, rows, d), false), chunk(&dvh, z0, s, d), nz, 1.0)?;
-            gemm(be, (dpr, true), (chunk(&qh, z0, rows, d), false), chunk(&dkh, z0, s, d), nz, 1.0)?;
-            gemm(be, (dpr, false), (chunk(&kh, z0, s, d), false), chunk(&dqh, z0, rows, d), nz, 1.0)?;
+            // dV and dK sum over all rows of a slice: the first block of rows writes, later add.
+            let beta = if p.r0 == 0 { 0.0 } else { 1.0 };
+            gemm_acc(be, (sc, true), (do_rows, false), chunk(&dvh, p.z0, s, d), p.nz, 1.0, beta)?;
+            gemm_acc(be, (dpr, true), (q_rows, false), chunk(&dkh, p.z0, s, d), p.nz, 1.0, beta)?;
+            gemm(be, (dpr, false), (chunk(&kh, p.z0, s, d), false), p.rows_of(&dqh, rows, d), p.nz, 1.0)?;
         }
     } else {
         for g in [&dqh, &dkh, &dvh] {
@@ -265,4 +316,42 @@ pub fn backward(
     let dk = from_heads(be, &dkh, batch, s, kv_heads, d, "attention dk")?;
     let dv = from_heads(be, &dvh, batch, s, kv_heads, d, "attention dv")?;
     Ok((dq, dk, dv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims(t: usize, heads: usize, kv_heads: usize, batch: usize) -> Dims {
+        Dims { batch, t, heads, kv_heads, d: 128, s: t, cap: t }
+    }
+
+    #[test]
+    fn pieces_cover_every_row_once_within_the_budget() {
+        let budget = 512 << 20;
+        // Qwen2.5-7B (28 heads over 4 kv heads) at T = 2048: whole slices, several per piece.
+        let short = dims(2048, 28, 4, 1);
+        let p = short.pieces(2, budget);
+        assert!(p.iter().all(|p| p.r0 == 0 && p.nr == 7 * 2048 && p.nz * p.nr * 2048 * 4 * 2 <= budget), "{p:?}");
+        assert_eq!(p.iter().map(|p| p.nz).sum::<usize>(), 4);
+        // T = 8192: one slice's scores are 1.9 GB forward, 3.8 GB backward: blocks of rows.
+        for buffers in [1, 2] {
+            let long_t = dims(8192, 28, 4, 2);
+            let pieces = long_t.pieces(buffers, budget);
+            let rows = long_t.rows_per_z();
+            assert!(pieces.iter().all(|p| p.nz == 1 && p.nr * 8192 * 4 * buffers <= budget), "{pieces:?}");
+            for z in 0..8 {
+                let mut covered: Vec<(usize, usize)> = pieces.iter().filter(|p| p.z0 == z).map(|p| (p.r0, p.nr)).collect();
+                covered.sort();
+                let mut next = 0;
+                for (r0, nr) in covered {
+                    assert_eq!(r0, next);
+                    next += nr;
+                }
+                assert_eq!(next, rows, "slice {z}");
+            }
+        }
+        // A budget below one row still makes progress one row at a time.
+        assert!(dims(64, 2, 1, 1).pieces(2, 1).iter().all(|p| p.nr == 1));
+    }
 }

@@ -40,16 +40,6 @@ pub fn axpy(be: &CudaBackend, acc: u64, x: u64, alpha: f32, n: usize) -> Result<
     unsafe { be.launch(k::AXPY_F32, l, grid_1d(n)) }
 }
 
-/// `x *= alpha` in place on a raw f32 buffer of `n` elements.
-pub fn scale(be: &CudaBackend, x: u64, alpha: f32, n: usize) -> Result<()> {
-    let n64 = long(n);
-    let f = be.func(k::SCALE_F32)?;
-    let mut l = be.stream.launch_builder(&f);
-    l.arg(&x).arg(&alpha).arg(&n64);
-    // SAFETY: (float*, float, long long); the buffer holds n f32.
-    unsafe { be.launch(k::SCALE_F32, l, grid_1d(n)) }
-}
-
 /// `y[r, :] += bias` for an f32 `y` of `rows × cols` and a bias of `cols` (f32 or bf16).
 pub fn bias_add(be: &CudaBackend, y: u64, bias: &CudaTensor, rows: usize, cols: usize) -> Result<()> {
     let kernel = if bias.dtype == DType::BF16 { k::BIAS_ADD_BF16 } else { k::BIAS_ADD_F32 };

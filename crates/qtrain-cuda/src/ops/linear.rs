@@ -6,12 +6,13 @@
 //!   y  = x Wᵀ + b + s·(x̃ Aᵀ) Bᵀ
 //!   dx = dy W + s·((dy B) A) ⊙ mask,  dW += dyᵀ x,  db += Σₙ dy,  dB += s·dyᵀ (x̃ Aᵀ),  dA += s·(dy B)ᵀ x̃
 
-use qtrain_core::{DType, LinearGrads, TensorInfo};
+use qtrain_core::{DType, Dropout, LinearGrads, TensorInfo};
 
 use crate::backend::CudaBackend;
 use crate::error::Result;
 use crate::gemm::{ElemType, GemmArgs, MatRef};
 use crate::ops::{elementwise, lora as lk, reduce};
+use crate::profile::OpKind;
 use crate::tensor::CudaTensor;
 
 /// LoRA operands already checked and converted to f32.
@@ -21,8 +22,8 @@ pub struct LoraArgs<'a> {
     /// `[out, r]`
     pub b: &'a CudaTensor,
     pub scale: f32,
-    /// `[N, in]` f32, or `None`.
-    pub mask: Option<&'a CudaTensor>,
+    /// LoRA dropout, drawn inside the kernels (`None`: no dropout).
+    pub dropout: Option<Dropout>,
     pub rank: usize,
 }
 
@@ -76,9 +77,10 @@ pub fn forward(
         elementwise::bias_add(be, y.ptr(), b, n, d_out)?;
     }
     if let Some(l) = lora {
+        be.op_mark(OpKind::Lora)?;
         let x32 = be.as_f32(x)?;
         let xa = be.empty(&[n, l.rank], DType::F32, "LoRA x·Aᵀ")?;
-        lk::down(be, x32.ptr(), l.mask.map_or(0, |m| m.ptr()), l.a.ptr(), xa.ptr(), n, d_in, l.rank)?;
+        lk::down(be, x32.ptr(), &lk::DropoutArgs::new(l.dropout), l.a.ptr(), xa.ptr(), n, d_in, l.rank)?;
         lk::up(be, xa.ptr(), l.b.ptr(), y.ptr(), n, d_out, l.rank, l.scale)?;
     }
     Ok(y)
@@ -132,12 +134,13 @@ pub fn backward(
         reduce::col_sum_add(be, dy32.ptr(), n, d_out, gb.ptr())?;
     }
     if let Some(l) = lora {
+        be.op_mark(OpKind::Lora)?;
         let r = l.rank;
-        let mask = l.mask.map_or(0, |m| m.ptr());
+        let drop = lk::DropoutArgs::new(l.dropout);
         if let Some(gb) = grads.lora_b {
             // dB [d_out, r] += s · dyᵀ (x̃ Aᵀ)
             let xa = be.empty(&[n, r], DType::F32, "LoRA x·Aᵀ (backward)")?;
-            lk::down(be, x32.ptr(), mask, l.a.ptr(), xa.ptr(), n, d_in, r)?;
+            lk::down(be, x32.ptr(), &drop, l.a.ptr(), xa.ptr(), n, d_in, r)?;
             be.gemm(&GemmArgs {
                 a: dense(&dy32, n, d_out),
                 trans_a: true,
@@ -156,10 +159,10 @@ pub fn backward(
             if let Some(ga) = grads.lora_a {
                 // dA [r, d_in] += gᵀ x̃
                 let masked;
-                let xl = match l.mask {
-                    Some(m) => {
+                let xl = match l.dropout {
+                    Some(_) => {
                         masked = be.empty(x.shape(), DType::F32, "LoRA x ⊙ dropout mask")?;
-                        elementwise::mul(be, &x32, m, &masked)?;
+                        lk::dropout_apply(be, x32.ptr(), masked.ptr(), n, d_in, &drop)?;
                         masked.ptr()
                     }
                     None => x32.ptr(),
@@ -176,7 +179,7 @@ pub fn backward(
                 })?;
             }
             if let Some(dx) = dx.as_ref() {
-                lk::dx(be, g.ptr(), l.a.ptr(), mask, dx.ptr(), n, d_in, r)?;
+                lk::dx(be, g.ptr(), l.a.ptr(), &drop, dx.ptr(), n, d_in, r)?;
             }
         }
     }
