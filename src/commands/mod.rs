@@ -29,7 +29,9 @@ pub fn checkpoint_model(model: Option<PathBuf>, adapters: Option<PathBuf>) -> Re
         Ok(found.dir)
     };
     let model = match model {
-        Some(m) if !m.join("config.json").is_file() && m.is_dir() => Some(located(m, "model")?),
+        // A run folder given as --model (full fine-tuning): its best or last checkpoint. A folder
+        // without checkpoints is left to the model loader, which names what it lacks.
+        Some(m) if !m.join("config.json").is_file() && has_checkpoints(&m) => Some(located(m, "model")?),
         other => other,
     };
     let Some(adapters) = adapters else { return Ok((model, None)) };
@@ -43,6 +45,10 @@ pub fn checkpoint_model(model: Option<PathBuf>, adapters: Option<PathBuf>) -> Re
         eprintln!("[qtrain] {note}");
     }
     Ok((Some(model), Some(checkpoint)))
+}
+
+fn has_checkpoints(dir: &std::path::Path) -> bool {
+    qtrain_train::checkpoint::list_checkpoints(dir).is_ok_and(|c| !c.is_empty())
 }
 
 /// Format a byte count in GiB for logs.

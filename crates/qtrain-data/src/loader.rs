@@ -338,7 +338,7 @@ pub fn parse_dataset_text(text: &str, origin: impl AsRef<Path>, opts: &DatasetOp
         }
     }
     let mut loaded = LoadedDataset::default();
-    let mut take = |value: std::result::Result<Value, String>, location: RowLocation| -> Result<()> {
+    let take = |value: std::result::Result<Value, String>, location: RowLocation| -> Result<()> {
         let origin = RowOrigin { path: path.to_path_buf(), location };
         match value.and_then(|v| normalize(&v)) {
             Ok(row) => loaded.rows.push(DatasetRow { messages: row.messages, tools: row.tools, format: row.format, origin }),
@@ -347,6 +347,18 @@ pub fn parse_dataset_text(text: &str, origin: impl AsRef<Path>, opts: &DatasetOp
         }
         Ok(())
     };
+    for_each_json_row(text, path, take)?;
+    Ok(loaded)
+}
+
+/// Each row of a JSON array or of JSONL text, in order, with its location. A JSONL line that
+/// is not JSON comes as `Err(reason)` (the caller decides whether to skip it); an array that
+/// does not parse is an error of the whole file. Blank JSONL lines are not rows.
+pub(crate) fn for_each_json_row(
+    text: &str,
+    path: &Path,
+    mut take: impl FnMut(std::result::Result<Value, String>, RowLocation) -> Result<()>,
+) -> Result<()> {
     if text.trim_start().starts_with('[') {
         let items: Vec<Value> = serde_json::from_str(text).map_err(|e| DataError::json(path, None, e))?;
         for (index, item) in items.into_iter().enumerate() {
@@ -361,7 +373,7 @@ pub fn parse_dataset_text(text: &str, origin: impl AsRef<Path>, opts: &DatasetOp
             take(value, RowLocation::Line(index + 1))?;
         }
     }
-    Ok(loaded)
+    Ok(())
 }
 
 /// The largest `#N`: a hundred million rows are tens of gigabytes of copied conversations,

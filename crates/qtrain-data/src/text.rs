@@ -110,7 +110,7 @@ fn document_row(text: &str, format: RowFormat, path: &Path, location: RowLocatio
 /// JSON-array or JSONL text of pretraining rows.
 fn parse_text_rows(text: &str, path: &Path, skip_malformed: bool) -> Result<LoadedDataset> {
     let mut loaded = LoadedDataset::default();
-    let mut take = |value: std::result::Result<Value, String>, location: RowLocation| -> Result<()> {
+    let take = |value: std::result::Result<Value, String>, location: RowLocation| -> Result<()> {
         match value.and_then(|v| pretraining_text(&v)) {
             Ok((text, format)) => loaded.rows.push(document_row(&text, format, path, location)),
             Err(reason) if skip_malformed => loaded.skip(RowOrigin { path: path.to_path_buf(), location }, reason),
@@ -118,20 +118,7 @@ fn parse_text_rows(text: &str, path: &Path, skip_malformed: bool) -> Result<Load
         }
         Ok(())
     };
-    if text.trim_start().starts_with('[') {
-        let items: Vec<Value> = serde_json::from_str(text).map_err(|e| DataError::json(path, None, e))?;
-        for (index, item) in items.into_iter().enumerate() {
-            take(Ok(item), RowLocation::Index(index))?;
-        }
-    } else {
-        for (index, raw) in text.lines().enumerate() {
-            if raw.trim().is_empty() {
-                continue;
-            }
-            let value = serde_json::from_str::<Value>(raw).map_err(|e| format!("invalid JSON at column {}: {e}", e.column()));
-            take(value, RowLocation::Line(index + 1))?;
-        }
-    }
+    crate::loader::for_each_json_row(text, path, take)?;
     Ok(loaded)
 }
 
