@@ -138,6 +138,16 @@ pub fn model_for(model: Option<&Path>, checkpoint: &Path) -> Result<(PathBuf, Op
 /// (ms-swift's has keys qtrain does not know) gives only the base model.
 pub fn run_args(checkpoint: &Path) -> Result<TrainArgs> {
     let path = checkpoint.join("args.json");
+    if !path.is_file() {
+        // Said as the resume itself would say it: a partial save lacks more than args.json.
+        let lora = checkpoint.join("adapter_config.json").is_file() || !checkpoint.join("config.json").is_file();
+        let missing = crate::checkpoint::missing_files(checkpoint, lora);
+        let hint = " (an interrupted save leaves checkpoint-N.tmp, never checkpoint-N: pick an earlier checkpoint)";
+        return Err(TrainError::Resume {
+            path: checkpoint.to_path_buf(),
+            message: format!("incomplete checkpoint, missing {}{hint}", missing.join(", ")),
+        });
+    }
     let value = read_json(&path)?;
     let mut args = match serde_json::from_value::<TrainArgs>(value) {
         Ok(args) => args,
@@ -214,6 +224,15 @@ mod tests {
         write(&ckpt.join("args.json"), "{\"model\": \"/no/such/folder\"}");
         let e = base_model(&ckpt).unwrap_err().to_string();
         assert!(e.contains("does not exist here") && e.contains("args.json"), "{e}");
+    }
+
+    #[test]
+    fn a_checkpoint_without_args_json_is_incomplete() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpt = tmp.path().join("checkpoint-4.tmp");
+        write(&ckpt.join("adapter_config.json"), "{}");
+        let e = run_args(&ckpt).unwrap_err().to_string();
+        assert!(e.contains("incomplete checkpoint, missing") && e.contains("args.json"), "{e}");
     }
 
     #[test]
