@@ -23,6 +23,10 @@ pub struct RecommendArgs {
     pub pt: bool,
     #[arg(long, default_value_t = 1)]
     pub per_device_train_batch_size: usize,
+    /// The model to be fine-tuned (its config.json's hidden_size sets the learning rate).
+    /// Default: the embedded tiny model, as `qtrain train` without --model.
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
     /// Accepted for symmetry with `qtrain train`; rows are counted without it.
     #[arg(long, num_args = 1..=2)]
     pub model_name: Vec<String>,
@@ -62,7 +66,7 @@ pub fn run(args: RecommendArgs) -> Result<()> {
         (n, recommend_pretrain(n, method))
     } else {
         let n = load_datasets(&args.dataset, &opts)?.rows.len();
-        (n, recommend(n, method))
+        (n, recommend(n, method, hidden_size(args.model.as_deref())?))
     };
     let accumulation = rec.gradient_accumulation_steps(args.per_device_train_batch_size);
     if args.json {
@@ -95,4 +99,13 @@ pub fn run(args: RecommendArgs) -> Result<()> {
     println!("search space for qtrain sweep:");
     println!("  {}", rec.search_space.iter().map(|s| format!("--search {s}")).collect::<Vec<_>>().join(" "));
     Ok(())
+}
+
+/// The hidden size of `--model` (or of the embedded model) from its config.json.
+fn hidden_size(model: Option<&std::path::Path>) -> Result<usize> {
+    let dir = match model {
+        Some(dir) => dir.to_path_buf(),
+        None => qtrain_chat::embedded::ensure_embedded_model(&qtrain_chat::embedded::default_location())?,
+    };
+    Ok(qtrain_model::QwenConfig::from_file(&dir.join("config.json"))?.hidden_size)
 }
