@@ -278,3 +278,21 @@ fn the_first_sample_is_shown_with_its_supervised_part_and_neftune_changes_traini
     assert_eq!(noisy, again, "NEFTune noise is seeded");
     assert_ne!(noisy[0].1, plain[0].1, "NEFTune noise must change the training loss");
 }
+
+#[test]
+fn dry_run_shows_the_plan_and_the_first_sample_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA);
+    let out = tmp.path().join("out");
+    let model = fixture("tiny-qwen2");
+    let mut args = train_args(&model, &data, &out, &[]);
+    args.push("--dry_run".into());
+    let (stdout, stderr) = ok(&args);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("[LABELS] [-100 * "), "{stderr}");
+    assert!(
+        stderr.contains("dry run: 6 steps (4 per epoch; batch 1 × accumulation 2)") && stderr.contains("nothing was written"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a dry run must not create the output folder");
+}

@@ -21,6 +21,22 @@ pub struct TrainCliArgs {
     /// cpu | cuda | cuda:N | auto (CUDA when usable, else CPU; said in the log).
     #[arg(long, default_value = "auto", help_heading = "Model and output")]
     pub device: String,
+    /// Show what the run would do — arguments, datasets, the first sample with its supervised
+    /// part, the step plan, a resume's checks — and stop before anything is written.
+    #[arg(long = "dry_run", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, help_heading = "Model and output")]
+    pub dry_run: Option<bool>,
+}
+
+/// `--dry_run`: the run's plan on whichever backend `--device` selects.
+struct DryRunTask {
+    args: TrainArgs,
+}
+
+impl BackendTask for DryRunTask {
+    type Output = u64;
+    fn run<B: qtrain_core::Backend>(self, be: &B) -> Result<u64> {
+        Ok(qtrain_train::dry_run(be, self.args)?)
+    }
 }
 
 /// One training run on whichever backend `--device` selects.
@@ -142,6 +158,10 @@ pub fn run_command(args: TrainCliArgs, command: TrainCommand) -> Result<()> {
         };
         let advice = "lower --max_length or --per_device_train_batch_size (raise --gradient_accumulation_steps instead), use LoRA and --torch_dtype bfloat16, or a GPU";
         ensure_cpu_fits(device, "one training step", &estimate, advice)?;
+    }
+    if args.dry_run == Some(true) {
+        run_on(device, numerics, DryRunTask { args: train_args })?;
+        return Ok(());
     }
     let summary = match run_on(device, numerics, TrainTask { args: train_args, control }) {
         Err(e) if matches!(e.downcast_ref::<qtrain_train::TrainError>(), Some(qtrain_train::TrainError::Interrupted)) => {

@@ -70,4 +70,4 @@ pub use eval::{evaluate_dataset, run_eval, EvalArgs, EvalMetrics, EvalReport, Ev
 pub use export::{merge_lora, MergeOptions, MergeReport};
 pub use qtrain_model::train::LoraInit;
 pub use sweep::{run_sweep, SweepOutcome, SweepSettings};
-pub use trainer::{train, train_on, train_with, OnEval, RunControl, StopReason, TrainSummary};
+pub use trainer::{dry_run, train, train_on, train_with, OnEval, RunControl, StopReason, TrainSummary};

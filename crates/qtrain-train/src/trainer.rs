@@ -200,6 +200,63 @@ fn recipe<B: Backend>(
     run.summary()
 }
 
+/// What setup decides before anything is written or allocated for training: the resolved
+/// arguments, the adapter, the tokenized data (its first sample shown) and the step plan, with
+/// a resume's checks passed. `--dry_run` stops here.
+struct Plan {
+    args: TrainArgs,
+    resume: Option<Resumed>,
+    mode: TrainMode,
+    adapter_config: Option<AdapterConfig>,
+    data: Data,
+    steps: Steps,
+    /// `args.json` of the run folder.
+    args_json: Value,
+}
+
+impl Plan {
+    fn prepare<B: Backend>(be: &B, folder: &mut LoadedFolder<B>, mut args: TrainArgs) -> Result<Self> {
+        resolve_args(folder, &mut args)?;
+        let resume = match &args.resume_from_checkpoint {
+            Some(dir) => Some(Resumed::open(dir, args.tuner_type == TunerType::Lora)?),
+            None => None,
+        };
+        if resume.is_some() && args.adapters.is_some() {
+            eprintln!("[qtrain] note: --adapters is not loaded when resuming: the checkpoint holds the adapter being trained");
+            args.adapters = None;
+        }
+        let (mode, adapter_config) = setup_adapters(be, &mut folder.model, &mut args, resume.as_ref().map(|r| r.dir.as_path()))?;
+        let data = Data::prepare(&args, folder)?;
+        let steps = Steps::new(&args, &data)?;
+        let args_json = serde_json::to_value(&args).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        if let Some(resume) = &resume {
+            // Before anything is written: a refused resume leaves no run folder behind.
+            resume.check_same_run(&args_json, &data.fingerprint, &steps.schedule)?;
+        }
+        Ok(Plan { args, resume, mode, adapter_config, data, steps, args_json })
+    }
+}
+
+/// `qtrain train --dry_run`: everything a run decides before it starts — arguments, adapter,
+/// datasets with the first sample as trained, the step plan, a resume's checks — and nothing
+/// written. Returns the number of optimizer steps the run would take.
+pub fn dry_run<B: Backend>(be: &B, mut args: TrainArgs) -> Result<u64> {
+    args.take_weights_only_resume();
+    let mut folder = LoadedFolder::load(be, &args.model)?;
+    let plan = Plan::prepare(be, &mut folder, args)?;
+    let steps = &plan.steps;
+    eprintln!(
+        "[qtrain] dry run: {} ({} per epoch; batch {} × accumulation {}) would be written under {}; nothing was written",
+        metrics::count(steps.max_steps, "step"),
+        steps.steps_per_epoch,
+        steps.batch_size,
+        steps.accumulation,
+        plan.args.output_dir.display()
+    );
+    folder.model.clear_lora();
+    Ok(steps.max_steps)
+}
+
 /// A run between its phases: what setup decided, and the state the loop advances.
 struct Run<'a, B: Backend> {
     be: &'a B,
@@ -279,24 +336,8 @@ struct StepDone {
 impl<'a, B: Backend> Run<'a, B> {
     /// Set up model and adapters, data, step count and run folder, gradients and optimizer
     /// (restored from a checkpoint when resuming).
-    fn setup(be: &'a B, folder: &'a mut LoadedFolder<B>, mut args: TrainArgs, control: &'a RunControl) -> Result<Self> {
-        resolve_args(folder, &mut args)?;
-        let resume = match &args.resume_from_checkpoint {
-            Some(dir) => Some(Resumed::open(dir, args.tuner_type == TunerType::Lora)?),
-            None => None,
-        };
-        if resume.is_some() && args.adapters.is_some() {
-            eprintln!("[qtrain] note: --adapters is not loaded when resuming: the checkpoint holds the adapter being trained");
-            args.adapters = None;
-        }
-        let (mode, adapter_config) = setup_adapters(be, &mut folder.model, &mut args, resume.as_ref().map(|r| r.dir.as_path()))?;
-        let data = Data::prepare(&args, folder)?;
-        let steps = Steps::new(&args, &data)?;
-        let args_json = serde_json::to_value(&args).map_err(|e| TrainError::Invalid(e.to_string()))?;
-        if let Some(resume) = &resume {
-            // Before anything is written: a refused resume leaves no run folder behind.
-            resume.check_same_run(&args_json, &data.fingerprint, &steps.schedule)?;
-        }
+    fn setup(be: &'a B, folder: &'a mut LoadedFolder<B>, args: TrainArgs, control: &'a RunControl) -> Result<Self> {
+        let Plan { args, resume, mode, adapter_config, data, steps, args_json } = Plan::prepare(be, folder, args)?;
         let grads = folder.model.new_grads(be, mode)?;
         let mut optimizer = AdamW::new(be, &mut folder.model, &grads, args.adamw_hyper())?;
         eprintln!("[qtrain] {} trainable parameters in {} tensors", optimizer.num_values(), optimizer.params.len());
