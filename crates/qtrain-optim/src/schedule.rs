@@ -32,6 +32,7 @@ pub const DEFAULT_NUM_CYCLES: f64 = 0.5;
 /// Which schedule. Names (for [`FromStr`], [`fmt::Display`] and serde) are spelled as
 /// transformers' `SchedulerType` spells them; `exponential` is qtrain's own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub enum ScheduleKind {
     /// `constant`: `base_lr` on every step. Warmup is ignored (as in transformers).
     #[serde(rename = "constant")]
@@ -123,6 +124,15 @@ impl FromStr for ScheduleKind {
             return Err(OptimError::UnsupportedScheduler { name: s.to_string(), valid: Self::valid_names() });
         }
         Err(OptimError::UnknownScheduler { name: s.to_string(), valid: Self::valid_names() })
+    }
+}
+
+/// Deserialised through [`FromStr`], so a config file's unknown or transformers-only name gets
+/// the same message as the command line's.
+impl TryFrom<String> for ScheduleKind {
+    type Error = OptimError;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
     }
 }
 

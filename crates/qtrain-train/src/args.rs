@@ -509,7 +509,7 @@ train_args! {
     /// constant | constant_with_warmup | linear | cosine | cosine_with_min_lr (needs min_lr or
     /// min_lr_rate) | polynomial (lr_end, power) | exponential (gamma per step, qtrain's own) [default: cosine].
     #[arg(long, help_heading = OPTIM)]
-    lr_scheduler_type: String = "cosine".into(), Trajectory;
+    lr_scheduler_type: ScheduleKind = ScheduleKind::Cosine, Trajectory;
     /// JSON object of schedule arguments, as transformers: '{"min_lr": 1e-6}', '{"min_lr_rate": 0.1}',
     /// '{"lr_end": 1e-7, "power": 1.0}', '{"num_cycles": 0.5}', '{"gamma": 0.99}'.
     #[arg(long, help_heading = OPTIM)]
@@ -1094,7 +1094,7 @@ impl TrainArgs {
     /// The learning-rate schedule of a run of `total_steps` optimizer steps. Warmup: an exact
     /// `warmup_steps` when > 0, else `ceil(warmup_ratio · total_steps)`.
     pub fn schedule(&self, total_steps: u64) -> Result<LrSchedule> {
-        let kind: ScheduleKind = self.lr_scheduler_type.parse()?;
+        let kind = self.lr_scheduler_type;
         let warmup = if self.warmup_steps > 0 { Warmup::Steps(self.warmup_steps) } else { Warmup::Ratio(self.warmup_ratio) };
         let k = &self.lr_scheduler_kwargs;
         let config = ScheduleConfig {
@@ -1225,7 +1225,6 @@ mod tests {
         assert!(bad(&|a| a.model_name = vec!["a".into(), "b".into(), "c".into()]).contains("--model_name"));
         assert!(bad(&|a| a.lr_scheduler_kwargs.gamma = Some(0.9)).contains("gamma"), "gamma does not apply to cosine");
         assert!(bad(&|a| a.learning_rate = Some(0.0)).contains("--learning_rate"));
-        assert!(bad(&|a| a.lr_scheduler_type = "bogus".into()).contains("bogus"));
         assert!(bad(&|a| a.warmup_ratio = 2.0).contains("warmup"));
     }
 
@@ -1242,21 +1241,30 @@ mod tests {
     }
 
     #[test]
+    fn scheduler_names_are_checked_where_they_are_read() {
+        let err = TrainArgs::from_toml_str("lr_scheduler_type = \"cosine_with_restarts\"", Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.contains("c.toml") && err.contains("exists in transformers but is not implemented by qtrain"), "{err}");
+        let a = TrainArgs::from_toml_str("lr_scheduler_type = \"linear\"", Path::new("c.toml")).unwrap();
+        assert_eq!(a.lr_scheduler_type, ScheduleKind::Linear);
+        assert_eq!(serde_json::to_value(&a).unwrap()["lr_scheduler_type"], "linear", "args.json keeps transformers' spelling");
+    }
+
+    #[test]
     fn scheduler_kwargs_reach_the_schedule() {
         let k: SchedulerKwargs = r#"{"min_lr": 1e-6}"#.parse().unwrap();
         let mut a = TrainArgs {
             dataset: vec!["d".into()],
-            lr_scheduler_type: "cosine_with_min_lr".into(),
+            lr_scheduler_type: ScheduleKind::CosineWithMinLr,
             lr_scheduler_kwargs: k,
             ..Default::default()
         };
         a.resolve(512).unwrap();
         let s = a.schedule(10).unwrap();
         assert!((s.lr_at(10) - 1e-6).abs() < 1e-15, "{}", s.lr_at(10));
-        a.lr_scheduler_type = "exponential".into();
+        a.lr_scheduler_type = ScheduleKind::Exponential;
         a.lr_scheduler_kwargs = r#"{"gamma": 0.5}"#.parse().unwrap();
         assert_eq!(a.schedule(10).unwrap().lr_at(2), 0.25e-4);
-        a.lr_scheduler_type = "polynomial".into();
+        a.lr_scheduler_type = ScheduleKind::Polynomial;
         a.lr_scheduler_kwargs = r#"{"lr_end": 1e-5, "power": 2}"#.parse().unwrap();
         assert!((a.schedule(10).unwrap().lr_at(5) - (0.9e-4 * 0.25 + 1e-5)).abs() < 1e-15);
         let err = "{\"min_lrr\": 1}".parse::<SchedulerKwargs>().unwrap_err();
@@ -1405,7 +1413,7 @@ mod tests {
             per_device_train_batch_size: 2,
             per_device_eval_batch_size: 3,
             gradient_accumulation_steps: Some(4),
-            lr_scheduler_type: "linear".into(),
+            lr_scheduler_type: ScheduleKind::Linear,
             lr_scheduler_kwargs: SchedulerKwargs { min_lr: Some(1e-6), ..Default::default() },
             warmup_ratio: 0.1,
             warmup_steps: 2,

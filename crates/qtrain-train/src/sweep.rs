@@ -405,7 +405,7 @@ mod tests {
         assert_eq!(a.learning_rate, Some(3e-4));
         assert_eq!(a.num_train_epochs, 7.0);
         assert_eq!(a.lora_rank, 16);
-        assert_eq!(a.lr_scheduler_type, "linear");
+        assert_eq!(a.lr_scheduler_type, qtrain_optim::ScheduleKind::Linear);
         assert_eq!(a.tuner_type, TunerType::Full);
         assert_eq!(a.dataset, base.dataset, "other keys keep the base values");
         let err = apply_params(&base, &params(&[("lora_rank", ParamValue::Float(8.5))])).unwrap_err().to_string();

@@ -692,7 +692,7 @@ impl<'a, B: Backend> Run<'a, B> {
         let (schedule, batch_size) = (&self.steps.schedule, self.steps.batch_size);
         let trainer_state = self.state.trainer_state(args, self.steps.max_steps, done.epoch, batch_size);
         let scheduler = SchedulerState {
-            lr_scheduler_type: args.lr_scheduler_type.clone(),
+            lr_scheduler_type: args.lr_scheduler_type.to_string(),
             config: schedule.clone(),
             warmup_steps: schedule.warmup_steps(),
             last_step: step,
