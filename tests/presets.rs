@@ -28,7 +28,7 @@ fn every_preset_parses_and_names_its_command() {
         assert!(!args.dataset.is_empty(), "{}: no dataset", path.display());
         args.resolve(40960).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if command == TrainCommand::Pt {
-            assert!(!args.use_chat_template && args.loss_scale == "all", "{}: pt's defaults", path.display());
+            assert!(!args.use_chat_template && args.loss_scale == qtrain_train::LossScaleArg::All, "{}: pt's defaults", path.display());
         }
         count += 1;
     }

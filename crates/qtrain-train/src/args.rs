@@ -84,6 +84,40 @@ impl FromStr for TruncationStrategy {
     }
 }
 
+/// `--loss_scale`, ms-swift's names for which tokens are trained on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossScaleArg {
+    /// Every assistant turn (ms-swift's `default`).
+    Default,
+    /// The last assistant turn only.
+    LastRound,
+    /// Every token: raw text only (`qtrain pt`, `--use_chat_template false`).
+    All,
+}
+
+impl FromStr for LossScaleArg {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "default" => Ok(LossScaleArg::Default),
+            "last_round" => Ok(LossScaleArg::LastRound),
+            "all" => Ok(LossScaleArg::All),
+            other => Err(format!("unknown loss scale {other:?}; valid: default (every assistant turn), last_round, all (raw text only)")),
+        }
+    }
+}
+
+impl fmt::Display for LossScaleArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossScaleArg::Default => "default",
+            LossScaleArg::LastRound => "last_round",
+            LossScaleArg::All => "all",
+        })
+    }
+}
+
 /// When to save or evaluate (transformers' `IntervalStrategy`, ms-swift's `--save_strategy` /
 /// `--eval_strategy`): every N steps, at each epoch's end, or not at all. The last step is
 /// always saved (ms-swift's habit), whatever the strategy.
@@ -429,7 +463,7 @@ train_args! {
     /// Which tokens are trained on: default (every assistant turn) | last_round | all (raw text
     /// only: every token) [default: default; pt: all].
     #[arg(long, help_heading = DATA)]
-    loss_scale: String = "default".into(), pt = "all".into(), Trajectory;
+    loss_scale: LossScaleArg = LossScaleArg::Default, pt = LossScaleArg::All, Trajectory;
     /// true: a malformed dataset row is an error naming file and line; false: skipped and counted [default: true].
     #[arg(long, action = ArgAction::Set, help_heading = DATA)]
     strict: bool = true, Free;
@@ -849,10 +883,10 @@ impl TrainArgs {
     /// Raw text (`--use_chat_template false`) has no turns and no system prompt: every token
     /// is trained on.
     fn check_raw_text(&self) -> Result<()> {
-        if self.loss_scale != "all" {
+        if self.loss_scale != LossScaleArg::All {
             return Err(TrainError::arg(
                 "loss_scale",
-                format!("{:?}: raw text (--use_chat_template false) trains on every token; use all", self.loss_scale),
+                format!("{}: raw text (--use_chat_template false) trains on every token; use all", self.loss_scale),
             ));
         }
         if self.system.is_some() {
@@ -986,14 +1020,17 @@ impl TrainArgs {
         !self.val_dataset.is_empty() || self.split_dataset_ratio > 0.0
     }
 
-    /// `--loss_scale` as qtrain-data's [`LossScale`].
+    /// `--loss_scale` of a conversation dataset as qtrain-data's [`LossScale`] (`all` is for
+    /// raw text only).
     pub fn loss_scale_kind(&self) -> Result<LossScale> {
-        self.loss_scale.parse::<LossScale>().map_err(|_| {
-            TrainError::arg(
+        match self.loss_scale {
+            LossScaleArg::Default => Ok(LossScale::All),
+            LossScaleArg::LastRound => Ok(LossScale::LastRound),
+            LossScaleArg::All => Err(TrainError::arg(
                 "loss_scale",
-                format!("unknown value {:?}; valid: default (every assistant turn), last_round (all: raw text only)", self.loss_scale),
-            )
-        })
+                "all trains every token of raw text; conversations take default (every assistant turn) or last_round (all: raw text only)",
+            )),
+        }
     }
 
     /// `--model_name` / `--model_author` for the self-cognition dataset (`None` when unset).
@@ -1176,7 +1213,7 @@ mod tests {
         let (train, pt) = (TrainArgs::default(), TrainArgs::defaults_for(TrainCommand::Pt));
         assert_eq!(TrainArgs::defaults_for(TrainCommand::Train), train);
         assert_eq!((pt.tuner_type, pt.truncation_strategy, pt.use_chat_template), (TunerType::Full, TruncationStrategy::Split, false));
-        assert_eq!(pt.loss_scale, "all");
+        assert_eq!(pt.loss_scale, LossScaleArg::All);
         let (Value::Object(a), Value::Object(b)) = (serde_json::to_value(&train).unwrap(), serde_json::to_value(&pt).unwrap()) else {
             unreachable!()
         };
@@ -1197,12 +1234,12 @@ mod tests {
             f(&mut a);
             a.resolve(64).unwrap_err().to_string()
         };
-        assert!(bad(&|a| a.loss_scale = "default".into()).contains("--loss_scale"));
+        assert!(bad(&|a| a.loss_scale = LossScaleArg::Default).contains("--loss_scale"));
         assert!(bad(&|a| a.system = Some("s".into())).contains("--system"));
         assert!(bad(&|a| a.use_chat_template = true).contains("all: raw text only"), "conversations have no loss_scale all");
         let split_chat = bad(&|a| {
             a.use_chat_template = true;
-            a.loss_scale = "default".into();
+            a.loss_scale = LossScaleArg::Default;
         });
         assert!(split_chat.contains("--truncation_strategy"), "{split_chat}");
     }
@@ -1221,7 +1258,7 @@ mod tests {
         assert!(bad(&|a| a.split_dataset_ratio = 1.0).contains("--split_dataset_ratio"));
         assert!(bad(&|a| a.early_stopping_patience = Some(2)).contains("validation set"));
         assert!(bad(&|a| a.save_total_limit = Some(0)).contains("--save_total_limit"));
-        assert!(bad(&|a| a.loss_scale = "all".into()).contains("--loss_scale"));
+        assert!(bad(&|a| a.loss_scale = LossScaleArg::All).contains("--loss_scale"));
         assert!(bad(&|a| a.model_name = vec!["a".into(), "b".into(), "c".into()]).contains("--model_name"));
         assert!(bad(&|a| a.lr_scheduler_kwargs.gamma = Some(0.9)).contains("gamma"), "gamma does not apply to cosine");
         assert!(bad(&|a| a.learning_rate = Some(0.0)).contains("--learning_rate"));
@@ -1390,7 +1427,7 @@ mod tests {
             truncation_strategy: TruncationStrategy::Left,
             use_chat_template: false,
             system: Some("Be brief.".into()),
-            loss_scale: "last_round".into(),
+            loss_scale: LossScaleArg::LastRound,
             strict: false,
             model_name: vec!["小黄".into(), "Xiao Huang".into()],
             model_author: vec!["me".into()],

@@ -63,7 +63,7 @@ pub mod report;
 pub mod sweep;
 pub mod trainer;
 
-pub use args::{OnResume, SchedulerKwargs, TrainArgs, TrainArgsFlags, TrainCommand, TruncationStrategy, TunerType};
+pub use args::{LossScaleArg, OnResume, SchedulerKwargs, TrainArgs, TrainArgsFlags, TrainCommand, TruncationStrategy, TunerType};
 pub use cognition::{CognitionEval, CognitionProbe};
 pub use error::{Result, TrainError};
 pub use eval::{evaluate_dataset, run_eval, EvalArgs, EvalMetrics, EvalReport, EvalResult};
