@@ -11,7 +11,7 @@ For each tiny fixture model (tests/fixtures/tiny-qwen2, tiny-qwen3) this script:
    token ids and labels come from tests/fixtures/training/<m>-tokenized.json, the Python
    reference tokenisation) and compares,
 5. copies the adapter to tests/fixtures/interop/<m>-qtrain-adapter/ and writes the PEFT numbers
-   to tests/fixtures/interop/<m>.json, so `tests/interop.rs` keeps checking in CI (without
+   to tests/fixtures/interop/<m>.json, so `tests/cli/interop.rs` keeps checking in CI (without
    Python) that qtrain's evaluation of this qtrain-written adapter equals PEFT's.
 
     cargo build --release && python3 tools/verify_interop.py --qtrain target/release/qtrain

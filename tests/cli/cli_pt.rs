@@ -2,11 +2,9 @@
 //! and LoRA), then `qtrain infer` and `qtrain eval` on the result; pt's defaults are recorded in
 //! `args.json`; conversation rows are refused with the file and line.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{fails, fixture, read_json, read_jsonl, run_dirs, s, succeeds};
+use crate::common::{fails, fixture, read_json, read_jsonl, run_dirs, s, succeeds};
 
 /// The bundled text sample, as an argument.
 fn sample() -> String {

@@ -1,9 +1,7 @@
 //! `qtrain recommend` is judged by running what it recommends (issue 13, item 8): on the
 //! embedded model and the bundled self-cognition set its settings must teach the identity.
 
-mod common;
-
-use common::{read_jsonl, run_dirs, s, succeeds as ok};
+use crate::common::{read_jsonl, run_dirs, s, succeeds as ok};
 use serde_json::Value;
 
 fn recommendation(extra: &[&str]) -> Value {
@@ -24,7 +22,7 @@ fn self_cognition_rows_are_counted_without_names_and_the_rate_follows_the_width(
 }
 
 /// About a minute with `--release`, three in a debug build; CI skips it:
-/// `cargo test --release --test cli_recommend -- --ignored`.
+/// `cargo test --release --test cli cli_recommend:: -- --ignored`.
 #[test]
 #[ignore = "a 105-step training run; run with --ignored"]
 fn what_it_recommends_teaches_the_embedded_model_its_identity() {

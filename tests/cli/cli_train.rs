@@ -4,11 +4,9 @@
 //! the loss really goes down, that a merged export evaluates like base + adapter, that
 //! accumulation and batching give the same step, and that bad input fails without a panic.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{fails, fixture, qa_record, read_json, read_jsonl, run_dirs, s, QA};
+use crate::common::{fails, fixture, qa_record, read_json, read_jsonl, run_dirs, s, QA};
 use serde_json::Value;
 
 /// The QA pairs as JSONL (first `n`).
@@ -29,7 +27,7 @@ fn write_json_array(dir: &Path) -> PathBuf {
 
 /// Run and require success; returns stdout.
 fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
-    common::succeeds(args).0
+    crate::common::succeeds(args).0
 }
 
 /// `qtrain eval --json` → (loss, token_acc, tokens).

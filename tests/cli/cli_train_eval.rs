@@ -3,9 +3,9 @@
 //! the best checkpoint by eval loss, `--save_total_limit 2` keeping best + last, and
 //! `--early_stopping_patience` stopping the run with a final checkpoint.
 
-mod common;
-
-use common::{checkpoint_steps, fixture, qtrain, read_json, read_jsonl, run_dirs, s, step_of, succeeds as ok, text, write_qa_jsonl, QA};
+use crate::common::{
+    checkpoint_steps, fixture, qtrain, read_json, read_jsonl, run_dirs, s, step_of, succeeds as ok, text, write_qa_jsonl, QA,
+};
 use serde_json::Value;
 
 #[test]

@@ -3,11 +3,9 @@
 //! accepted for ms-swift compatibility explained in the log, and issue 4's seed command run
 //! unchanged on the tiny model.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{fails, fixture, qtrain, read_json, read_jsonl, run_dirs, s, succeeds as ok, text, write_qa_jsonl, QA};
+use crate::common::{fails, fixture, qtrain, read_json, read_jsonl, run_dirs, s, succeeds as ok, text, write_qa_jsonl, QA};
 
 #[test]
 fn config_file_values_apply_and_command_line_flags_override_them() {

@@ -4,16 +4,14 @@
 //! save that meets a full disk (a real tmpfs when this process may mount one, else an
 //! injected ENOSPC) must fail with a clear error and leave the previous checkpoint intact.
 //!
-//! CI kills 20 times; `QTRAIN_KILLS=200 cargo test --test cli_kill` kills more, and
+//! CI kills 20 times; `QTRAIN_KILLS=200 cargo test --test cli cli_kill::` kills more, and
 //! `QTRAIN_KILL_SEED=S` repeats the moments of an earlier run (each run prints its seed).
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, qtrain_env, run_dirs, s, text, write_qa_jsonl, QA};
+use crate::common::{fixture, qtrain_env, run_dirs, s, text, write_qa_jsonl, QA};
 use qtrain_model::{LoraAdapter, QwenConfig};
 use qtrain_train::checkpoint::{list_checkpoints, missing_files, read_optimizer_state, CheckpointFiles};
 

@@ -2,9 +2,7 @@
 //! cause once, with no Rust debug text; unknown flags get the right suggestion; negative
 //! numbers reach the range checks; counts read as English.
 
-mod common;
-
-use common::{fails, fixture, s, succeeds as ok, write_qa_jsonl, QA};
+use crate::common::{fails, fixture, s, succeeds as ok, write_qa_jsonl, QA};
 
 /// The `error:` line of a failed run, checked: exactly one, no clause said twice, no OS error
 /// number, no debug formatting of Rust values.

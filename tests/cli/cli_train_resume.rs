@@ -4,13 +4,11 @@
 //! bytes exactly; Ctrl-C (SIGINT) saves a checkpoint and exits with 130; a NaN loss stops the
 //! run naming the step and keeps the last good checkpoint.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, qtrain_env as qtrain, read_json, read_jsonl, run_dirs, s, text, write_qa_jsonl, QA};
+use crate::common::{fixture, qtrain_env as qtrain, read_json, read_jsonl, run_dirs, s, text, write_qa_jsonl, QA};
 use serde_json::Value;
 
 const STATE_FILES: [&str; 8] = [
@@ -25,7 +23,7 @@ const STATE_FILES: [&str; 8] = [
 ];
 
 fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
-    common::succeeds(args).0
+    crate::common::succeeds(args).0
 }
 
 /// (step, loss, grad_norm, learning_rate) of every training log line.

@@ -5,11 +5,9 @@
 //! `--save_strategy/--eval_strategy epoch`, `--load_best_model_at_end`, `--save_only_model`,
 //! `--add_version false`; a mismatched adapter is one line.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{checkpoint_steps, fails, fixture, read_json, read_jsonl, run_dirs, s, step_of, succeeds as ok, write_qa_jsonl, QA};
+use crate::common::{checkpoint_steps, fails, fixture, read_json, read_jsonl, run_dirs, s, step_of, succeeds as ok, write_qa_jsonl, QA};
 use serde_json::Value;
 
 /// A LoRA run of 6 steps on the fixture (batch 1 × accumulation 2: 4 steps per epoch of 8

@@ -2,12 +2,10 @@
 //! each sample give the same loss, token accuracy and gradient norm as the same samples
 //! unpacked; `--group_by_length true` trains reproducibly.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 
-use common::{fixture, read_jsonl, run_dirs, s, text, write_qa_jsonl};
+use crate::common::{fixture, read_jsonl, run_dirs, s, text, write_qa_jsonl};
 
 const QA: [(&str, &str); 8] = [
     ("What is the capital of France?", "Paris is the capital of France."),

@@ -2,12 +2,10 @@
 //! generation, `--prompt` prints only the reply, and bad model folders give a clear error and a
 //! non-zero exit instead of a panic.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fixture, Reference};
+use crate::common::{fixture, Reference};
 use qtrain_data::QwenTokenizer;
 use qtrain_model::safetensors_io::{write_safetensors, HostTensor, HostTensorData, SafetensorsStore};
 

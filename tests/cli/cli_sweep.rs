@@ -4,11 +4,9 @@
 //! recorded and the study goes on; ASHA and the median pruner stop an untrained trial at its
 //! first evaluation.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::{fails, fixture, qtrain, read_json, read_jsonl, s, succeeds as ok, text, write_qa_jsonl, QA};
+use crate::common::{fails, fixture, qtrain, read_json, read_jsonl, s, succeeds as ok, text, write_qa_jsonl, QA};
 use qtrain_sweep::{GridSampler, ParamValue, SearchSpace};
 use serde_json::Value;
 

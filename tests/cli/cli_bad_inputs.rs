@@ -4,13 +4,11 @@
 //! culprit (a file, tensor, flag or value) named exactly once, and nothing half-written
 //! (no `*.tmp`, no `checkpoint-*`, no weights file that was not there before).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::{fixture, qtrain, s, text, write_qa_jsonl, QA};
+use crate::common::{fixture, qtrain, s, text, write_qa_jsonl, QA};
 use serde_json::{json, Value};
 
 /// One bad input: the command to run and the text its error must contain exactly once.
@@ -356,7 +354,7 @@ fn broken_datasets_and_flags() {
         std::fs::write(&path, body).unwrap();
         path
     };
-    let row = |q: &str| serde_json::to_string(&common::qa_record(q, "a")).unwrap();
+    let row = |q: &str| serde_json::to_string(&crate::common::qa_record(q, "a")).unwrap();
     let mut cases = Vec::new();
 
     let missing = root.join("missing.jsonl");
@@ -402,7 +400,7 @@ fn real_checkpoint() -> &'static Path {
         let data = write_qa_jsonl(&tmp.path().join("train.jsonl"), &QA);
         let out = tmp.path().join("out");
         let args = train(&fixture("tiny-qwen2"), s(&data), &out, &["--save_steps", "1"]);
-        let (stdout, _) = common::succeeds(&args);
+        let (stdout, _) = crate::common::succeeds(&args);
         let checkpoint = PathBuf::from(stdout.trim());
         (tmp, checkpoint)
     })

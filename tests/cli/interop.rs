@@ -3,9 +3,7 @@
 //! transformers) and recorded PEFT's dataset loss. Here qtrain must reproduce that number from
 //! the committed adapter, and the adapter config must carry PEFT's fields.
 
-mod common;
-
-use common::{fixture, REGENERATE};
+use crate::common::{fixture, REGENERATE};
 use qtrain_core::CpuBackend;
 use qtrain_data::{ConversationOptions, ConversationTokenizer, QwenTokenizer, TokenizerConfig};
 use qtrain_model::train::{LossStats, TrainBatch};

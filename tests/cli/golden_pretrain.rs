@@ -4,11 +4,9 @@
 //! to `Qwen*ForCausalLM(labels=input_ids)` (≤ 1e-4 relative), and 5 training steps, full and
 //! LoRA, with the same per-step losses (≤ 1e-3 relative).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{fixture, read_jsonl, run_dirs, s, succeeds, REGENERATE};
+use crate::common::{fixture, read_jsonl, run_dirs, s, succeeds, REGENERATE};
 use qtrain_data::QwenTokenizer;
 use qtrain_train::dataset::PrepareOptions;
 use qtrain_train::pretrain::prepare_text;

@@ -4,11 +4,9 @@
 //! whatever `--max_batch_size`, and `--load_data_args true` answering a trained run's own
 //! validation split.
 
-mod common;
-
 use std::path::Path;
 
-use common::{fails, fixture, read_jsonl, run_dirs, s, succeeds, write_qa_jsonl, QA};
+use crate::common::{fails, fixture, read_jsonl, run_dirs, s, succeeds, write_qa_jsonl, QA};
 use serde_json::{json, Value};
 
 /// Rows in four formats (messages with and without a system prompt, query/response,

@@ -2,11 +2,9 @@
 //! gradient, full-fine-tuning gradients, three AdamW steps with clipping, dataset evaluation and
 //! the assistant-only label masks — against `tools/make_training_fixtures.py`'s references.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{fixture, max_relative_error, REGENERATE};
+use crate::common::{fixture, max_relative_error, REGENERATE};
 use qtrain_core::{Backend, CpuBackend};
 use qtrain_data::{ConversationOptions, ConversationTokenizer, QwenTokenizer, TokenizerConfig};
 use qtrain_model::optimizer::clip_scale;

@@ -3,12 +3,10 @@
 //! `/command` is refused without reaching the model, `--prompt` stops at the context limit with
 //! a note, and Ctrl-C stops a reply without ending the session.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use common::{fixture, s, text};
+use crate::common::{fixture, s, text};
 
 /// Run a chat with `input` on stdin; returns (exit code, stdout, stderr).
 fn chat(args: &[&str], input: &str) -> (i32, String, String) {

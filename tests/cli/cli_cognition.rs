@@ -4,11 +4,9 @@
 //! log_history, TensorBoard, images/); without a validation set it asks them once, at the last
 //! step; `qtrain eval` reports them with --model_name/--model_author.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{fixture, read_json, read_jsonl, run_dirs, s, succeeds as ok};
+use crate::common::{fixture, read_json, read_jsonl, run_dirs, s, succeeds as ok};
 use serde_json::Value;
 
 fn only_run_dir(output: &Path) -> PathBuf {
