@@ -273,9 +273,8 @@ impl Backend for CudaBackend {
     ) -> Result<(CudaTensor, CudaTensor)> {
         self.op_mark(OpKind::Attention)?;
         let ad = qtrain_core::check_attention_shapes("attention", &q.shape, &k.shape, &v.shape, mask)?;
-        let (b, t, h, d, cap, kvh) = (ad.batch, ad.q_len, ad.heads, ad.head_dim, ad.kv_capacity, ad.kv_heads);
         let (q32, k32, v32) = (self.as_f32(q)?, self.as_f32(k)?, self.as_f32(v)?);
-        let dims = Dims { batch: b, t, heads: h, kv_heads: kvh, d, s: mask.kv_len, cap };
+        let dims = Dims { shape: ad, s: mask.kv_len };
         Ok(ops::attention::forward(self, &q32, &k32, &v32, mask, scale, dims)?)
     }
 
@@ -390,8 +389,9 @@ impl Backend for CudaBackend {
     ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
         self.op_mark(OpKind::Attention)?;
         let ad = qtrain_core::check_attention_backward_shapes(&q.shape, &k.shape, &v.shape, &out.shape, &lse.shape, &dout.shape, mask)?;
-        let (b, t, h, d, s_len, kvh) = (ad.batch, ad.q_len, ad.heads, ad.head_dim, ad.kv_capacity, ad.kv_heads);
-        let dims = Dims { batch: b, t, heads: h, kv_heads: kvh, d, s: s_len, cap: s_len };
+        let (b, t, h, d) = (ad.batch, ad.q_len, ad.heads, ad.head_dim);
+        // Backward takes no cache: its shape check holds kv_len == the k/v rows.
+        let dims = Dims { shape: ad, s: ad.kv_capacity };
         if b * t * h * d == 0 {
             return Ok((self.zeros(&q.shape)?, self.zeros(&k.shape)?, self.zeros(&v.shape)?));
         }

@@ -10,7 +10,7 @@
 
 use cudarc::driver::LaunchConfig;
 use cudarc::driver::PushKernelArg;
-use qtrain_core::{AttentionMask, DType};
+use qtrain_core::{AttentionDims, AttentionMask, DType};
 
 use super::lora::DropoutArgs;
 use super::{grid_1d, int, long, BLOCK};
@@ -24,34 +24,29 @@ use crate::tensor::CudaTensor;
 /// Budget for the f32 score matrices of one chunk (both of them in backward).
 pub const ATTN_SCORE_BYTES: usize = 512 << 20;
 
-/// Sizes of one attention call.
+/// Sizes of one attention call: the op set's checked [`AttentionDims`] (batch, query length,
+/// heads, kv heads, head dim, k/v capacity) and the key/value positions in use.
 #[derive(Clone, Copy, Debug)]
 pub struct Dims {
-    pub batch: usize,
-    pub t: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub d: usize,
-    /// Used key/value positions (`mask.kv_len`).
+    pub shape: AttentionDims,
+    /// Used key/value positions (`mask.kv_len`, ≤ `shape.kv_capacity`).
     pub s: usize,
-    /// Capacity of the k/v tensors (`k.shape[1]`, ≥ s).
-    pub cap: usize,
 }
 
 impl Dims {
     fn group(&self) -> usize {
-        self.heads / self.kv_heads
+        self.shape.heads / self.shape.kv_heads
     }
 
     fn rows_per_z(&self) -> usize {
-        self.group() * self.t
+        self.group() * self.shape.q_len
     }
 
     /// The pieces of work when `buffers` f32 score matrices of a piece must fit `budget` bytes:
     /// as many whole z slices as fit, or, when one does not, blocks of rows of each slice (at
     /// least one row each: a single row is never split).
     pub fn pieces(&self, buffers: usize, budget: usize) -> Vec<Piece> {
-        let (rows, zs) = (self.rows_per_z(), self.batch * self.kv_heads);
+        let (rows, zs) = (self.rows_per_z(), self.shape.batch * self.shape.kv_heads);
         let row_bytes = (self.s * 4 * buffers).max(1);
         let fit_rows = (budget / row_bytes).max(1);
         if fit_rows >= rows {
@@ -178,7 +173,7 @@ pub fn forward(
     scale: f32,
     dm: Dims,
 ) -> Result<(CudaTensor, CudaTensor)> {
-    let Dims { batch, t, heads, kv_heads, d, s, cap } = dm;
+    let Dims { shape: AttentionDims { batch, q_len: t, heads, kv_heads, head_dim: d, kv_capacity: cap }, s } = dm;
     let lse = be.empty(&[batch, t, heads], DType::F32, "attention log-sum-exp")?;
     if batch * t * heads == 0 {
         return Ok((be.empty(&[batch, t, heads, d], DType::F32, "attention output")?, lse));
@@ -233,7 +228,7 @@ pub fn backward(
     scale: f32,
     dm: Dims,
 ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
-    let Dims { batch, t, heads, kv_heads, d, s, .. } = dm;
+    let Dims { shape: AttentionDims { batch, q_len: t, heads, kv_heads, head_dim: d, .. }, s } = dm;
     let qh = to_heads(be, q, (batch, t, t, heads, d), "attention q (head-major)")?;
     let kh = to_heads(be, kk, (batch, s, s, kv_heads, d), "attention k (head-major)")?;
     let vh = to_heads(be, v, (batch, s, s, kv_heads, d), "attention v (head-major)")?;
@@ -323,7 +318,7 @@ mod tests {
     use super::*;
 
     fn dims(t: usize, heads: usize, kv_heads: usize, batch: usize) -> Dims {
-        Dims { batch, t, heads, kv_heads, d: 128, s: t, cap: t }
+        Dims { shape: AttentionDims { batch, q_len: t, heads, kv_heads, head_dim: 128, kv_capacity: t }, s: t }
     }
 
     #[test]
