@@ -252,6 +252,9 @@ pub trait Backend: Send + Sync {
     fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
     /// A zero-filled tensor in the backend's compute type.
     fn zeros(&self, shape: &[usize]) -> Result<Self::Tensor>;
+    /// An independent copy of `x`, in its own storage type (one memory copy, not a zero-fill
+    /// and an add).
+    fn copy(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// Same data, new shape (element count must match).
     fn reshape(&self, t: Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
     /// Rows `rows` of a `[N, C]` tensor, as `[rows.len(), C]`.

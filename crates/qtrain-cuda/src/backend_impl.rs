@@ -114,6 +114,20 @@ impl Backend for CudaBackend {
         Ok(self.zeros_f32(shape, "zeros")?)
     }
 
+    fn copy(&self, x: &CudaTensor) -> Result<CudaTensor> {
+        self.op_mark(OpKind::Elementwise)?;
+        let out = self.empty(&x.shape, x.dtype, "copy")?;
+        let bytes = x.size_in_bytes();
+        if bytes > 0 {
+            self.ctx.bind_to_thread().map_err(CudaError::from)?;
+            // SAFETY: both buffers hold `bytes` bytes (same shape and dtype) and are distinct;
+            // queued on the backend's stream.
+            unsafe { cudarc::driver::result::memcpy_dtod_async(out.ptr(), x.ptr(), bytes, self.stream.cu_stream()) }
+                .map_err(CudaError::from)?;
+        }
+        Ok(out)
+    }
+
     fn reshape(&self, t: CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
         let n: usize = shape.iter().product();
         ensure_shape!(n == t.numel(), "reshape", "{:?} → {:?}", t.shape, shape);

@@ -160,6 +160,14 @@ fn memory_ops_match_cpu() {
     env.gpu.add_scaled_assign(&mut z, &src, 1.0).unwrap();
     env.gpu.fill_zero(&mut z).unwrap();
     check("fill_zero", &env.down(&z), &[0.0; 3000], 0.0);
+    // copy: same values and storage type, independent of the source.
+    let copied = env.gpu.copy(&gw).unwrap();
+    assert_eq!(copied.dtype(), gw.dtype());
+    check("copy (bf16)", &env.down(&copied), cw.data(), 0.0);
+    let mut copied = env.gpu.copy(&src).unwrap();
+    let want = env.down(&src);
+    env.gpu.fill_zero(&mut copied).unwrap();
+    check("copy is independent", &env.down(&src), &want, 0.0);
     // KV cache writes: [B, S_cap, KV, D] at an offset.
     let (mut gcache, mut ccache) = env.pair(&[2, 64, 4, 128], 1.0, false);
     let (gnew, cnew) = env.pair(&[2, 5, 4, 128], 1.0, false);

@@ -295,8 +295,8 @@ impl<B: Backend> QwenModel<B> {
         let keeps_acts = |l: usize| !opts.gradient_checkpointing || l + 1 == self.layers.len();
         for (l, layer) in self.layers.iter().enumerate() {
             if !keeps_acts(l) {
-                let (y, _) =
-                    layer_forward(be, cfg, layer, rope, clone_tensor(be, &x)?, batch, &mask, None, LayerPass::Output, dropout_for(l))?;
+                // The layer input is both consumed by the forward and kept for the recompute.
+                let (y, _) = layer_forward(be, cfg, layer, rope, be.copy(&x)?, batch, &mask, None, LayerPass::Output, dropout_for(l))?;
                 saved_inputs.push(std::mem::replace(&mut x, y.expect("output requested")));
             } else {
                 let (y, acts) = layer_forward(be, cfg, layer, rope, x, batch, &mask, None, LayerPass::OutputAndActs, dropout_for(l))?;
@@ -459,13 +459,6 @@ impl<B: Backend> ModelGrads<B> {
         }
         Ok(())
     }
-}
-
-/// A copy of a tensor (the layer input is both consumed by the forward and kept).
-fn clone_tensor<B: Backend>(be: &B, t: &B::Tensor) -> Result<B::Tensor> {
-    let mut out = be.zeros(t.shape())?;
-    be.add_scaled_assign(&mut out, t, 1.0)?;
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -532,3 +532,20 @@ fn bf16_mode_ops_track_their_f32_twins() {
     let err = bf16_be.add(&h16, &h16).unwrap_err().to_string();
     assert!(err.contains("add") && err.contains("bf16"), "{err}");
 }
+
+#[test]
+fn copy_keeps_values_and_storage_and_is_independent() {
+    let mut rng = Rng::new(5);
+    let be = CpuBackend::new();
+    let x = rand_tensor(&mut rng, &[3, 7]);
+    let mut y = be.copy(&x).unwrap();
+    assert_eq!((y.shape(), be.download(&y).unwrap()), (x.shape(), be.download(&x).unwrap()));
+    be.fill_zero(&mut y).unwrap();
+    assert!(be.download(&x).unwrap().iter().any(|&v| v != 0.0), "the source is untouched");
+    let values: Vec<f32> = (0..12).map(|_| rng.normal() as f32).collect();
+    let bf = CpuBackend::bf16(true);
+    let w = bf.upload_weight(HostData::F32(&values), &[3, 4]).unwrap();
+    let c = bf.copy(&w).unwrap();
+    assert_eq!(c.dtype(), w.dtype());
+    assert_eq!(bf.download(&c).unwrap(), bf.download(&w).unwrap());
+}
