@@ -161,3 +161,29 @@ fn load_data_args_answers_the_runs_validation_split() {
         assert_eq!(row["labels"], reference);
     }
 }
+
+#[test]
+fn rows_with_a_prompt_only_are_answered_and_have_no_labels() {
+    // `swift infer --val_dataset` takes rows without a reference reply; training does not.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("prompts.jsonl");
+    let rows = [
+        json!({"query": "What is 2 plus 2?"}),
+        json!({"messages": [{"role": "user", "content": "Hi"}]}),
+        json!({"instruction": "Translate to French", "input": "good morning"}),
+    ];
+    std::fs::write(&data, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    let model = fixture("tiny-qwen2");
+    let out = tmp.path().join("result.jsonl");
+    succeeds(&greedy(&["--model", s(&model), "--val_dataset", s(&data), "--result_path", s(&out)]));
+    let result = read_jsonl(&out);
+    assert_eq!(result.len(), 3);
+    for row in &result {
+        assert_eq!(row["labels"], Value::Null, "{row}");
+        assert!(!row["response"].as_str().unwrap().is_empty(), "{row}");
+    }
+    let (reply, _) = succeeds(&greedy(&["--model", s(&model), "--prompt", "What is 2 plus 2?"]));
+    assert_eq!(result[0]["response"].as_str().unwrap(), reply.trim_end_matches('\n'));
+    let err = fails(&["train", "--model", s(&model), "--dataset", s(&data), "--device", "cpu", "--output_dir", s(&tmp.path().join("o"))]);
+    assert!(err.contains("prompts.jsonl:1: `query` without `response`: no assistant turn"), "{err}");
+}

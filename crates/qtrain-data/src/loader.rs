@@ -55,6 +55,9 @@ pub struct DatasetOptions {
     pub model_name: Option<Bilingual>,
     /// `--model_author` for `self-cognition`.
     pub model_author: Option<Bilingual>,
+    /// Keep rows without an assistant turn (a prompt only: inference writes the reply, as
+    /// `swift infer --val_dataset` accepts); training needs one, so the default is false.
+    pub allow_prompt_only: bool,
     /// The `self-cognition` subset used when the spec names none; set it with
     /// [`SelfCognitionSubset::for_template`] to get `empty_think` for Qwen3 models.
     pub self_cognition_subset: SelfCognitionSubset,
@@ -68,6 +71,7 @@ impl Default for DatasetOptions {
             shuffle_sample: true,
             model_name: None,
             model_author: None,
+            allow_prompt_only: false,
             self_cognition_subset: SelfCognitionSubset::Default,
         }
     }
@@ -323,7 +327,7 @@ pub fn read_dataset_file(path: impl AsRef<Path>, opts: &DatasetOptions) -> Resul
 }
 
 /// Parse JSON-array or JSONL text; `origin` names it in errors and in each row's origin.
-/// Only `opts.skip_malformed` applies.
+/// Only `opts.skip_malformed` and `opts.allow_prompt_only` apply.
 pub fn parse_dataset_text(text: &str, origin: impl AsRef<Path>, opts: &DatasetOptions) -> Result<LoadedDataset> {
     let path = origin.as_ref();
     let skip_malformed = opts.skip_malformed;
@@ -340,7 +344,7 @@ pub fn parse_dataset_text(text: &str, origin: impl AsRef<Path>, opts: &DatasetOp
     let mut loaded = LoadedDataset::default();
     let take = |value: std::result::Result<Value, String>, location: RowLocation| -> Result<()> {
         let origin = RowOrigin { path: path.to_path_buf(), location };
-        match value.and_then(|v| normalize(&v)) {
+        match value.and_then(|v| normalize(&v, opts.allow_prompt_only)) {
             Ok(row) => loaded.rows.push(DatasetRow { messages: row.messages, tools: row.tools, format: row.format, origin }),
             Err(reason) if skip_malformed => loaded.skip(origin, reason),
             Err(reason) => return Err(DataError::row(path, location, reason)),

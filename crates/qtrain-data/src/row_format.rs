@@ -89,11 +89,12 @@ pub struct NormalizedRow {
 /// Recognise `row`'s format and normalise it. `path` and `location` only name the row in
 /// the error (`file:LINE: ...`).
 pub fn normalize_row(row: &Value, path: &Path, location: RowLocation) -> Result<NormalizedRow> {
-    normalize(row).map_err(|message| DataError::row(path, location, message))
+    normalize(row, false).map_err(|message| DataError::row(path, location, message))
 }
 
-/// Same as [`normalize_row`], with the reason as a plain string.
-pub(crate) fn normalize(row: &Value) -> std::result::Result<NormalizedRow, String> {
+/// Same as [`normalize_row`], with the reason as a plain string; `prompt_only` keeps a row
+/// without an assistant turn (inference only).
+pub(crate) fn normalize(row: &Value, prompt_only: bool) -> std::result::Result<NormalizedRow, String> {
     let Value::Object(object) = row else {
         return Err(format!("expected a JSON object, got {}", kind(row)));
     };
@@ -101,7 +102,7 @@ pub(crate) fn normalize(row: &Value) -> std::result::Result<NormalizedRow, Strin
     let system = optional_string(object, "system")?;
     let (format, messages) = if let Some((key, list)) = messages_field(object)? {
         let sharegpt = list.first().and_then(Value::as_object).is_some_and(|m| !m.contains_key("role") && !m.contains_key("content"));
-        let messages = normalize_messages(list, system).map_err(|e| format!("`{key}`: {e}"))?;
+        let messages = normalize_messages(list, system, prompt_only).map_err(|e| format!("`{key}`: {e}"))?;
         (if sharegpt { RowFormat::ShareGpt } else { RowFormat::Messages }, messages)
     } else if object.contains_key("instruction") || (object.contains_key("input") && object.contains_key("output")) {
         let instruction = optional_string(object, "instruction")?;
@@ -112,13 +113,21 @@ pub(crate) fn normalize(row: &Value) -> std::result::Result<NormalizedRow, Strin
             (Some(only), None) | (None, Some(only)) => only.to_string(),
             (None, None) => return Err("alpaca row: `instruction` and `input` are both null".into()),
         };
-        let output = optional_string(object, "output")?.ok_or("alpaca row without `output`: no assistant turn")?;
+        let output = optional_string(object, "output")?;
+        if output.is_none() && !prompt_only {
+            return Err("alpaca row without `output`: no assistant turn".into());
+        }
         (RowFormat::Alpaca, pairs_to_messages(object, system, &query, output)?)
     } else if let Some(query_key) = one_of(object, &["query", "prompt", "question"])? {
-        let response_key =
-            one_of(object, &["response", "completion", "answer"])?.ok_or(format!("`{query_key}` without `response`: no assistant turn"))?;
+        let response_key = one_of(object, &["response", "completion", "answer"])?;
+        if response_key.is_none() && !prompt_only {
+            return Err(format!("`{query_key}` without `response`: no assistant turn"));
+        }
         let query = optional_string(object, query_key)?.ok_or(format!("`{query_key}` is null"))?;
-        let response = optional_string(object, response_key)?.ok_or(format!("`{response_key}` is null: no assistant turn"))?;
+        let response = match response_key {
+            Some(key) => Some(optional_string(object, key)?.ok_or(format!("`{key}` is null: no assistant turn"))?),
+            None => None,
+        };
         (RowFormat::QueryResponse, pairs_to_messages(object, system, query, response)?)
     } else if object.contains_key("response") {
         return Err("`response` without `query`".into());
@@ -211,7 +220,7 @@ fn map_role(role: &str) -> Option<Role> {
 }
 
 /// Normalise a conversation (`role`/`content` or `from`/`value` messages).
-fn normalize_messages(list: &[Value], system: Option<&str>) -> std::result::Result<Vec<Value>, String> {
+fn normalize_messages(list: &[Value], system: Option<&str>, prompt_only: bool) -> std::result::Result<Vec<Value>, String> {
     if list.is_empty() {
         return Err("empty conversation".into());
     }
@@ -313,7 +322,7 @@ fn normalize_messages(list: &[Value], system: Option<&str>) -> std::result::Resu
     if let (Some(system), false) = (system, starts_with_system) {
         out.insert(0, json!({"role": "system", "content": system}));
     }
-    if !out.iter().any(|m| m["role"] == "assistant") {
+    if !prompt_only && !out.iter().any(|m| m["role"] == "assistant") {
         return Err("no assistant turn".into());
     }
     Ok(out)
@@ -361,7 +370,7 @@ fn pairs_to_messages(
     object: &Map<String, Value>,
     system: Option<&str>,
     query: &str,
-    response: &str,
+    response: Option<&str>,
 ) -> std::result::Result<Vec<Value>, String> {
     let mut messages = Vec::new();
     if let Some(system) = system {
@@ -382,7 +391,9 @@ fn pairs_to_messages(
         Some(other) => return Err(format!("`history` must be an array of [query, response] pairs, got {}", kind(other))),
     }
     messages.push(json!({"role": "user", "content": query}));
-    messages.push(json!({"role": "assistant", "content": response}));
+    if let Some(response) = response {
+        messages.push(json!({"role": "assistant", "content": response}));
+    }
     Ok(messages)
 }
 
@@ -391,11 +402,11 @@ mod tests {
     use super::*;
 
     fn ok(row: Value) -> NormalizedRow {
-        normalize(&row).unwrap_or_else(|e| panic!("{e}"))
+        normalize(&row, false).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn err(row: Value) -> String {
-        normalize(&row).unwrap_err()
+        normalize(&row, false).unwrap_err()
     }
 
     #[test]

@@ -171,6 +171,7 @@ fn dataset_options(opts: &PrepareOptions, template: &ChatTemplate, seed: u64) ->
         model_name: opts.model_name.clone(),
         model_author: opts.model_author.clone(),
         self_cognition_subset: SelfCognitionSubset::for_template(template),
+        allow_prompt_only: false,
     }
 }
 

@@ -26,7 +26,7 @@ const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(super) fn run<B: Backend>(be: &B, folder: &ModelFolder<B>, args: &InferArgs, options: &ChatOptions) -> Result<()> {
     let specs = dataset_specs(args)?;
-    let mut rows = load_datasets(&specs, &DatasetOptions { seed: args.seed, ..DatasetOptions::default() })?.rows;
+    let mut rows = load_datasets(&specs, &DatasetOptions { seed: args.seed, allow_prompt_only: true, ..DatasetOptions::default() })?.rows;
     if let Some(system) = &args.system {
         apply_default_system(&mut rows, system);
     }
