@@ -87,3 +87,20 @@ fn json_array_records_are_counted_from_one_like_jsonl_lines() {
     let line = error_line(&fails(&["train", "--model", s(&model), "--dataset", s(&lines), "--device", "cpu"]));
     assert!(line.contains("b.jsonl:2:"), "{line}");
 }
+
+#[test]
+fn bench_json_is_plain_json_and_the_cuda_probe_is_one_clause() {
+    let model = fixture("tiny-qwen2");
+    let (stdout, _) =
+        ok(&["bench", "--model", s(&model), "--max_length", "16", "--steps", "1", "--decode_tokens", "4", "--json", "--device", "cpu"]);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(v["options"].is_object() && v["report"].is_object(), "options and report are JSON objects, not debug strings: {v}");
+    assert!(!stdout.contains("BenchOptions") && !stdout.contains(" { "), "{stdout}");
+    // `--device auto` on a machine without CUDA: the reason in one short clause (the loader's
+    // list of every library name it tried belongs to `--device cuda`).
+    let (_, stderr) = ok(&["infer", "--model", s(&model), "--prompt", "hi", "--max_new_tokens", "2"]);
+    let line = stderr.lines().find(|l| l.starts_with("[qtrain] device:")).expect("a device line");
+    if line.contains("cpu") {
+        assert!(line.len() < 160 && !line.contains("(tried"), "{line}");
+    }
+}
