@@ -21,21 +21,23 @@ use qtrain_train::origin;
 /// without `--model` the adapter's checkpoint names its base model; a full fine-tuning
 /// checkpoint given as `--adapters` is the model itself. Logs each decision once.
 pub fn checkpoint_model(model: Option<PathBuf>, adapters: Option<PathBuf>) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
-    let located = |path: PathBuf, flag: &str| -> Result<PathBuf> {
-        let found = origin::locate(&path, flag)?;
+    let logged = |found: origin::Located| -> PathBuf {
         if let Some(note) = &found.note {
             eprintln!("[qtrain] {note}");
         }
-        Ok(found.dir)
+        found.dir
     };
     let model = match model {
         // A run folder given as --model (full fine-tuning): its best or last checkpoint. A folder
         // without checkpoints is left to the model loader, which names what it lacks.
-        Some(m) if !m.join("config.json").is_file() && has_checkpoints(&m) => Some(located(m, "model")?),
+        Some(m) if m.is_dir() && !m.join("config.json").is_file() => match origin::run_folder_checkpoint(&m)? {
+            Some(found) => Some(logged(found)),
+            None => Some(m),
+        },
         other => other,
     };
     let Some(adapters) = adapters else { return Ok((model, None)) };
-    let checkpoint = located(adapters, "adapters")?;
+    let checkpoint = logged(origin::locate(&adapters, "adapters")?);
     if !checkpoint.join("adapter_config.json").is_file() && model.is_none() {
         eprintln!("[qtrain] {} is a full model checkpoint (no adapter_config.json): using it as --model", checkpoint.display());
         return Ok((Some(checkpoint), None));
@@ -45,10 +47,6 @@ pub fn checkpoint_model(model: Option<PathBuf>, adapters: Option<PathBuf>) -> Re
         eprintln!("[qtrain] {note}");
     }
     Ok((Some(model), Some(checkpoint)))
-}
-
-fn has_checkpoints(dir: &std::path::Path) -> bool {
-    qtrain_train::checkpoint::list_checkpoints(dir).is_ok_and(|c| !c.is_empty())
 }
 
 /// Format a byte count in GiB for logs.

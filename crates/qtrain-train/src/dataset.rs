@@ -146,6 +146,22 @@ pub struct DatasetStats {
     pub longest: usize,
 }
 
+impl DatasetStats {
+    /// Keep a finished sample and count it, or count it as dropped when no token of it is
+    /// supervised (conversations and raw text alike).
+    pub(crate) fn admit(&mut self, sample: Sample, samples: &mut Vec<Sample>) {
+        let targets = sample.num_targets();
+        if targets == 0 {
+            self.dropped_no_targets += 1;
+            return;
+        }
+        self.tokens += sample.input_ids.len();
+        self.targets += targets;
+        self.longest = self.longest.max(sample.input_ids.len());
+        samples.push(sample);
+    }
+}
+
 /// Tokenized training and validation samples and what preparation did.
 #[derive(Clone, Debug)]
 pub struct PreparedData {
@@ -272,16 +288,7 @@ pub fn tokenize_rows(
                 stats.truncated_tokens += removed_tokens;
             }
         }
-        let sample = Sample { input_ids: ids, labels };
-        let targets = sample.num_targets();
-        if targets == 0 {
-            stats.dropped_no_targets += 1;
-            continue;
-        }
-        stats.tokens += sample.input_ids.len();
-        stats.targets += targets;
-        stats.longest = stats.longest.max(sample.input_ids.len());
-        samples.push(sample);
+        stats.admit(Sample { input_ids: ids, labels }, &mut samples);
     }
     stats.samples = samples.len();
     Ok((samples, stats))

@@ -41,21 +41,27 @@ pub fn locate(path: &Path, flag: &str) -> Result<Located> {
     if is_checkpoint_like(path) {
         return Ok(Located { dir: path.to_path_buf(), note: None });
     }
-    let checkpoints = list_checkpoints(path)?;
-    let Some((last_step, last)) = checkpoints.last() else {
-        let hint =
-            if has_run_folders(path) { " (it holds run folders: pass one of them, or one of their checkpoint-N folders)" } else { "" };
-        return Err(TrainError::Invalid(format!(
-            "--{flag} {}: neither a checkpoint (no adapter_config.json or config.json) nor a run folder with checkpoint-N folders{hint}",
-            path.display()
-        )));
-    };
-    if let Some(best) = best_checkpoint(last, &checkpoints) {
-        let note = format!("{} is a run folder: using its best checkpoint {}", path.display(), best.display());
-        return Ok(Located { dir: best, note: Some(note) });
+    if let Some(found) = run_folder_checkpoint(path)? {
+        return Ok(found);
     }
-    let note = format!("{} is a run folder: using its last checkpoint, checkpoint-{last_step}", path.display());
-    Ok(Located { dir: last.clone(), note: Some(note) })
+    let hint = if has_run_folders(path) { " (it holds run folders: pass one of them, or one of their checkpoint-N folders)" } else { "" };
+    Err(TrainError::Invalid(format!(
+        "--{flag} {}: neither a checkpoint (no adapter_config.json or config.json) nor a run folder with checkpoint-N folders{hint}",
+        path.display()
+    )))
+}
+
+/// The checkpoint a run folder stands for — its best (per the newest `trainer_state.json`),
+/// else its newest — with the log note; `None` when `dir` holds no `checkpoint-N`.
+pub fn run_folder_checkpoint(dir: &Path) -> Result<Option<Located>> {
+    let checkpoints = list_checkpoints(dir)?;
+    let Some((last_step, last)) = checkpoints.last() else { return Ok(None) };
+    if let Some(best) = best_checkpoint(last, &checkpoints) {
+        let note = format!("{} is a run folder: using its best checkpoint {}", dir.display(), best.display());
+        return Ok(Some(Located { dir: best, note: Some(note) }));
+    }
+    let note = format!("{} is a run folder: using its last checkpoint, checkpoint-{last_step}", dir.display());
+    Ok(Some(Located { dir: last.clone(), note: Some(note) }))
 }
 
 fn is_checkpoint_like(dir: &Path) -> bool {

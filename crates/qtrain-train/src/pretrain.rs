@@ -84,17 +84,9 @@ pub fn text_samples(rows: &[DatasetRow], text: &TextTokenizer<'_>, opts: &Prepar
     for row in rows {
         stats.records += 1;
         let ids = text.tokenize(row_text(row)?).map_err(|e| row.error(e))?;
+        // A one-token document (an empty text: only eos) or last block has no target: dropped.
         for sample in document_samples(ids, opts.max_length, opts.truncation, &mut stats) {
-            let targets = sample.num_targets();
-            if targets == 0 {
-                // A one-token document (an empty text: only eos), or a one-token last block.
-                stats.dropped_no_targets += 1;
-                continue;
-            }
-            stats.tokens += sample.input_ids.len();
-            stats.targets += targets;
-            stats.longest = stats.longest.max(sample.input_ids.len());
-            samples.push(sample);
+            stats.admit(sample, &mut samples);
         }
     }
     stats.samples = samples.len();

@@ -315,6 +315,9 @@ struct Steps {
     schedule: LrSchedule,
     /// `None` without a validation set.
     eval_steps: Option<u64>,
+    /// The metric that decides the best checkpoint and early stopping, and whether greater is
+    /// better (resolved once from `--metric_for_best_model` / `--greater_is_better`).
+    best_metric: (BestMetric, bool),
 }
 
 /// What one optimizer step did.
@@ -615,14 +618,13 @@ impl<'a, B: Backend> Run<'a, B> {
         if let Some(c) = &cognition {
             self.progress.println(&c.progress_line());
         }
-        let (metric, _) = self.args.best_metric()?;
-        let value = match metric {
+        let value = match self.steps.best_metric.0 {
             BestMetric::Loss => log.loss,
             BestMetric::TokenAcc => log.token_acc,
             BestMetric::SelfCognitionAcc => log.self_cognition_acc,
         };
         if let Some(value) = value {
-            self.track_best(step, value)?;
+            self.track_best(step, value);
         }
         let metrics = EvalMetrics {
             global_step: step,
@@ -643,8 +645,8 @@ impl<'a, B: Backend> Run<'a, B> {
 
     /// Early stopping, then the best metric (transformers' `EarlyStoppingCallback.on_evaluate`
     /// runs before the best metric is updated; both compare with `greater_is_better`).
-    fn track_best(&mut self, step: u64, value: f64) -> Result<()> {
-        let (metric, greater) = self.args.best_metric()?;
+    fn track_best(&mut self, step: u64, value: f64) {
+        let (metric, greater) = self.steps.best_metric;
         let better = |a: f64, b: f64| if greater { a > b } else { a < b };
         let state = &mut self.state;
         if let Some(patience) = self.args.early_stopping_patience {
@@ -665,7 +667,6 @@ impl<'a, B: Backend> Run<'a, B> {
             state.best_metric = Some(value);
             state.best_global_step = Some(step);
         }
-        Ok(())
     }
 
     /// Save `checkpoint-N` (weights or adapter, optimizer and the state files), then apply
@@ -801,7 +802,7 @@ impl<'a, B: Backend> Run<'a, B> {
             last_checkpoint.display(),
             match (&state.best_model_checkpoint, state.best_metric) {
                 (Some(b), Some(m)) => {
-                    let (metric, _) = self.args.best_metric()?;
+                    let (metric, _) = self.steps.best_metric;
                     let result = if self.args.load_best_model_at_end { ", the run's result (--load_best_model_at_end)" } else { "" };
                     format!("; best checkpoint {} ({} {m:.6}){result}", b.display(), metric.eval_name())
                 }
@@ -980,7 +981,8 @@ impl Steps {
         let schedule = args.schedule(max_steps)?;
         let evaluates = !data.prepared.val.is_empty() && args.eval_interval() != IntervalStrategy::No;
         let eval_steps = args.eval_steps.filter(|_| evaluates);
-        Ok(Steps { batch_size, accumulation, num_micro, steps_per_epoch, max_steps, schedule, eval_steps })
+        let best_metric = args.best_metric()?;
+        Ok(Steps { batch_size, accumulation, num_micro, steps_per_epoch, max_steps, schedule, eval_steps, best_metric })
     }
 }
 
