@@ -9,7 +9,7 @@
 //! This module must not contain model logic: an op is a mathematical function of its operands,
 //! never "the Qwen attention block".
 
-use crate::{Dropout, HostData, Result};
+use crate::{AdamWScalars, Dropout, HostData, Result};
 
 /// What every backend tensor can tell about itself without touching device memory.
 pub trait TensorInfo {
@@ -134,103 +134,8 @@ impl AttentionMask {
     }
 }
 
-/// The shape rule of [`Backend::matmul`]: 2-D operands whose inner dimensions agree after the
-/// transposes. Returns `(m, k, n)` of `op(a) [m, k] · op(b) [k, n]`.
-pub fn check_matmul_shapes(a: &[usize], b: &[usize], trans_a: bool, trans_b: bool) -> Result<(usize, usize, usize)> {
-    crate::ensure_shape!(a.len() == 2 && b.len() == 2, "matmul", "2-D operands expected, got {a:?} and {b:?}");
-    let (m, k) = if trans_a { (a[1], a[0]) } else { (a[0], a[1]) };
-    let (k2, n) = if trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
-    let t = |flag: bool| if flag { "ᵀ" } else { "" };
-    crate::ensure_shape!(k == k2, "matmul", "inner dimensions differ: {a:?}{} · {b:?}{}", t(trans_a), t(trans_b));
-    Ok((m, k, n))
-}
-
-/// The shape rule of [`Backend::rope`] and its backward: x `[N, H, D]` with D even, cos/sin
-/// tables `[P, D/2]`, one position per row and every position inside the tables.
-/// Returns `(N, H, D)`.
-pub fn check_rope_shapes(op: &'static str, x: &[usize], cos: &[usize], sin: &[usize], positions: &[u32]) -> Result<(usize, usize, usize)> {
-    crate::ensure_shape!(x.len() == 3, op, "x must be [N, H, D], got {x:?}");
-    let (n, h, d) = (x[0], x[1], x[2]);
-    crate::ensure_shape!(d % 2 == 0 && cos.len() == 2 && cos[1] == d / 2 && sin == cos, op, "tables {cos:?}/{sin:?} for head dim {d}");
-    crate::ensure_shape!(positions.len() == n, op, "{} positions for {n} rows", positions.len());
-    if let Some(&p) = positions.iter().find(|&&p| p as usize >= cos[0]) {
-        return Err(crate::CoreError::Index { op, index: p as usize, size: cos[0] });
-    }
-    Ok((n, h, d))
-}
-
-/// Sizes of an attention call, after [`check_attention_shapes`] accepted its operands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttentionDims {
-    pub batch: usize,
-    /// query length T
-    pub q_len: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    /// rows of k/v allocated (the KV-cache capacity); the first `mask.kv_len` are used
-    pub kv_capacity: usize,
-}
-
-/// The shape rules every backend's [`Backend::attention`] enforces, in one place:
-/// q `[B, T, H, D]`, k = v `[B, S_cap, KV, D]` with H a multiple of KV, and a mask that fits.
-pub fn check_attention_shapes(op: &'static str, q: &[usize], k: &[usize], v: &[usize], mask: &AttentionMask) -> Result<AttentionDims> {
-    crate::ensure_shape!(q.len() == 4 && k.len() == 4 && k == v, op, "q {q:?}, k {k:?}, v {v:?}");
-    let dims = AttentionDims { batch: q[0], q_len: q[1], heads: q[2], kv_heads: k[2], head_dim: q[3], kv_capacity: k[1] };
-    let (b, t) = (dims.batch, dims.q_len);
-    crate::ensure_shape!(
-        k[0] == b && k[3] == dims.head_dim && dims.kv_heads > 0 && dims.heads.is_multiple_of(dims.kv_heads),
-        op,
-        "q {q:?} against k/v {k:?}"
-    );
-    crate::ensure_shape!(
-        mask.batch == b && mask.q_len == t && mask.kv_len <= dims.kv_capacity,
-        op,
-        "mask (batch {}, q_len {}, kv_len {}) for q {q:?}, cache {}",
-        mask.batch,
-        mask.q_len,
-        mask.kv_len,
-        dims.kv_capacity
-    );
-    crate::ensure_shape!(mask.q_offset + t <= mask.kv_len, op, "queries end at {} past kv_len {}", mask.q_offset + t, mask.kv_len);
-    for (name, len) in [("key_valid", mask.key_valid.as_ref().map(Vec::len)), ("segments", mask.segments.as_ref().map(Vec::len))] {
-        if let Some(len) = len {
-            crate::ensure_shape!(len == b * mask.kv_len, op, "{name} has {len} entries, expected {}", b * mask.kv_len);
-        }
-    }
-    Ok(dims)
-}
-
-/// [`check_attention_shapes`] for [`Backend::attention_backward`]: no cache (k/v hold exactly
-/// `mask.kv_len` rows), and `out`/`dout` shaped like q, `lse` `[B, T, H]`.
-pub fn check_attention_backward_shapes(
-    q: &[usize],
-    k: &[usize],
-    v: &[usize],
-    out: &[usize],
-    lse: &[usize],
-    dout: &[usize],
-    mask: &AttentionMask,
-) -> Result<AttentionDims> {
-    let op = "attention_backward";
-    let dims = check_attention_shapes(op, q, k, v, mask)?;
-    crate::ensure_shape!(
-        mask.kv_len == dims.kv_capacity,
-        op,
-        "k/v hold {} rows but kv_len is {} (backward takes no cache)",
-        dims.kv_capacity,
-        mask.kv_len
-    );
-    crate::ensure_shape!(
-        out == q && dout == q && lse == [dims.batch, dims.q_len, dims.heads],
-        op,
-        "out {out:?}, dout {dout:?}, lse {lse:?} for q {q:?}"
-    );
-    Ok(dims)
-}
-
-/// The op set. Every op validates its shapes and returns [`crate::CoreError`] on misuse; none
-/// panics on bad input.
+/// The op set. Every op validates its shapes with the rule of [`crate::shapes`] and returns
+/// [`crate::CoreError`] on misuse; none panics on bad input.
 pub trait Backend: Send + Sync {
     type Tensor: TensorInfo + Send + Sync;
 
@@ -369,19 +274,16 @@ pub trait Backend: Send + Sync {
     fn sum_squares(&self, x: &Self::Tensor) -> Result<f64>;
     /// `a ⊙ b`, same shapes.
     fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
-    /// One AdamW step (`torch.optim.AdamW`) with the clipping factor `grad_scale` applied to
-    /// the gradient first; `step` is 1-based. Moments are f32.
-    #[allow(clippy::too_many_arguments)]
+    /// One AdamW update (`torch.optim.AdamW`, see [`crate::adamw`]) of `param` with this
+    /// step's `scalars` (the clipping factor included). Moments are f32; `param` f32, or bf16
+    /// on backends that keep bf16 master weights.
     fn adamw_step(
         &self,
         param: &mut Self::Tensor,
         grad: &Self::Tensor,
         exp_avg: &mut Self::Tensor,
         exp_avg_sq: &mut Self::Tensor,
-        hyper: &qtrain_optim::AdamWHyper,
-        step: u64,
-        lr: f64,
-        grad_scale: f32,
+        scalars: &AdamWScalars,
     ) -> Result<()>;
     /// Set every element to zero (gradient buffers between optimizer steps).
     fn fill_zero(&self, x: &mut Self::Tensor) -> Result<()>;

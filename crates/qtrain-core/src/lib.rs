@@ -6,6 +6,8 @@
 //!   each op; the model never touches device memory directly.
 //! - [`cpu::CpuBackend`]: the reference backend — f32 compute, rayon threads, the `gemm` crate
 //!   for matrix products. It defines what "correct" means for every other backend.
+//! - [`shapes`]: the shape rule of every op, called by each backend before it touches memory,
+//!   and [`adamw`]: the AdamW element-wise update the optimizer step runs as an op.
 //! - small shared utilities: [`DType`]/[`HostData`] for weights on their way to a device, and a
 //!   deterministic [`rng::Rng`] so sampling and initialisation are reproducible across machines.
 //!
@@ -13,18 +15,19 @@
 //! `qtrain-data` and the CUDA backend crate (see `kernels/README.md`), which implements the same
 //! [`Backend`] trait.
 
+pub mod adamw;
 pub mod backend;
 pub mod cpu;
 pub mod dtype;
 pub mod error;
 pub mod philox;
 pub mod rng;
+pub mod shapes;
 
-pub use backend::{
-    check_attention_backward_shapes, check_attention_shapes, check_matmul_shapes, check_rope_shapes, AttentionDims, AttentionMask, Backend,
-    CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, Profile, TensorInfo,
-};
+pub use adamw::AdamWScalars;
+pub use backend::{AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, Profile, TensorInfo};
 pub use cpu::{CpuBackend, CpuTensor};
 pub use dtype::{DType, HostData};
 pub use error::{CoreError, Result};
 pub use philox::{Dropout, MaskKey};
+pub use shapes::AttentionDims;

@@ -2,8 +2,9 @@
 //! CPU reference does (same ops names, same error kinds), converts storage types where a kernel
 //! wants f32, and calls its launcher in `ops/`.
 
+use qtrain_core::shapes::{self, rows_cols, GradShapes};
 use qtrain_core::{
-    ensure_shape, AttentionMask, Backend, CoreError, CrossEntropyGrad, CrossEntropyOutput, DType, HostData, LinearGrads, LoraWeights,
+    AdamWScalars, AttentionMask, Backend, CoreError, CrossEntropyGrad, CrossEntropyOutput, DType, HostData, LinearGrads, LoraWeights,
     Result, TensorInfo,
 };
 
@@ -13,20 +14,14 @@ use crate::ops::{self, attention::Dims, linear::LoraArgs};
 use crate::profile::OpKind;
 use crate::tensor::CudaTensor;
 
-/// Rows (product of all but the last dimension) and the last dimension, as the CPU backend.
-fn rows_cols(shape: &[usize]) -> (usize, usize) {
-    let cols = *shape.last().unwrap_or(&1);
-    let rows = shape.iter().product::<usize>().checked_div(cols).unwrap_or(0);
-    (rows, cols)
-}
-
-/// Gradient buffers must be f32 and shaped like their parameter.
-fn check_grad(op: &'static str, what: &str, g: &CudaTensor, want: &[usize]) -> Result<()> {
-    ensure_shape!(g.shape() == want, op, "{what} gradient buffer {:?}, expected {:?}", g.shape(), want);
-    if g.dtype != DType::F32 {
-        return Err(CudaError::Unsupported { op, detail: format!("{what} gradient buffer must be f32, is {:?}", g.dtype) }.into());
+/// Gradient buffers must be f32 (their shapes are checked by the op's shape rule).
+fn require_f32_grad(op: &'static str, what: &str, g: Option<&CudaTensor>) -> Result<()> {
+    match g {
+        Some(g) if g.dtype != DType::F32 => {
+            Err(CudaError::Unsupported { op, detail: format!("{what} gradient buffer must be f32, is {:?}", g.dtype) }.into())
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn require_f32(op: &'static str, what: &str, t: &CudaTensor) -> Result<()> {
@@ -37,30 +32,19 @@ fn require_f32(op: &'static str, what: &str, t: &CudaTensor) -> Result<()> {
 }
 
 impl CudaBackend {
-    /// Checks LoRA operands against a `[d_out, d_in]` weight and returns them as f32 launcher args.
+    /// LoRA operands (their shapes already checked by the op's rule) as f32 launcher args.
     fn lora_args<'a>(
         &self,
         op: &'static str,
         l: &'a LoraWeights<'a, CudaTensor>,
         x: &CudaTensor,
         d_in: usize,
-        d_out: usize,
         keep: &'a mut Vec<CudaTensor>,
     ) -> Result<LoraArgs<'a>> {
         let r = l.a.shape().first().copied().unwrap_or(0);
-        ensure_shape!(
-            l.a.shape() == [r, d_in] && l.b.shape() == [d_out, r],
-            op,
-            "LoRA A {:?} / B {:?} do not fit weight [{d_out}, {d_in}]",
-            l.a.shape(),
-            l.b.shape()
-        );
-        let rows = x.numel().checked_div(d_in).unwrap_or(0);
-        ensure_shape!(
-            l.dropout.is_none() || (rows <= u32::MAX as usize && d_in <= u32::MAX as usize),
-            op,
-            "dropout over {rows} × {d_in} elements"
-        );
+        if l.dropout.is_some() {
+            shapes::check_dropout_rows(op, x.numel().checked_div(d_in).unwrap_or(0), d_in)?;
+        }
         // LoRA weights are f32 by construction; convert anything else once.
         for t in [l.a, l.b] {
             if !t.is_f32() {
@@ -129,8 +113,7 @@ impl Backend for CudaBackend {
     }
 
     fn reshape(&self, t: CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
-        let n: usize = shape.iter().product();
-        ensure_shape!(n == t.numel(), "reshape", "{:?} → {:?}", t.shape, shape);
+        shapes::check_reshape(&t.shape, shape)?;
         Ok(CudaTensor { shape: shape.to_vec(), ..t })
     }
 
@@ -153,16 +136,7 @@ impl Backend for CudaBackend {
 
     fn write_seq(&self, dst: &mut CudaTensor, src: &CudaTensor, at: usize) -> Result<()> {
         self.op_mark(OpKind::Elementwise)?;
-        ensure_shape!(
-            dst.shape.len() >= 2 && src.shape.len() == dst.shape.len() && dst.shape[0] == src.shape[0] && dst.shape[2..] == src.shape[2..],
-            "write_seq",
-            "dst {:?}, src {:?}",
-            dst.shape,
-            src.shape
-        );
-        let (b, cap, t) = (dst.shape[0], dst.shape[1], src.shape[1]);
-        ensure_shape!(at + t <= cap, "write_seq", "writing {t} positions at {at} overflows capacity {cap}");
-        let inner: usize = dst.shape[2..].iter().product();
+        let (b, cap, t, inner) = shapes::check_write_seq(&dst.shape, &src.shape, at)?;
         let converted;
         let src = if src.dtype == dst.dtype {
             src
@@ -189,7 +163,7 @@ impl Backend for CudaBackend {
 
     fn add(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
         self.op_mark(OpKind::Elementwise)?;
-        ensure_shape!(a.shape == b.shape, "add", "{:?} vs {:?}", a.shape, b.shape);
+        shapes::check_same_shape("add", &a.shape, &b.shape)?;
         let (a32, b32) = (self.as_f32(a)?, self.as_f32(b)?);
         let out = self.empty(&a.shape, DType::F32, "add output")?;
         ops::elementwise::add(self, &a32, &b32, &out)?;
@@ -198,7 +172,7 @@ impl Backend for CudaBackend {
 
     fn add_scaled_assign(&self, acc: &mut CudaTensor, x: &CudaTensor, alpha: f32) -> Result<()> {
         self.op_mark(OpKind::Elementwise)?;
-        ensure_shape!(acc.numel() == x.numel(), "add_scaled_assign", "{:?} vs {:?}", acc.shape, x.shape);
+        shapes::check_same_count("add_scaled_assign", &acc.shape, &x.shape)?;
         require_f32("add_scaled_assign", "the accumulator", acc)?;
         let x32 = self.as_f32(x)?;
         ops::elementwise::axpy(self, acc.ptr(), x32.ptr(), alpha, acc.numel())?;
@@ -207,7 +181,7 @@ impl Backend for CudaBackend {
 
     fn matmul(&self, a: &CudaTensor, b: &CudaTensor, trans_a: bool, trans_b: bool) -> Result<CudaTensor> {
         self.op_mark(OpKind::Gemm)?;
-        let (m, k, n) = qtrain_core::check_matmul_shapes(&a.shape, &b.shape, trans_a, trans_b)?;
+        let (m, k, n) = shapes::check_matmul_shapes(&a.shape, &b.shape, trans_a, trans_b)?;
         if k == 0 {
             return self.zeros(&[m, n]);
         }
@@ -222,12 +196,9 @@ impl Backend for CudaBackend {
         lora: Option<LoraWeights<'_, CudaTensor>>,
     ) -> Result<CudaTensor> {
         self.op_mark(OpKind::Gemm)?;
-        let (n, d_in) = rows_cols(&x.shape);
-        ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, "linear", "x {:?} against weight {:?}", x.shape, w.shape);
-        let d_out = w.shape[0];
-        if let Some(b) = bias {
-            ensure_shape!(b.numel() == d_out, "linear", "bias {:?} for {d_out} outputs", b.shape);
-        }
+        let lora_shapes = lora.as_ref().map(|l| (l.a.shape(), l.b.shape()));
+        let shapes::LinearDims { rows: n, d_in, d_out } =
+            shapes::check_linear_shapes("linear", &x.shape, &w.shape, bias.map(|b| b.shape()), lora_shapes)?;
         let mut shape = x.shape.clone();
         *shape.last_mut().unwrap() = d_out;
         if n == 0 || d_out == 0 || d_in == 0 {
@@ -236,7 +207,7 @@ impl Backend for CudaBackend {
         }
         let mut keep = Vec::new();
         let args = match lora.as_ref() {
-            Some(l) => Some(self.lora_args("linear", l, x, d_in, d_out, &mut keep)?),
+            Some(l) => Some(self.lora_args("linear", l, x, d_in, &mut keep)?),
             None => None,
         };
         Ok(ops::linear::forward(self, x, w, bias, args, (n, d_in, d_out), &shape)?)
@@ -244,11 +215,7 @@ impl Backend for CudaBackend {
 
     fn embedding(&self, table: &CudaTensor, ids: &[u32]) -> Result<CudaTensor> {
         self.op_mark(OpKind::Elementwise)?;
-        ensure_shape!(table.shape.len() == 2, "embedding", "table must be [V, C], got {:?}", table.shape);
-        let (v, c) = (table.shape[0], table.shape[1]);
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= v) {
-            return Err(CoreError::Index { op: "embedding", index: id as usize, size: v });
-        }
+        let (_, c) = shapes::check_table_ids("embedding", "table", &table.shape, ids)?;
         let out = self.empty(&[ids.len(), c], DType::F32, "embedding output")?;
         if ids.is_empty() || c == 0 {
             return Ok(out);
@@ -260,8 +227,7 @@ impl Backend for CudaBackend {
 
     fn rms_norm(&self, x: &CudaTensor, w: &CudaTensor, eps: f32) -> Result<CudaTensor> {
         self.op_mark(OpKind::Elementwise)?;
-        let (rows, c) = rows_cols(&x.shape);
-        ensure_shape!(w.numel() == c, "rms_norm", "weight {:?} for rows of {c}", w.shape);
+        let (rows, c) = shapes::check_rms_norm_shapes(&x.shape, &w.shape)?;
         let out = self.empty(&x.shape, DType::F32, "rms_norm output")?;
         if rows == 0 {
             return Ok(out);
@@ -273,7 +239,7 @@ impl Backend for CudaBackend {
 
     fn rope(&self, x: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor, positions: &[u32]) -> Result<CudaTensor> {
         self.op_mark(OpKind::Elementwise)?;
-        let (n, h, d) = qtrain_core::check_rope_shapes("rope", &x.shape, &cos.shape, &sin.shape, positions)?;
+        let (n, h, d) = shapes::check_rope_shapes("rope", &x.shape, &cos.shape, &sin.shape, positions)?;
         self.rope_common(false, x, cos, sin, positions, (n, h, d))
     }
 
@@ -286,7 +252,7 @@ impl Backend for CudaBackend {
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor)> {
         self.op_mark(OpKind::Attention)?;
-        let ad = qtrain_core::check_attention_shapes("attention", &q.shape, &k.shape, &v.shape, mask)?;
+        let ad = shapes::check_attention_shapes("attention", &q.shape, &k.shape, &v.shape, mask)?;
         let (q32, k32, v32) = (self.as_f32(q)?, self.as_f32(k)?, self.as_f32(v)?);
         let dims = Dims { shape: ad, s: mask.kv_len };
         Ok(ops::attention::forward(self, &q32, &k32, &v32, mask, scale, dims)?)
@@ -294,7 +260,7 @@ impl Backend for CudaBackend {
 
     fn swiglu(&self, gate: &CudaTensor, up: &CudaTensor) -> Result<CudaTensor> {
         self.op_mark(OpKind::Elementwise)?;
-        ensure_shape!(gate.shape == up.shape, "swiglu", "gate {:?} vs up {:?}", gate.shape, up.shape);
+        shapes::check_swiglu_shapes("swiglu", &gate.shape, &up.shape, None)?;
         let (g32, u32_) = (self.as_f32(gate)?, self.as_f32(up)?);
         let out = self.empty(&gate.shape, DType::F32, "swiglu output")?;
         ops::swiglu::forward(self, &g32, &u32_, &out, gate.numel())?;
@@ -312,30 +278,27 @@ impl Backend for CudaBackend {
     ) -> Result<Option<CudaTensor>> {
         self.op_mark(OpKind::Gemm)?;
         let op = "linear_backward";
-        let (n, d_in) = rows_cols(&x.shape);
-        ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, op, "x {:?} against weight {:?}", x.shape, w.shape);
-        let d_out = w.shape[0];
-        ensure_shape!(dy.numel() == n * d_out, op, "dy {:?} for {n} rows of {d_out}", dy.shape);
-        if let Some(g) = grads.weight.as_deref() {
-            check_grad(op, "weight", g, &w.shape)?;
-        }
-        if let Some(g) = grads.bias.as_deref() {
-            check_grad(op, "bias", g, &[d_out])?;
-        }
-        if let Some(l) = lora.as_ref() {
-            if let Some(g) = grads.lora_a.as_deref() {
-                check_grad(op, "lora_A", g, l.a.shape())?;
-            }
-            if let Some(g) = grads.lora_b.as_deref() {
-                check_grad(op, "lora_B", g, l.b.shape())?;
-            }
+        let grad_shapes = GradShapes {
+            weight: grads.weight.as_deref().map(|g| g.shape()),
+            bias: grads.bias.as_deref().map(|g| g.shape()),
+            lora_a: grads.lora_a.as_deref().map(|g| g.shape()),
+            lora_b: grads.lora_b.as_deref().map(|g| g.shape()),
+        };
+        let lora_shapes = lora.as_ref().map(|l| (l.a.shape(), l.b.shape()));
+        let shapes::LinearDims { rows: n, d_in, d_out } =
+            shapes::check_linear_backward_shapes(&x.shape, &w.shape, lora_shapes, &dy.shape, grad_shapes)?;
+        require_f32_grad(op, "weight", grads.weight.as_deref())?;
+        require_f32_grad(op, "bias", grads.bias.as_deref())?;
+        if lora.is_some() {
+            require_f32_grad(op, "lora_A", grads.lora_a.as_deref())?;
+            require_f32_grad(op, "lora_B", grads.lora_b.as_deref())?;
         }
         if n == 0 || d_in == 0 || d_out == 0 {
             return Ok(if need_dx { Some(self.zeros(&x.shape)?) } else { None });
         }
         let mut keep = Vec::new();
         let args = match lora.as_ref() {
-            Some(l) => Some(self.lora_args(op, l, x, d_in, d_out, &mut keep)?),
+            Some(l) => Some(self.lora_args(op, l, x, d_in, &mut keep)?),
             None => None,
         };
         // Without LoRA, LoRA gradient buffers are ignored, as on the CPU.
@@ -345,12 +308,7 @@ impl Backend for CudaBackend {
 
     fn embedding_backward(&self, grad_table: &mut CudaTensor, ids: &[u32], dy: &CudaTensor) -> Result<()> {
         self.op_mark(OpKind::Elementwise)?;
-        ensure_shape!(grad_table.shape.len() == 2, "embedding_backward", "table gradient must be [V, C], got {:?}", grad_table.shape);
-        let (v, c) = (grad_table.shape[0], grad_table.shape[1]);
-        ensure_shape!(dy.numel() == ids.len() * c, "embedding_backward", "dy {:?} for {} ids of width {c}", dy.shape, ids.len());
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= v) {
-            return Err(CoreError::Index { op: "embedding_backward", index: id as usize, size: v });
-        }
+        let (_, c) = shapes::check_embedding_backward_shapes(&grad_table.shape, ids, &dy.shape)?;
         require_f32("embedding_backward", "the table gradient", grad_table)?;
         if ids.is_empty() || c == 0 {
             return Ok(());
@@ -370,11 +328,8 @@ impl Backend for CudaBackend {
         grad_w: Option<&mut CudaTensor>,
     ) -> Result<CudaTensor> {
         self.op_mark(OpKind::Elementwise)?;
-        let (rows, c) = rows_cols(&x.shape);
-        ensure_shape!(w.numel() == c && dy.shape == x.shape, "rms_norm_backward", "x {:?}, w {:?}, dy {:?}", x.shape, w.shape, dy.shape);
-        if let Some(g) = grad_w.as_deref() {
-            check_grad("rms_norm_backward", "weight", g, &[c])?;
-        }
+        let (rows, c) = shapes::check_rms_norm_backward_shapes(&x.shape, &w.shape, &dy.shape, grad_w.as_deref().map(|g| g.shape()))?;
+        require_f32_grad("rms_norm_backward", "weight", grad_w.as_deref())?;
         let dx = self.empty(&x.shape, DType::F32, "rms_norm dx")?;
         if rows == 0 {
             return Ok(dx);
@@ -386,7 +341,7 @@ impl Backend for CudaBackend {
 
     fn rope_backward(&self, dy: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor, positions: &[u32]) -> Result<CudaTensor> {
         self.op_mark(OpKind::Elementwise)?;
-        let (n, h, d) = qtrain_core::check_rope_shapes("rope_backward", &dy.shape, &cos.shape, &sin.shape, positions)?;
+        let (n, h, d) = shapes::check_rope_shapes("rope_backward", &dy.shape, &cos.shape, &sin.shape, positions)?;
         self.rope_common(true, dy, cos, sin, positions, (n, h, d))
     }
 
@@ -402,7 +357,7 @@ impl Backend for CudaBackend {
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
         self.op_mark(OpKind::Attention)?;
-        let ad = qtrain_core::check_attention_backward_shapes(&q.shape, &k.shape, &v.shape, &out.shape, &lse.shape, &dout.shape, mask)?;
+        let ad = shapes::check_attention_backward_shapes(&q.shape, &k.shape, &v.shape, &out.shape, &lse.shape, &dout.shape, mask)?;
         let (b, t, h, d) = (ad.batch, ad.q_len, ad.heads, ad.head_dim);
         // Backward takes no cache: its shape check holds kv_len == the k/v rows.
         let dims = Dims { shape: ad, s: ad.kv_capacity };
@@ -416,14 +371,7 @@ impl Backend for CudaBackend {
 
     fn swiglu_backward(&self, gate: &CudaTensor, up: &CudaTensor, dy: &CudaTensor) -> Result<(CudaTensor, CudaTensor)> {
         self.op_mark(OpKind::Elementwise)?;
-        ensure_shape!(
-            gate.shape == up.shape && dy.shape == gate.shape,
-            "swiglu_backward",
-            "gate {:?}, up {:?}, dy {:?}",
-            gate.shape,
-            up.shape,
-            dy.shape
-        );
+        shapes::check_swiglu_shapes("swiglu_backward", &gate.shape, &up.shape, Some(&dy.shape))?;
         let (g32, u32_, d32) = (self.as_f32(gate)?, self.as_f32(up)?, self.as_f32(dy)?);
         let dg = self.empty(&gate.shape, DType::F32, "swiglu dgate")?;
         let du = self.empty(&up.shape, DType::F32, "swiglu dup")?;
@@ -440,17 +388,10 @@ impl Backend for CudaBackend {
     ) -> Result<CrossEntropyOutput<CudaTensor>> {
         self.op_mark(OpKind::Loss)?;
         let op = "lm_head_cross_entropy";
-        let (n, c) = rows_cols(&hidden.shape);
-        ensure_shape!(w.shape.len() == 2 && w.shape[1] == c, op, "hidden {:?} against head {:?}", hidden.shape, w.shape);
-        ensure_shape!(targets.len() == n, op, "{} targets for {n} rows", targets.len());
-        let vocab = w.shape[0];
+        let grad_w = grad.as_ref().and_then(|g| g.grad_w.as_deref());
+        let (n, c, vocab) = shapes::check_cross_entropy_shapes(&hidden.shape, &w.shape, targets, grad_w.map(|g| g.shape()))?;
+        require_f32_grad(op, "head", grad_w)?;
         let rows: Vec<u32> = (0..n).filter(|&i| targets[i] != -100).map(|i| i as u32).collect();
-        if let Some(&bad) = rows.iter().find(|&&i| targets[i as usize] < 0 || targets[i as usize] as usize >= vocab) {
-            return Err(CoreError::Index { op, index: targets[bad as usize].max(0) as usize, size: vocab });
-        }
-        if let Some(g) = grad.as_ref().and_then(|g| g.grad_w.as_deref()) {
-            check_grad(op, "head", g, &w.shape)?;
-        }
         let row_targets: Vec<i32> = rows.iter().map(|&i| targets[i as usize]).collect();
         let h32 = self.as_f32(hidden)?;
         Ok(ops::cross_entropy::forward(self, &h32, w, &rows, &row_targets, grad, (n, c, vocab))?)
@@ -463,7 +404,7 @@ impl Backend for CudaBackend {
 
     fn mul(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
         self.op_mark(OpKind::Elementwise)?;
-        ensure_shape!(a.shape == b.shape, "mul", "{:?} vs {:?}", a.shape, b.shape);
+        shapes::check_same_shape("mul", &a.shape, &b.shape)?;
         let (a32, b32) = (self.as_f32(a)?, self.as_f32(b)?);
         let out = self.empty(&a.shape, DType::F32, "mul output")?;
         ops::elementwise::mul(self, &a32, &b32, &out)?;
@@ -476,31 +417,17 @@ impl Backend for CudaBackend {
         grad: &CudaTensor,
         exp_avg: &mut CudaTensor,
         exp_avg_sq: &mut CudaTensor,
-        hyper: &qtrain_optim::AdamWHyper,
-        step: u64,
-        lr: f64,
-        grad_scale: f32,
+        scalars: &AdamWScalars,
     ) -> Result<()> {
         self.op_mark(OpKind::Optimizer)?;
-        let n = param.numel();
-        ensure_shape!(
-            grad.numel() == n && exp_avg.numel() == n && exp_avg_sq.numel() == n,
-            "adamw_step",
-            "param {:?}, grad {:?}, moments {:?}/{:?}",
-            param.shape,
-            grad.shape,
-            exp_avg.shape,
-            exp_avg_sq.shape
-        );
-        ensure_shape!(step >= 1, "adamw_step", "step is 1-based, got 0");
+        let n = shapes::check_adamw_shapes(&param.shape, &grad.shape, &exp_avg.shape, &exp_avg_sq.shape)?;
         require_f32("adamw_step", "exp_avg", exp_avg)?;
         require_f32("adamw_step", "exp_avg_sq", exp_avg_sq)?;
         if n == 0 {
             return Ok(());
         }
-        let scalars = qtrain_optim::AdamWScalars::new(hyper, step, lr, grad_scale);
         let g32 = self.as_f32(grad)?;
-        ops::adamw::step(self, param, &g32, exp_avg, exp_avg_sq, &scalars, n)?;
+        ops::adamw::step(self, param, &g32, exp_avg, exp_avg_sq, scalars, n)?;
         Ok(())
     }
 

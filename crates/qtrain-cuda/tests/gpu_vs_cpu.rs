@@ -633,8 +633,9 @@ fn adamw_matches_cpu() {
         let (mut gm, mut cm) = env.pair(&[n], 1e-4, false);
         let vv: Vec<f32> = (0..n).map(|_| (env.rng.normal() as f32 * 1e-4).powi(2)).collect();
         let (mut gv, mut cv) = env.pair_from(vv, &[n], false);
-        env.gpu.adamw_step(&mut gp, &gg, &mut gm, &mut gv, &hyper, 7, 1e-4, 0.37).unwrap();
-        env.cpu.adamw_step(&mut cp, &cg, &mut cm, &mut cv, &hyper, 7, 1e-4, 0.37).unwrap();
+        let scalars = hyper.scalars(7, 1e-4, 0.37);
+        env.gpu.adamw_step(&mut gp, &gg, &mut gm, &mut gv, &scalars).unwrap();
+        env.cpu.adamw_step(&mut cp, &cg, &mut cm, &mut cv, &scalars).unwrap();
         let want_p: Vec<f32> = if p_bf16 { cp.data().iter().map(|&x| bf16::from_f32(x).to_f32()).collect() } else { cp.data().to_vec() };
         let got_p = env.down(&gp);
         let exact = got_p.iter().zip(&want_p).filter(|(a, b)| a.to_bits() == b.to_bits()).count();

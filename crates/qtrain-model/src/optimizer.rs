@@ -58,7 +58,7 @@ impl<B: Backend> AdamW<B> {
         let no_decay = self.hyper.with_weight_decay(0.0);
         for (p, (exp_avg, exp_avg_sq)) in model.trainable_params(grads).into_iter().zip(self.moments.iter_mut()) {
             let h = if p.decay { &self.hyper } else { &no_decay };
-            be.adamw_step(p.param, p.grad, exp_avg, exp_avg_sq, h, self.num_updates, lr, clip)?;
+            be.adamw_step(p.param, p.grad, exp_avg, exp_avg_sq, &h.scalars(self.num_updates, lr, clip))?;
         }
         Ok(())
     }

@@ -1,13 +1,13 @@
 //! The crate's error type.
 //!
-//! Every fallible constructor or step in `qtrain-optim` reports an [`OptimError`]. Messages
+//! Every fallible constructor or check in `qtrain-optim` reports an [`OptimError`]. Messages
 //! name the offending parameter and list the valid choices or range, so they can be shown to a
 //! user as-is. This module must not grow variants for model, file or device failures: the crate
 //! knows nothing about those.
 
 use thiserror::Error;
 
-/// Everything that can go wrong when building a schedule or an optimizer state, or stepping it.
+/// Everything that can go wrong when building a schedule or checking AdamW hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum OptimError {
     /// A scheduler name that neither qtrain nor transformers knows.
@@ -38,10 +38,6 @@ pub enum OptimError {
     /// An argument the chosen schedule needs but did not get.
     #[error("the `{kind}` lr schedule requires {what}")]
     MissingArgument { kind: &'static str, what: String },
-
-    /// Parameters, gradients and optimizer state that do not line up.
-    #[error("shape mismatch: {0}")]
-    ShapeMismatch(String),
 }
 
 /// Shorthand for results in this crate.

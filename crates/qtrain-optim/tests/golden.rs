@@ -1,11 +1,14 @@
 //! Golden tests against torch/transformers: the fixtures in `tests/fixtures/schedules/` are
 //! produced by `tools/dump_schedules.py` and committed; these tests need neither Python nor
-//! network.
+//! network. The AdamW case steps the shipped pieces: the CPU backend's `sum_squares` and
+//! `adamw_step` ops with this crate's clip coefficient and step scalars, decay groups as
+//! `qtrain_model::AdamW` forms them (the golden training test checks that type end to end).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use qtrain_optim::{clip_grad_norm_scale, AdamWHyper, AdamWState, LrSchedule, ParamGroup, ScheduleConfig, ScheduleKind};
+use qtrain_core::{Backend, CpuBackend, CpuTensor, HostData};
+use qtrain_optim::{clip_coefficient, norm_from_sum_of_squares, AdamWHyper, LrSchedule, ScheduleConfig, ScheduleKind};
 use serde::Deserialize;
 
 const REGENERATE: &str = "regenerate with `python3 tools/dump_schedules.py` (needs torch + transformers)";
@@ -133,21 +136,35 @@ fn check_close(what: &str, got: &[f32], want: &[f64], failures: &mut Vec<String>
     }
 }
 
+/// One parameter's tensors on the CPU backend: value and torch's two moments.
+struct ParamState {
+    param: CpuTensor,
+    exp_avg: CpuTensor,
+    exp_avg_sq: CpuTensor,
+}
+
+impl ParamState {
+    fn new(be: &CpuBackend, initial: &[f64]) -> Self {
+        let n = initial.len();
+        ParamState {
+            param: be.upload(HostData::F32(&to_f32(initial)), &[n]).unwrap(),
+            exp_avg: be.zeros(&[n]).unwrap(),
+            exp_avg_sq: be.zeros(&[n]).unwrap(),
+        }
+    }
+}
+
 #[test]
 fn adamw_with_clipping_matches_torch() {
     let fixture: AdamWFixture =
         serde_json::from_str(&fixture("adamw.json")).unwrap_or_else(|e| panic!("adamw.json does not parse: {e}; {REGENERATE}"));
     assert!(!fixture.cases.is_empty(), "no cases; {REGENERATE}");
+    let be = CpuBackend::new();
     let mut failures = Vec::new();
     let (mut clipped_steps, mut unclipped_steps) = (0, 0);
     for case in &fixture.cases {
         let hyper = AdamWHyper { beta1: case.hyper.beta1, beta2: case.hyper.beta2, eps: case.hyper.eps, weight_decay: 0.0 };
-        let mut state = AdamWState::new(hyper).unwrap();
-        let mut params: BTreeMap<&str, Vec<f32>> = case.initial.iter().map(|(n, v)| (n.as_str(), to_f32(v))).collect();
-        for g in &case.groups {
-            let lens: Vec<usize> = g.params.iter().map(|n| params[n.as_str()].len()).collect();
-            state.add_group(ParamGroup::new(g.weight_decay), &lens).unwrap();
-        }
+        let mut state: BTreeMap<&str, ParamState> = case.initial.iter().map(|(n, v)| (n.as_str(), ParamState::new(&be, v))).collect();
         assert!(
             case.groups.iter().any(|g| g.weight_decay == 0.0) && case.groups.iter().any(|g| g.weight_decay > 0.0),
             "{}: expected a decay and a no-decay group",
@@ -155,10 +172,14 @@ fn adamw_with_clipping_matches_torch() {
         );
 
         for (si, rec) in case.steps.iter().enumerate() {
-            let label = format!("{} step {}", case.name, si + 1);
-            let grads: BTreeMap<&str, Vec<f32>> = rec.grads.iter().map(|(n, v)| (n.as_str(), to_f32(v))).collect();
-            let all: Vec<&[f32]> = grads.values().map(|g| g.as_slice()).collect();
-            let (norm, scale) = clip_grad_norm_scale(&all, case.max_norm);
+            let step = si as u64 + 1;
+            assert_eq!(step as f64, rec.step, "{}: step counter", case.name);
+            let label = format!("{} step {step}", case.name);
+            let grads: BTreeMap<&str, CpuTensor> =
+                rec.grads.iter().map(|(n, v)| (n.as_str(), be.upload(HostData::F32(&to_f32(v)), &[v.len()]).unwrap())).collect();
+            let sum_sq: f64 = grads.values().map(|g| be.sum_squares(g).unwrap()).sum();
+            let norm = norm_from_sum_of_squares(sum_sq);
+            let scale = clip_coefficient(norm, case.max_norm);
             if (norm - rec.total_norm).abs() > 1e-6 * rec.total_norm {
                 failures.push(format!("{label}: total norm qtrain {norm}, torch {}", rec.total_norm));
             }
@@ -168,24 +189,17 @@ fn adamw_with_clipping_matches_torch() {
                 unclipped_steps += 1;
             }
             for (n, g) in &grads {
-                let clipped: Vec<f32> = g.iter().map(|x| x * scale).collect();
+                let clipped: Vec<f32> = g.data().iter().map(|x| x * scale).collect();
                 check_close(&format!("{label} clipped grad {n}"), &clipped, &rec.clipped_grads[*n], &mut failures);
             }
-
-            for (gi, group) in case.groups.iter().enumerate() {
-                let mut taken: Vec<(String, Vec<f32>)> =
-                    group.params.iter().map(|n| (n.clone(), params.remove(n.as_str()).unwrap())).collect();
-                let mut p_refs: Vec<&mut [f32]> = taken.iter_mut().map(|(_, p)| p.as_mut_slice()).collect();
-                let g_refs: Vec<&[f32]> = group.params.iter().map(|n| grads[n.as_str()].as_slice()).collect();
-                let step = state.step_group(gi, &mut p_refs, &g_refs, rec.lr, scale).unwrap();
-                assert_eq!(step as f64, rec.step, "{label}: step counter");
-                for (pi, (n, p)) in taken.into_iter().enumerate() {
-                    check_close(&format!("{label} param {n}"), &p, &rec.params[&n], &mut failures);
-                    let gs = &state.groups[gi];
-                    check_close(&format!("{label} exp_avg {n}"), &gs.exp_avg[pi], &rec.exp_avg[&n], &mut failures);
-                    check_close(&format!("{label} exp_avg_sq {n}"), &gs.exp_avg_sq[pi], &rec.exp_avg_sq[&n], &mut failures);
-                    let name = case.groups[gi].params[pi].as_str();
-                    params.insert(name, p);
+            for group in &case.groups {
+                let scalars = hyper.with_weight_decay(group.weight_decay).scalars(step, rec.lr, scale);
+                for n in &group.params {
+                    let p = state.get_mut(n.as_str()).unwrap();
+                    be.adamw_step(&mut p.param, &grads[n.as_str()], &mut p.exp_avg, &mut p.exp_avg_sq, &scalars).unwrap();
+                    check_close(&format!("{label} param {n}"), p.param.data(), &rec.params[n], &mut failures);
+                    check_close(&format!("{label} exp_avg {n}"), p.exp_avg.data(), &rec.exp_avg[n], &mut failures);
+                    check_close(&format!("{label} exp_avg_sq {n}"), p.exp_avg_sq.data(), &rec.exp_avg_sq[n], &mut failures);
                 }
             }
         }

@@ -16,8 +16,9 @@ use super::gemm::{self, Precision};
 use super::gemm_bf16::{Operand, Product};
 use super::math::{self, exp};
 use super::CpuTensor;
-use crate::backend::{check_attention_backward_shapes, check_attention_shapes, AttentionMask, TensorInfo};
+use crate::backend::{AttentionMask, TensorInfo};
 use crate::error::Result;
+use crate::shapes::{check_attention_backward_shapes, check_attention_shapes};
 
 /// Copy `rows` rows of `d` values, `stride` apart from `offset`, into a contiguous `[rows, d]`.
 fn gather(src: &[f32], rows: usize, stride: usize, offset: usize, d: usize) -> Vec<f32> {

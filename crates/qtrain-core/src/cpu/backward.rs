@@ -7,20 +7,15 @@ use rayon::prelude::*;
 use super::gemm::{self, gemm_f32, Precision};
 use super::gemm_bf16::{Operand, Product};
 use super::math::{self, exp};
-use super::{inverse_rms, rows_cols, CpuTensor};
+use super::{inverse_rms, CpuTensor};
 use crate::backend::{CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
-use crate::ensure_shape;
-use crate::error::{CoreError, Result};
+use crate::error::Result;
+use crate::shapes::{self, rows_cols, GradShapes};
 use crate::Dropout;
 
 /// Rows of the LM head processed at once: `[CE_CHUNK_ROWS × V]` f32 logits is the largest
 /// temporary the loss ever holds.
 pub const CE_CHUNK_ROWS: usize = 256;
-
-fn check_grad(op: &'static str, what: &str, g: &CpuTensor, want: &[usize]) -> Result<()> {
-    ensure_shape!(g.shape() == want, op, "{what} gradient buffer {:?}, expected {:?}", g.shape(), want);
-    Ok(())
-}
 
 /// x ⊙ mask for the LoRA path (or x itself), the mask drawn row by row from its Philox key.
 pub(super) fn lora_input(x: &CpuTensor, dropout: Option<Dropout>) -> Result<std::borrow::Cow<'_, [f32]>> {
@@ -28,7 +23,7 @@ pub(super) fn lora_input(x: &CpuTensor, dropout: Option<Dropout>) -> Result<std:
         return Ok(std::borrow::Cow::Borrowed(x.data()));
     };
     let (rows, cols) = rows_cols(x.shape());
-    ensure_shape!(rows <= u32::MAX as usize && cols <= u32::MAX as usize, "linear", "dropout over {rows} × {cols} elements");
+    shapes::check_dropout_rows("linear", rows, cols)?;
     let mut out = vec![0.0; x.data().len()];
     out.par_chunks_mut(cols.max(1)).zip(x.data().par_chunks(cols.max(1))).enumerate().for_each(|(row, (o, xr))| {
         d.fill_row(row as u32, o);
@@ -48,14 +43,18 @@ pub fn linear_backward(
     grads: LinearGrads<'_, CpuTensor>,
     need_dx: bool,
 ) -> Result<Option<CpuTensor>> {
-    let (n, d_in) = rows_cols(x.shape());
-    ensure_shape!(w.shape().len() == 2 && w.shape()[1] == d_in, "linear_backward", "x {:?} against weight {:?}", x.shape(), w.shape());
-    let d_out = w.shape()[0];
-    ensure_shape!(dy.data().len() == n * d_out, "linear_backward", "dy {:?} for {n} rows of {d_out}", dy.shape());
+    let grad_shapes = GradShapes {
+        weight: grads.weight.as_deref().map(|g| g.shape()),
+        bias: grads.bias.as_deref().map(|g| g.shape()),
+        lora_a: grads.lora_a.as_deref().map(|g| g.shape()),
+        lora_b: grads.lora_b.as_deref().map(|g| g.shape()),
+    };
+    let lora_shapes = lora.as_ref().map(|l| (l.a.shape(), l.b.shape()));
+    let shapes::LinearDims { rows: n, d_in, d_out } =
+        shapes::check_linear_backward_shapes(x.shape(), w.shape(), lora_shapes, dy.shape(), grad_shapes)?;
     let (x_op, dy_op) = (Operand::F32(x.f32s("linear_backward")?), Operand::F32(dy.f32s("linear_backward")?));
     let mut dx = need_dx.then(|| gemm::product_new(precision, &Product::new(n, d_in, d_out, dy_op, false, w.operand(), false), 1.0));
     if let Some(gw) = grads.weight {
-        check_grad("linear_backward", "weight", gw, w.shape())?;
         gemm::product(
             precision,
             &Product::new(d_out, d_in, n, dy_op, true, x_op, false),
@@ -66,24 +65,14 @@ pub fn linear_backward(
         );
     }
     if let Some(gb) = grads.bias {
-        check_grad("linear_backward", "bias", gb, &[d_out])?;
         for row in dy.data().chunks(d_out) {
             gb.data_mut().iter_mut().zip(row).for_each(|(g, d)| *g += d);
         }
     }
     if let Some(l) = lora {
         let r = l.a.shape()[0];
-        ensure_shape!(
-            l.a.shape() == [r, d_in] && l.b.shape() == [d_out, r],
-            "linear_backward",
-            "LoRA A {:?} / B {:?} for weight {:?}",
-            l.a.shape(),
-            l.b.shape(),
-            w.shape()
-        );
         let xl = lora_input(x, l.dropout)?;
         if let Some(gb) = grads.lora_b {
-            check_grad("linear_backward", "lora_B", gb, l.b.shape())?;
             let mut xa = vec![0.0; n * r];
             gemm_f32(n, r, d_in, &xl, false, l.a.data(), true, &mut xa, false, 1.0);
             gemm_f32(d_out, r, n, dy.data(), true, &xa, false, gb.data_mut(), true, l.scale);
@@ -92,7 +81,6 @@ pub fn linear_backward(
         let mut g = vec![0.0; n * r];
         gemm_f32(n, r, d_out, dy.data(), false, l.b.data(), false, &mut g, false, l.scale);
         if let Some(ga) = grads.lora_a {
-            check_grad("linear_backward", "lora_A", ga, l.a.shape())?;
             gemm_f32(r, d_in, n, &g, true, &xl, false, ga.data_mut(), true, 1.0);
         }
         if let Some(dx) = dx.as_mut() {
@@ -116,14 +104,9 @@ pub fn linear_backward(
 }
 
 pub fn embedding_backward(grad_table: &mut CpuTensor, ids: &[u32], dy: &CpuTensor) -> Result<()> {
-    ensure_shape!(grad_table.shape().len() == 2, "embedding_backward", "table gradient must be [V, C], got {:?}", grad_table.shape());
-    let (v, c) = (grad_table.shape()[0], grad_table.shape()[1]);
-    ensure_shape!(dy.data().len() == ids.len() * c, "embedding_backward", "dy {:?} for {} ids of width {c}", dy.shape(), ids.len());
+    let (_, c) = shapes::check_embedding_backward_shapes(grad_table.shape(), ids, dy.shape())?;
     for (row, &id) in dy.data().chunks(c).zip(ids) {
         let id = id as usize;
-        if id >= v {
-            return Err(CoreError::Index { op: "embedding_backward", index: id, size: v });
-        }
         grad_table.data_mut()[id * c..(id + 1) * c].iter_mut().zip(row).for_each(|(g, d)| *g += d);
     }
     Ok(())
@@ -132,15 +115,7 @@ pub fn embedding_backward(grad_table: &mut CpuTensor, ids: &[u32], dy: &CpuTenso
 /// y = w ⊙ x·r with r = (mean(x²) + eps)^(-1/2). With u = w ⊙ dy:
 /// dx = r·u − x · r³ · (Σ u·x) / C,   dw += Σ_rows dy ⊙ x·r.
 pub fn rms_norm_backward(x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor, grad_w: Option<&mut CpuTensor>) -> Result<CpuTensor> {
-    let (_, c) = rows_cols(x.shape());
-    ensure_shape!(
-        w.data().len() == c && dy.shape() == x.shape(),
-        "rms_norm_backward",
-        "x {:?}, w {:?}, dy {:?}",
-        x.shape(),
-        w.shape(),
-        dy.shape()
-    );
+    let (_, c) = shapes::check_rms_norm_backward_shapes(x.shape(), w.shape(), dy.shape(), grad_w.as_deref().map(|g| g.shape()))?;
     let mut dx = vec![0.0; x.data().len()];
     dx.par_chunks_mut(c).zip(x.data().par_chunks(c)).zip(dy.data().par_chunks(c)).for_each(|((o, xr), dyr)| {
         math::vectorized!(|| {
@@ -154,7 +129,6 @@ pub fn rms_norm_backward(x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor,
         })
     });
     if let Some(gw) = grad_w {
-        check_grad("rms_norm_backward", "weight", gw, &[c])?;
         let partial = x
             .data()
             .par_chunks(c)
@@ -184,7 +158,7 @@ pub fn rms_norm_backward(x: &CpuTensor, w: &CpuTensor, eps: f32, dy: &CpuTensor,
 /// The forward rotates each (x₁, x₂) pair by +θ; its transpose rotates dy by −θ:
 /// dx₁ = dy₁·cos + dy₂·sin, dx₂ = dy₂·cos − dy₁·sin.
 pub fn rope_backward(dy: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, positions: &[u32]) -> Result<CpuTensor> {
-    let (_, h, d) = crate::backend::check_rope_shapes("rope_backward", dy.shape(), cos.shape(), sin.shape(), positions)?;
+    let (_, h, d) = shapes::check_rope_shapes("rope_backward", dy.shape(), cos.shape(), sin.shape(), positions)?;
     let half = d / 2;
     let mut out = vec![0.0; dy.data().len()];
     out.par_chunks_mut(h * d).zip(dy.data().par_chunks(h * d)).zip(positions.par_iter()).for_each(|((o, row), &p)| {
@@ -204,14 +178,7 @@ pub fn rope_backward(dy: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, positions
 
 /// y = silu(g)·u with silu(g) = g·σ(g): du = dy·silu(g), dg = dy·u·σ(g)·(1 + g·(1 − σ(g))).
 pub fn swiglu_backward(gate: &CpuTensor, up: &CpuTensor, dy: &CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
-    ensure_shape!(
-        gate.shape() == up.shape() && dy.shape() == gate.shape(),
-        "swiglu_backward",
-        "gate {:?}, up {:?}, dy {:?}",
-        gate.shape(),
-        up.shape(),
-        dy.shape()
-    );
+    shapes::check_swiglu_shapes("swiglu_backward", gate.shape(), up.shape(), Some(dy.shape()))?;
     const CHUNK: usize = super::ELEMENTWISE_CHUNK;
     let (mut dg, mut du) = (vec![0.0f32; gate.data().len()], vec![0.0f32; gate.data().len()]);
     dg.par_chunks_mut(CHUNK)
@@ -242,27 +209,13 @@ pub fn lm_head_cross_entropy(
     targets: &[i32],
     grad: Option<CrossEntropyGrad<'_, CpuTensor>>,
 ) -> Result<CrossEntropyOutput<CpuTensor>> {
-    let (n, c) = rows_cols(hidden.shape());
-    ensure_shape!(
-        w.shape().len() == 2 && w.shape()[1] == c,
-        "lm_head_cross_entropy",
-        "hidden {:?} against head {:?}",
-        hidden.shape(),
-        w.shape()
-    );
-    ensure_shape!(targets.len() == n, "lm_head_cross_entropy", "{} targets for {n} rows", targets.len());
-    let vocab = w.shape()[0];
+    let grad_w_shape = grad.as_ref().and_then(|g| g.grad_w.as_deref()).map(|g| g.shape());
+    let (n, c, vocab) = shapes::check_cross_entropy_shapes(hidden.shape(), w.shape(), targets, grad_w_shape)?;
     let rows: Vec<usize> = (0..n).filter(|&i| targets[i] != -100).collect();
-    if let Some(&bad) = rows.iter().find(|&&i| targets[i] < 0 || targets[i] as usize >= vocab) {
-        return Err(CoreError::Index { op: "lm_head_cross_entropy", index: targets[bad].max(0) as usize, size: vocab });
-    }
     let (scale, mut grad_w) = match grad {
         Some(g) => (Some(g.scale), g.grad_w),
         None => (None, None),
     };
-    if let Some(gw) = grad_w.as_deref() {
-        check_grad("lm_head_cross_entropy", "head", gw, w.shape())?;
-    }
     let mut grad_hidden = scale.map(|_| vec![0.0f32; n * c]);
     let (mut loss_sum, mut num_correct) = (0.0f64, 0usize);
     for chunk in rows.chunks(CE_CHUNK_ROWS) {

@@ -16,6 +16,8 @@
 //! vector width.
 //! This module must not hold op logic.
 
+use rayon::prelude::*;
+
 /// Below this, eˣ is under f32's smallest normal number: the result is flushed to 0.
 const EXP_LO: f32 = -87.336_55;
 /// Above this, eˣ overflows f32: the result is +∞.
@@ -158,6 +160,24 @@ unsafe fn run_avx2<R>(kernel: impl FnOnce() -> R) -> R {
     kernel()
 }
 
+/// Elements per chunk of [`sum_of_squares`] (also the rayon task size).
+const SUM_SQ_CHUNK: usize = 1 << 14;
+
+/// `Σ x²` accumulated in f64, per fixed-size chunk with the chunks summed in order, so the
+/// result does not depend on the thread count (the gradient-norm reduction behind
+/// `torch.nn.utils.clip_grad_norm_`; f64 is at least as accurate as torch's f32 norms of norms).
+pub fn sum_of_squares(x: &[f32]) -> f64 {
+    fn chunk_sum(c: &[f32]) -> f64 {
+        c.iter().map(|&v| (v as f64) * (v as f64)).sum()
+    }
+    if x.len() <= SUM_SQ_CHUNK {
+        chunk_sum(x)
+    } else {
+        let partial: Vec<f64> = x.par_chunks(SUM_SQ_CHUNK).map(chunk_sum).collect();
+        partial.iter().sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +255,16 @@ mod tests {
         assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
         assert_eq!(sigmoid(f32::INFINITY), 1.0);
         assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn long_slices_sum_squares_deterministically_and_accurately() {
+        let n = SUM_SQ_CHUNK * 5 + 17;
+        let x: Vec<f32> = (0..n).map(|i| ((i % 7) as f32 - 3.0) * 0.5).collect();
+        let exact: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum();
+        let s = sum_of_squares(&x);
+        assert!((s - exact).abs() <= 1e-12 * exact);
+        assert_eq!(s, sum_of_squares(&x));
+        assert_eq!(sum_of_squares(&[3.0, 4.0]), 25.0);
     }
 }

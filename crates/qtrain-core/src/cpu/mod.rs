@@ -22,12 +22,10 @@ use rayon::prelude::*;
 pub use gemm::Precision;
 use gemm_bf16::{Operand, Product};
 
-use crate::backend::{
-    check_matmul_shapes, check_rope_shapes, AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights,
-    TensorInfo,
-};
+use crate::backend::{AttentionMask, Backend, CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
 use crate::error::{CoreError, Result};
-use crate::{ensure_shape, DType, HostData};
+use crate::shapes::{self, rows_cols};
+use crate::{ensure_shape, AdamWScalars, DType, HostData};
 
 /// A contiguous row-major tensor in host memory: f32, or bf16 for a frozen weight uploaded by
 /// [`Backend::upload_weight`] in bf16 mode (only products, embedding lookups, row gathers and
@@ -181,12 +179,6 @@ impl CpuBackend {
 }
 
 /// Rows (product of all but the last dimension) and the last dimension.
-fn rows_cols(shape: &[usize]) -> (usize, usize) {
-    let cols = *shape.last().unwrap_or(&1);
-    let rows = shape.iter().product::<usize>().checked_div(cols).unwrap_or(0);
-    (rows, cols)
-}
-
 #[inline(always)]
 fn silu(x: f32) -> f32 {
     x * math::sigmoid(x)
@@ -251,8 +243,7 @@ impl Backend for CpuBackend {
     }
 
     fn reshape(&self, t: CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
-        let n: usize = shape.iter().product();
-        ensure_shape!(n == t.numel(), "reshape", "{:?} → {:?}", t.shape, shape);
+        shapes::check_reshape(&t.shape, shape)?;
         Ok(CpuTensor { shape: shape.to_vec(), ..t })
     }
 
@@ -261,16 +252,7 @@ impl Backend for CpuBackend {
     }
 
     fn write_seq(&self, dst: &mut CpuTensor, src: &CpuTensor, at: usize) -> Result<()> {
-        ensure_shape!(
-            dst.shape.len() >= 2 && src.shape.len() == dst.shape.len() && dst.shape[0] == src.shape[0] && dst.shape[2..] == src.shape[2..],
-            "write_seq",
-            "dst {:?}, src {:?}",
-            dst.shape,
-            src.shape
-        );
-        let (b, cap, t) = (dst.shape[0], dst.shape[1], src.shape[1]);
-        ensure_shape!(at + t <= cap, "write_seq", "writing {t} positions at {at} overflows capacity {cap}");
-        let inner: usize = dst.shape[2..].iter().product();
+        let (b, cap, t, inner) = shapes::check_write_seq(&dst.shape, &src.shape, at)?;
         for bi in 0..b {
             let d0 = (bi * cap + at) * inner;
             let s0 = bi * t * inner;
@@ -280,13 +262,13 @@ impl Backend for CpuBackend {
     }
 
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        ensure_shape!(a.shape == b.shape, "add", "{:?} vs {:?}", a.shape, b.shape);
+        shapes::check_same_shape("add", &a.shape, &b.shape)?;
         let data = a.f32s("add")?.par_iter().zip(b.f32s("add")?).map(|(x, y)| x + y).collect();
         CpuTensor::new(data, &a.shape)
     }
 
     fn add_scaled_assign(&self, acc: &mut CpuTensor, x: &CpuTensor, alpha: f32) -> Result<()> {
-        ensure_shape!(acc.numel() == x.numel(), "add_scaled_assign", "{:?} vs {:?}", acc.shape, x.shape);
+        shapes::check_same_count("add_scaled_assign", &acc.shape, &x.shape)?;
         acc.f32s("add_scaled_assign")?;
         let x = x.f32s("add_scaled_assign")?;
         acc.data.par_iter_mut().zip(x).for_each(|(a, v)| *a += alpha * v);
@@ -294,7 +276,7 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, a: &CpuTensor, b: &CpuTensor, trans_a: bool, trans_b: bool) -> Result<CpuTensor> {
-        let (m, k, n) = check_matmul_shapes(&a.shape, &b.shape, trans_a, trans_b)?;
+        let (m, k, n) = shapes::check_matmul_shapes(&a.shape, &b.shape, trans_a, trans_b)?;
         CpuTensor::new(gemm::product_new(self.precision, &Product::new(m, n, k, a.operand(), trans_a, b.operand(), trans_b), 1.0), &[m, n])
     }
 
@@ -305,28 +287,19 @@ impl Backend for CpuBackend {
         bias: Option<&CpuTensor>,
         lora: Option<LoraWeights<'_, CpuTensor>>,
     ) -> Result<CpuTensor> {
-        let (n, d_in) = rows_cols(&x.shape);
-        ensure_shape!(w.shape.len() == 2 && w.shape[1] == d_in, "linear", "x {:?} against weight {:?}", x.shape, w.shape);
-        let d_out = w.shape[0];
+        let lora_shapes = lora.as_ref().map(|l| (l.a.shape(), l.b.shape()));
+        let shapes::LinearDims { rows: n, d_in, d_out } =
+            shapes::check_linear_shapes("linear", &x.shape, &w.shape, bias.map(|b| b.shape()), lora_shapes)?;
         let mut y = gemm::product_new(
             self.precision,
             &Product::new(n, d_out, d_in, Operand::F32(x.f32s("linear")?), false, w.operand(), true),
             1.0,
         );
         if let Some(bias) = bias {
-            ensure_shape!(bias.data.len() == d_out, "linear", "bias {:?} for {d_out} outputs", bias.shape);
             y.par_chunks_mut(d_out).for_each(|row| row.iter_mut().zip(&bias.data).for_each(|(v, b)| *v += b));
         }
         if let Some(l) = lora {
             let r = l.a.shape[0];
-            ensure_shape!(
-                l.a.shape == [r, d_in] && l.b.shape == [d_out, r],
-                "linear",
-                "LoRA A {:?} / B {:?} do not fit weight {:?}",
-                l.a.shape,
-                l.b.shape,
-                w.shape
-            );
             let xl = backward::lora_input(x, l.dropout)?;
             let mut xa = vec![0.0; n * r];
             gemm::gemm_f32(n, r, d_in, &xl, false, &l.a.data, true, &mut xa, false, 1.0);
@@ -338,13 +311,12 @@ impl Backend for CpuBackend {
     }
 
     fn embedding(&self, table: &CpuTensor, ids: &[u32]) -> Result<CpuTensor> {
-        ensure_shape!(table.shape.len() == 2, "embedding", "table must be [V, C], got {:?}", table.shape);
+        shapes::check_table_ids("embedding", "table", &table.shape, ids)?;
         gather_table_rows("embedding", table, ids.iter().map(|&id| id as usize))
     }
 
     fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32) -> Result<CpuTensor> {
-        let (_, c) = rows_cols(&x.shape);
-        ensure_shape!(w.data.len() == c, "rms_norm", "weight {:?} for rows of {c}", w.shape);
+        let (_, c) = shapes::check_rms_norm_shapes(&x.shape, &w.shape)?;
         let mut out = vec![0.0; x.data.len()];
         out.par_chunks_mut(c).zip(x.data.par_chunks(c)).for_each(|(o, row)| {
             math::vectorized!(|| {
@@ -359,7 +331,7 @@ impl Backend for CpuBackend {
     }
 
     fn rope(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, positions: &[u32]) -> Result<CpuTensor> {
-        let (_, h, d) = check_rope_shapes("rope", &x.shape, &cos.shape, &sin.shape, positions)?;
+        let (_, h, d) = shapes::check_rope_shapes("rope", &x.shape, &cos.shape, &sin.shape, positions)?;
         let half = d / 2;
         let mut out = vec![0.0; x.data.len()];
         out.par_chunks_mut(h * d).zip(x.data.par_chunks(h * d)).zip(positions.par_iter()).for_each(|((o, row), &p)| {
@@ -384,7 +356,7 @@ impl Backend for CpuBackend {
     }
 
     fn swiglu(&self, gate: &CpuTensor, up: &CpuTensor) -> Result<CpuTensor> {
-        ensure_shape!(gate.shape == up.shape, "swiglu", "gate {:?} vs up {:?}", gate.shape, up.shape);
+        shapes::check_swiglu_shapes("swiglu", &gate.shape, &up.shape, None)?;
         let mut data = vec![0.0; gate.data.len()];
         data.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(gate.data.par_chunks(ELEMENTWISE_CHUNK).zip(up.data.par_chunks(ELEMENTWISE_CHUNK)))
@@ -461,11 +433,11 @@ impl Backend for CpuBackend {
     }
 
     fn sum_squares(&self, x: &CpuTensor) -> Result<f64> {
-        Ok(qtrain_optim::clip::sum_of_squares(x.f32s("sum_squares")?))
+        Ok(math::sum_of_squares(x.f32s("sum_squares")?))
     }
 
     fn mul(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
-        ensure_shape!(a.shape == b.shape, "mul", "{:?} vs {:?}", a.shape, b.shape);
+        shapes::check_same_shape("mul", &a.shape, &b.shape)?;
         let data = a.f32s("mul")?.par_iter().zip(b.f32s("mul")?).map(|(x, y)| x * y).collect();
         CpuTensor::new(data, &a.shape)
     }
@@ -476,23 +448,11 @@ impl Backend for CpuBackend {
         grad: &CpuTensor,
         exp_avg: &mut CpuTensor,
         exp_avg_sq: &mut CpuTensor,
-        hyper: &qtrain_optim::AdamWHyper,
-        step: u64,
-        lr: f64,
-        grad_scale: f32,
+        scalars: &AdamWScalars,
     ) -> Result<()> {
-        let n = param.f32s("adamw_step")?.len();
-        ensure_shape!(
-            grad.data.len() == n && exp_avg.data.len() == n && exp_avg_sq.data.len() == n,
-            "adamw_step",
-            "param {:?}, grad {:?}, moments {:?}/{:?}",
-            param.shape,
-            grad.shape,
-            exp_avg.shape,
-            exp_avg_sq.shape
-        );
-        ensure_shape!(step >= 1, "adamw_step", "step is 1-based, got 0");
-        qtrain_optim::adamw_step(&mut param.data, &grad.data, &mut exp_avg.data, &mut exp_avg_sq.data, hyper, step, lr, grad_scale);
+        param.f32s("adamw_step")?;
+        shapes::check_adamw_shapes(&param.shape, &grad.shape, &exp_avg.shape, &exp_avg_sq.shape)?;
+        crate::adamw::adamw_update(&mut param.data, &grad.data, &mut exp_avg.data, &mut exp_avg_sq.data, scalars);
         Ok(())
     }
 

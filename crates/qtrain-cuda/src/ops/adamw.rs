@@ -1,8 +1,7 @@
 //! Launchers for `kernels/adamw.cu`.
 
 use cudarc::driver::PushKernelArg;
-use qtrain_core::DType;
-use qtrain_optim::AdamWScalars;
+use qtrain_core::{AdamWScalars, DType};
 
 use super::{grid_1d, long};
 use crate::backend::CudaBackend;
