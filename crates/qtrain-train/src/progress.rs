@@ -22,7 +22,12 @@ impl Progress {
         if !wanted {
             return Progress { bar: None };
         }
-        let bar = ProgressBar::with_draw_target(Some(max_steps), ProgressDrawTarget::stderr());
+        Self::drawn_on(ProgressDrawTarget::stderr(), max_steps, start_step)
+    }
+
+    /// A bar drawn on `target`.
+    fn drawn_on(target: ProgressDrawTarget, max_steps: u64, start_step: u64) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(max_steps), target);
         let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -67,5 +72,51 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use indicatif::{InMemoryTerm, TermLike};
+
+    use super::*;
+
+    /// The screen's rows, trailing blanks trimmed.
+    fn rows(term: &InMemoryTerm) -> Vec<String> {
+        term.contents().lines().map(|l| l.trim_end().to_string()).collect()
+    }
+
+    /// A log line of double-width characters (a Chinese self-cognition answer) must not push the
+    /// redrawn bar to the right: indicatif pads each line to the terminal's width, and without
+    /// its `unicode-width` feature it counts such characters as one column each, so the padding
+    /// wraps onto the bar's row ("train" drawn indented by the excess).
+    #[test]
+    fn bar_stays_at_column_zero_after_a_wide_character_line() {
+        let term = InMemoryTerm::new(10, 120);
+        let progress = Progress::drawn_on(ProgressDrawTarget::term_like(Box::new(term.clone())), 10, 0);
+        progress.step(1, Some(2.5), 1e-4, 100.0);
+        // 9 + 2 × 14 = 37 columns in 23 characters: shorter than the terminal either way.
+        progress.println("我是由示例作者开发的人工智能助手");
+        progress.step(2, Some(2.25), 1e-4, 100.0);
+        let screen = rows(&term);
+        assert_eq!(screen[0], "[qtrain] 我是由示例作者开发的人工智能助手", "{screen:#?}");
+        assert!(screen[1].starts_with("train ["), "the bar moved: {screen:#?}");
+        assert!(screen[1].contains(" 2/10 loss 2.2500"), "{screen:#?}");
+        assert!(screen[2..].iter().all(|r| r.is_empty()), "{screen:#?}");
+        assert_eq!(term.width(), 120);
+    }
+
+    #[test]
+    fn plain_lines_and_bar_lines_keep_their_order() {
+        let term = InMemoryTerm::new(10, 120);
+        let progress = Progress::drawn_on(ProgressDrawTarget::term_like(Box::new(term.clone())), 4, 1);
+        progress.println("first");
+        progress.println("second");
+        progress.step(3, None, 2e-4, 50.0);
+        let screen = rows(&term);
+        assert_eq!(&screen[..2], ["[qtrain] first", "[qtrain] second"], "{screen:#?}");
+        assert!(screen[2].starts_with("train [") && screen[2].contains(" 3/4 loss n/a | lr 2.00e-4"), "{screen:#?}");
+        progress.finish();
+        assert!(rows(&term).get(2).is_none_or(|r| r.is_empty()), "finish clears the bar: {:#?}", rows(&term));
     }
 }
