@@ -85,6 +85,7 @@ pub fn adamw_update(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
     /// Scalars of a step with torch's default betas/eps at step `t`, lr 1e-3, decay 0.1.
     fn scalars(t: i32, grad_scale: f32, decay: bool) -> AdamWScalars {
@@ -101,18 +102,6 @@ mod tests {
         }
     }
 
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
     #[test]
     fn decay_is_decoupled_and_skipped_when_none() {
         // Zero gradient: the moments stay 0, so only decay acts: p *= 1 - lr*wd.
@@ -127,9 +116,9 @@ mod tests {
 
     #[test]
     fn grad_scale_equals_prescaled_gradients() {
-        let g = pseudo_random(64, 7);
+        let g = Rng::new(7).uniform_f32s(64, -1.0, 1.0);
         let scaled: Vec<f32> = g.iter().map(|x| x * 0.25).collect();
-        let (mut p1, mut p2) = (pseudo_random(64, 3), pseudo_random(64, 3));
+        let (mut p1, mut p2) = (Rng::new(3).uniform_f32s(64, -1.0, 1.0), Rng::new(3).uniform_f32s(64, -1.0, 1.0));
         let (mut m1, mut v1, mut m2, mut v2) = (vec![0.0; 64], vec![0.0; 64], vec![0.0; 64], vec![0.0; 64]);
         adamw_update(&mut p1, &g, &mut m1, &mut v1, &scalars(1, 0.25, true));
         adamw_update(&mut p2, &scaled, &mut m2, &mut v2, &scalars(1, 1.0, true));
@@ -140,8 +129,8 @@ mod tests {
     #[test]
     fn parallel_path_is_bitwise_equal_to_sequential() {
         let n = PAR_MIN_LEN * 2 + 123;
-        let g = pseudo_random(n, 11);
-        let p0 = pseudo_random(n, 12);
+        let g = Rng::new(11).uniform_f32s(n, -1.0, 1.0);
+        let p0 = Rng::new(12).uniform_f32s(n, -1.0, 1.0);
         let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
         let (mut ps, mut ms, mut vs) = (p0, vec![0.0; n], vec![0.0; n]);
         for t in 1..=2 {

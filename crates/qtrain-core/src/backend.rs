@@ -51,6 +51,18 @@ impl<T> Default for LinearGrads<'_, T> {
     }
 }
 
+impl<T: TensorInfo> LinearGrads<'_, T> {
+    /// The shapes of the buffers present, for [`crate::shapes::check_linear_backward_shapes`].
+    pub fn shapes(&self) -> crate::shapes::GradShapes<'_> {
+        crate::shapes::GradShapes {
+            weight: self.weight.as_deref().map(|g| g.shape()),
+            bias: self.bias.as_deref().map(|g| g.shape()),
+            lora_a: self.lora_a.as_deref().map(|g| g.shape()),
+            lora_b: self.lora_b.as_deref().map(|g| g.shape()),
+        }
+    }
+}
+
 /// Result of the fused LM head + cross-entropy.
 pub struct CrossEntropyOutput<T> {
     /// Sum (not mean) of the token losses over targets ≠ -100.

@@ -58,6 +58,11 @@ impl Rng {
         low + (high - low) * self.next_f64()
     }
 
+    /// `n` values uniform in [low, high), as f32 (fresh random test inputs).
+    pub fn uniform_f32s(&mut self, n: usize, low: f32, high: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(low as f64, high as f64) as f32).collect()
+    }
+
     /// Standard normal by the Box–Muller transform.
     pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.next_f64(); // (0, 1]: keeps ln finite

@@ -2,7 +2,7 @@
 //! CPU reference does (same ops names, same error kinds), converts storage types where a kernel
 //! wants f32, and calls its launcher in `ops/`.
 
-use qtrain_core::shapes::{self, rows_cols, GradShapes};
+use qtrain_core::shapes::{self, rows_cols};
 use qtrain_core::{
     AdamWScalars, AttentionMask, Backend, CoreError, CrossEntropyGrad, CrossEntropyOutput, DType, HostData, LinearGrads, LoraWeights,
     Result, TensorInfo,
@@ -278,12 +278,7 @@ impl Backend for CudaBackend {
     ) -> Result<Option<CudaTensor>> {
         self.op_mark(OpKind::Gemm)?;
         let op = "linear_backward";
-        let grad_shapes = GradShapes {
-            weight: grads.weight.as_deref().map(|g| g.shape()),
-            bias: grads.bias.as_deref().map(|g| g.shape()),
-            lora_a: grads.lora_a.as_deref().map(|g| g.shape()),
-            lora_b: grads.lora_b.as_deref().map(|g| g.shape()),
-        };
+        let grad_shapes = grads.shapes();
         let lora_shapes = lora.as_ref().map(|l| (l.a.shape(), l.b.shape()));
         let shapes::LinearDims { rows: n, d_in, d_out } =
             shapes::check_linear_backward_shapes(&x.shape, &w.shape, lora_shapes, &dy.shape, grad_shapes)?;

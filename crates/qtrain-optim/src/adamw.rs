@@ -102,6 +102,7 @@ mod tests {
     use qtrain_core::adamw::adamw_update;
 
     use super::*;
+    use qtrain_core::rng::Rng;
 
     /// Textbook AdamW (Loshchilov & Hutter, Algorithm 2) in f64.
     #[allow(clippy::too_many_arguments)]
@@ -115,18 +116,6 @@ mod tests {
             let vhat = v[i] / (1.0 - hp.beta2.powi(t as i32));
             p[i] -= lr * mhat / (vhat.sqrt() + hp.eps);
         }
-    }
-
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x as f32 / u32::MAX as f32) * 2.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]
@@ -154,12 +143,12 @@ mod tests {
     fn matches_f64_textbook_over_many_steps() {
         let hp = AdamWHyper { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
         let n = 257;
-        let mut p = pseudo_random(n, 1);
+        let mut p = Rng::new(1).uniform_f32s(n, -1.0, 1.0);
         let mut p64: Vec<f64> = p.iter().map(|&x| x as f64).collect();
         let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
         let (mut m64, mut v64) = (vec![0.0f64; n], vec![0.0f64; n]);
         for t in 1..=20u64 {
-            let g = pseudo_random(n, 100 + t as u32);
+            let g = Rng::new(100 + t).uniform_f32s(n, -1.0, 1.0);
             let g64: Vec<f64> = g.iter().map(|&x| x as f64).collect();
             let lr = 1e-3 * (1.0 - t as f64 / 40.0);
             adamw_update(&mut p, &g, &mut m, &mut v, &hp.scalars(t, lr, 0.5));

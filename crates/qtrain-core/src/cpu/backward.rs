@@ -10,7 +10,7 @@ use super::math::{self, exp};
 use super::{inverse_rms, CpuTensor};
 use crate::backend::{CrossEntropyGrad, CrossEntropyOutput, LinearGrads, LoraWeights, TensorInfo};
 use crate::error::Result;
-use crate::shapes::{self, rows_cols, GradShapes};
+use crate::shapes::{self, rows_cols};
 use crate::Dropout;
 
 /// Rows of the LM head processed at once: `[CE_CHUNK_ROWS × V]` f32 logits is the largest
@@ -43,12 +43,7 @@ pub fn linear_backward(
     grads: LinearGrads<'_, CpuTensor>,
     need_dx: bool,
 ) -> Result<Option<CpuTensor>> {
-    let grad_shapes = GradShapes {
-        weight: grads.weight.as_deref().map(|g| g.shape()),
-        bias: grads.bias.as_deref().map(|g| g.shape()),
-        lora_a: grads.lora_a.as_deref().map(|g| g.shape()),
-        lora_b: grads.lora_b.as_deref().map(|g| g.shape()),
-    };
+    let grad_shapes = grads.shapes();
     let lora_shapes = lora.as_ref().map(|l| (l.a.shape(), l.b.shape()));
     let shapes::LinearDims { rows: n, d_in, d_out } =
         shapes::check_linear_backward_shapes(x.shape(), w.shape(), lora_shapes, dy.shape(), grad_shapes)?;
