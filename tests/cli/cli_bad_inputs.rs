@@ -284,6 +284,13 @@ fn broken_tokenizers_and_templates() {
     edit_json(&m.join("tokenizer_config.json"), |t| t["chat_template"] = json!("{{ messages | tojson(indent=100000000000) }}"));
     cases.push(case("tojson with a 10^11 indent (issue 16 F)", infer(&m), "indent 100000000000"));
 
+    let m = model_copy(root, "doubling-template");
+    edit_json(&m.join("tokenizer_config.json"), |t| {
+        t["chat_template"] =
+            json!("{% set ns = namespace(s='x') %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}")
+    });
+    cases.push(case("a template that doubles a string 60 times (2^60 bytes)", infer(&m), "needs more than 400 MB of memory"));
+
     let m = model_copy(root, "raise");
     edit_json(&m.join("tokenizer_config.json"), |t| t["chat_template"] = json!("{{ raise_exception('no system role, please') }}"));
     cases.push(case("raise_exception in the template", infer(&m), "no system role, please"));

@@ -42,7 +42,7 @@ pub mod truncation;
 mod test_support;
 
 pub use assets::{ModelTextAssets, TOKENIZER_FILE};
-pub use chat_template::{ChatTemplate, RenderRequest, SpecialTokens};
+pub use chat_template::{BudgetedAllocator, ChatTemplate, RenderRequest, SpecialTokens};
 pub use conversation::{
     tokenize_conversation, AssistantMarkers, ConversationOptions, ConversationTokenizer, LossScale, TokenizedConversation, IGNORE_INDEX,
 };

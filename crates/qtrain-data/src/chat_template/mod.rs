@@ -22,7 +22,10 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
 use crate::error::{DataError, Result};
 
 /// Python behaviours the templates rely on (`json.dumps`, `str()`, `strftime`, …).
+mod memory;
 mod python;
+
+pub use memory::BudgetedAllocator;
 
 /// Special token strings exposed to templates as `bos_token`, `eos_token`, ...
 /// (transformers passes its `special_tokens_map`; unset tokens are undefined).
@@ -136,7 +139,8 @@ impl ChatTemplate {
         }
         let template = self.env.get_template(TEMPLATE_NAME).map_err(render_error)?;
         let mut out = CappedText::default();
-        match template.render_captured_to(ctx, &mut out) {
+        let rendered = memory::with_budget(&self.origin, memory::RENDER_HEAP_BUDGET, || template.render_captured_to(ctx, &mut out));
+        match rendered {
             Ok(_) => Ok(String::from_utf8_lossy(&out.text).into_owned()),
             Err(_) if out.overflowed => Err(DataError::TemplateRender {
                 origin: self.origin.clone(),
