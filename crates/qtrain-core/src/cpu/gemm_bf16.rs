@@ -157,8 +157,13 @@ impl Kernel {
         match self {
             // A 32 × 32 tile of four accumulator tiles. Long k blocks (512 pairs) amortise the
             // accumulators' load and store: 128 / 192 / 512 / 1024 pairs measured 330 / 355 /
-            // 460 / 420 GFLOP/s on one core at 512 × 4864 × 896.
-            Kernel::Amx => Blocking { mr: 32, k_step: 16, kcp: 512, mc: 128, nc: 1024 },
+            // 460 / 420 GFLOP/s on one core at 512 × 4864 × 896. The kernel itself runs at
+            // 1.2–1.7 TFLOP/s per core on L2-resident tiles, so the blocks are as wide as helps:
+            // each (nc, kcp) block is two fork-joins (pack B, multiply) and a B panel is reused
+            // by all mc rows. At 2 threads, 512 × 4864 × 896: (mc, nc) = (128, 1024) 757,
+            // (512, 1024) 949, (512, 4096) 1,115, (512, 8192) 1,160 GFLOP/s; 512 × 18944 × 3584:
+            // 668 / 668 / 722 / 690; nc 256 and 512 were slower, kcp 256 25 % slower.
+            Kernel::Amx => Blocking { mr: 32, k_step: 16, kcp: 512, mc: 512, nc: 4096 },
             // 12 rows × 2 vectors = 24 accumulators of the 32 zmm registers; a B micro-panel is
             // 128 pairs × 128 B = 16 KiB.
             Kernel::Avx512Bf16 | Kernel::Portable => Blocking { mr: 12, k_step: 1, kcp: 128, mc: 96, nc: 2048 },
@@ -1077,7 +1082,7 @@ mod tests {
     fn all_kernels_layouts_and_edges_match_the_rounded_reference() {
         let mut rng = Rng::new(17);
         let kernels = Kernel::supported();
-        // (150, 40, 1100): several row blocks and k blocks (AMX: mc 128, 512 pairs).
+        // Several k blocks (1100), row blocks (530) and column blocks (4200) for every blocking.
         let shapes = [
             (1, 1, 1),
             (3, 5, 7),
@@ -1089,6 +1094,8 @@ mod tests {
             (200, 9, 31),
             (4, 3, 0),
             (150, 40, 1100),
+            (530, 33, 40),
+            (40, 4200, 20),
         ];
         for &(m, n, k) in &shapes {
             let (a32, b32) = (random(&mut rng, m * k), random(&mut rng, k * n));
