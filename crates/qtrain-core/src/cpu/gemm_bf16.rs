@@ -303,11 +303,7 @@ pub unsafe fn gemm_bf16_raw(p: &Product<'_>, c: *mut f32, accumulate: bool, alph
         unsafe { gemv_weight_rows(p, w, c, accumulate, alpha, threads) };
         return;
     }
-    let mut bl = kernel.blocking();
-    // Narrow products (few column panels) split their rows too, so every thread has work:
-    // 512 × 128 × 896 ran at 277 GFLOP/s with one 512-row block, 364 with 128-row blocks.
-    let row_splits = (4 * threads).div_ceil(n.div_ceil(NR)).max(1);
-    bl.mc = bl.mc.min(m.div_ceil(row_splits).div_ceil(bl.mr) * bl.mr);
+    let bl = kernel.blocking();
     let pairs = p.k.div_ceil(2);
     let out = OutPtr(c);
     // op(a) as bf16 pairs once for the whole product: `[m_pad][lda]`, lda = pairs rounded up to
@@ -335,17 +331,20 @@ pub unsafe fn gemm_bf16_raw(p: &Product<'_>, c: *mut f32, accumulate: bool, alph
             let b_pack = &*b_pack;
             // The first k block overwrites c (unless the caller accumulates), later ones add.
             let add = accumulate || pc > 0;
-            let row_blocks = m.div_ceil(bl.mc);
-            // Enough tasks to keep every thread busy: row blocks × bands of panels.
+            // Enough tasks to keep every thread busy (4 each): row blocks × bands of panels. A
+            // block with few panels splits its rows below `bl.mc` too (512 × 128 × 896: 277
+            // GFLOP/s with one 512-row block, 364 with 128-row blocks).
+            let block_rows = bl.mc.min(m.div_ceil((4 * threads).div_ceil(panels)).div_ceil(bl.mr) * bl.mr);
+            let row_blocks = m.div_ceil(block_rows);
             let bands = (4 * threads).div_ceil(row_blocks).clamp(1, panels);
             let per_band = panels.div_ceil(bands);
             let task = |t: usize| {
                 let (ib, band) = (t / bands, t % bands);
-                let (i0, j_panels) = (ib * bl.mc, band * per_band..((band + 1) * per_band).min(panels));
+                let (i0, j_panels) = (ib * block_rows, band * per_band..((band + 1) * per_band).min(panels));
                 if j_panels.is_empty() {
                     return;
                 }
-                let mc = bl.mc.min(m - i0);
+                let mc = block_rows.min(m - i0);
                 let _tiles = TileState::enter(kernel);
                 for jp in j_panels {
                     let j0 = jc + jp * NR;

@@ -21,8 +21,9 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
 
 use crate::error::{DataError, Result};
 
-/// Python behaviours the templates rely on (`json.dumps`, `str()`, `strftime`, …).
+/// The heap budget of one render (the binary's global allocator enforces it).
 mod memory;
+/// Python behaviours the templates rely on (`json.dumps`, `str()`, `strftime`, …).
 mod python;
 
 pub use memory::BudgetedAllocator;
