@@ -4,8 +4,10 @@
 //!
 //! The layout is the classic Goto/BLIS blocking (Goto & van de Geijn 2008, "Anatomy of
 //! high-performance matrix multiplication"): `op(b)` is packed one `[KC × NC]` block at a time
-//! into panels of [`NR`] columns, `op(a)` one `[MC × KC]` block at a time into row-major bf16,
-//! and a register-tile micro-kernel of [`MR`] × [`NR`] runs over them. What is special about
+//! into panels of [`NR`] columns, `op(a)` once per product into bf16 pairs, and a register-tile
+//! micro-kernel of `mr` × [`NR`] runs over them. Threads split the output into row groups ×
+//! bands of panels, and each task packs its own band of B ([`TaskPlan`]): a product is two
+//! fork-joins whatever its size. What is special about
 //! bf16 is the pairing: `vdpbf16ps` multiplies *pairs* of bf16 along k and adds both products
 //! to one f32 lane, so a packed B panel holds, for each k pair, the NR columns' two values
 //! side by side (one `u32` per column), and the micro-kernel broadcasts the matching `u32` pair
@@ -158,15 +160,24 @@ impl Kernel {
             // A 32 × 32 tile of four accumulator tiles. Long k blocks (512 pairs) amortise the
             // accumulators' load and store: 128 / 192 / 512 / 1024 pairs measured 330 / 355 /
             // 460 / 420 GFLOP/s on one core at 512 × 4864 × 896. The kernel itself runs at
-            // 1.2–1.7 TFLOP/s per core on L2-resident tiles, so the blocks are as wide as helps:
-            // each (nc, kcp) block is two fork-joins (pack B, multiply) and a B panel is reused
-            // by all mc rows. At 2 threads, 512 × 4864 × 896: (mc, nc) = (128, 1024) 757,
-            // (512, 1024) 949, (512, 4096) 1,115, (512, 8192) 1,160 GFLOP/s; 512 × 18944 × 3584:
-            // 668 / 668 / 722 / 690; nc 256 and 512 were slower, kcp 256 25 % slower.
+            // 1.2–1.7 TFLOP/s per core on L2-resident tiles, so the blocks are as wide as helps.
+            // Measured on the Intel machine (2026-12-06) when every (nc, kcp) block was two
+            // fork-joins shared by all threads (tasks now pack their own B, see `TaskPlan`): at
+            // 2 threads, 512 × 4864 × 896: (mc, nc) = (128, 1024) 757, (512, 1024) 949, (512,
+            // 4096) 1,115, (512, 8192) 1,160 GFLOP/s; 512 × 18944 × 3584: 668 / 668 / 722 / 690;
+            // nc 256 and 512 were slower, kcp 256 25 % slower. Not re-measured since: the later
+            // sessions' machine has no AMX.
             Kernel::Amx => Blocking { mr: 32, k_step: 16, kcp: 512, mc: 512, nc: 4096 },
             // 12 rows × 2 vectors = 24 accumulators of the 32 zmm registers; a B micro-panel is
             // 128 pairs × 128 B = 16 KiB.
-            Kernel::Avx512Bf16 | Kernel::Portable => Blocking { mr: 12, k_step: 1, kcp: 128, mc: 96, nc: 2048 },
+            // 12 rows × 2 vectors = 24 accumulators of the 32 zmm registers. A B panel of 512
+            // pairs is 64 KiB (L1 is 48 KiB, but the panel is read in order and the next lines
+            // come from L2 while the 12 A rows stay in L1); 192 rows of A per block are 384 KiB
+            // of L2. Measured on the Zen 5 machine (2 threads, alternated, GFLOP/s at 0.5B
+            // q/gate/down and 7B gate): (kcp, mc, nc) = (128, 96, 2048) 791/854/829/–,
+            // (256, 384, 512) 810/860/803/730, (512, 192, 2048) 801/875/827/687,
+            // (512, 192, 512) 801/889/822/741, (64, 512, 2048) 743/748/756/–.
+            Kernel::Avx512Bf16 | Kernel::Portable => Blocking { mr: 12, k_step: 1, kcp: 512, mc: 192, nc: 512 },
         }
     }
 }
@@ -309,73 +320,175 @@ pub unsafe fn gemm_bf16_raw(p: &Product<'_>, c: *mut f32, accumulate: bool, alph
     // op(a) as bf16 pairs once for the whole product: `[m_pad][lda]`, lda = pairs rounded up to
     // the kernel's k step, rows padded to a multiple of the register tile.
     let lda = pairs.div_ceil(bl.k_step) * bl.k_step;
-    // Packing buffers are reused between products on the same thread: a fresh multi-megabyte
+    // The packed A is reused between products on the same thread: a fresh multi-megabyte
     // allocation per product is a fresh mmap, whose page faults cost 10 % of a 512 × 896 × 896
     // product.
-    let (mut a_pack, mut b_pack) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let mut a_pack = A_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     // AMX reads A as 16-row × 16-pair tiles: stored tile after tile (1 KiB each, k-major within
     // a 16-row group), a register tile's A is two sequential streams instead of 32 strided rows
     // (+3–10 % at the Qwen MLP shapes).
     let tile_major = kernel == Kernel::Amx;
     let a_src = aligned64(&mut a_pack, p.m.div_ceil(bl.mr) * bl.mr * lda);
     pack_a(p, lda, threads, tile_major, a_src);
-    let (a_src, a_row_stride) = (&*a_src, if tile_major { 16 * lda } else { lda });
-    for jc in (0..n).step_by(bl.nc) {
-        let nc = bl.nc.min(n - jc);
-        let panels = nc.div_ceil(NR);
-        for pc in (0..pairs).step_by(bl.kcp) {
-            let kcp = bl.kcp.min(pairs - pc);
-            let kstride = kcp.div_ceil(bl.k_step) * bl.k_step;
-            let b_pack = aligned64(&mut b_pack, panels * kstride * NR);
-            pack_b(p, b_pack, jc, nc, pc, kcp, kstride, threads);
-            let b_pack = &*b_pack;
-            // The first k block overwrites c (unless the caller accumulates), later ones add.
-            let add = accumulate || pc > 0;
-            // Enough tasks to keep every thread busy (4 each): row blocks × bands of panels. A
-            // block with few panels splits its rows below `bl.mc` too (512 × 128 × 896: 277
-            // GFLOP/s with one 512-row block, 364 with 128-row blocks).
-            let block_rows = bl.mc.min(m.div_ceil((4 * threads).div_ceil(panels)).div_ceil(bl.mr) * bl.mr);
-            let row_blocks = m.div_ceil(block_rows);
-            let bands = (4 * threads).div_ceil(row_blocks).clamp(1, panels);
-            let per_band = panels.div_ceil(bands);
-            let task = |t: usize| {
-                let (ib, band) = (t / bands, t % bands);
-                let (i0, j_panels) = (ib * block_rows, band * per_band..((band + 1) * per_band).min(panels));
-                if j_panels.is_empty() {
-                    return;
-                }
-                let mc = block_rows.min(m - i0);
-                let _tiles = TileState::enter(kernel);
-                for jp in j_panels {
-                    let j0 = jc + jp * NR;
-                    let cols = NR.min(n - j0);
-                    let b_panel = &b_pack[jp * kstride * NR..(jp + 1) * kstride * NR];
-                    for ir in (0..mc).step_by(bl.mr) {
-                        let rows = bl.mr.min(mc - ir);
-                        let a_rows = if tile_major {
-                            let g = (i0 + ir) / 16;
-                            &a_src[g * a_row_stride + 16 * pc..(g + bl.mr / 16 - 1) * a_row_stride + 16 * (pc + kstride)]
-                        } else {
-                            &a_src[(i0 + ir) * lda + pc..(i0 + ir + bl.mr - 1) * lda + pc + kstride]
-                        };
-                        // Tile (i0 + ir .. + rows, j0 .. + cols) lies inside c and belongs to this
-                        // task alone (tasks own disjoint row blocks × panel bands).
-                        let c_tile = out.at((i0 + ir) * n + j0);
-                        let tile = Tile { kstride, a: a_rows, lda: a_row_stride, b: b_panel, c: c_tile, ldc: n, rows, cols, alpha, add };
-                        // SAFETY: `tile` describes valid memory (see above); AMX tiles are
-                        // configured by `_tiles` when that kernel runs.
-                        unsafe { run_kernel(kernel, &tile) };
-                    }
-                }
-            };
-            if threads > 1 {
-                (0..row_blocks * bands).into_par_iter().for_each(task);
-            } else {
-                (0..row_blocks * bands).for_each(task);
+    let a = PackedA { data: a_src, lda, tile_major };
+    let plan = TaskPlan::new(m, n.div_ceil(NR), threads, &bl);
+    let task = |t: usize| {
+        let (rows, panels) = plan.task(t);
+        if rows.is_empty() || panels.is_empty() {
+            return;
+        }
+        // Each task packs the B panels of its own band, in its thread's buffer: no task waits
+        // for another between k blocks, so a product is two fork-joins (pack A, multiply)
+        // whatever its size. (Shared B blocks cost two fork-joins per (nc, kcp) block, ≈ 12 µs
+        // each on the 2-core VM, and idle threads at every join.)
+        let mut b_pack = B_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let _tiles = TileState::enter(kernel);
+        let block_panels = bl.nc / NR;
+        for jp0 in panels.clone().step_by(block_panels) {
+            let jc = jp0 * NR;
+            let nc = (block_panels * NR).min(panels.end * NR - jc).min(n - jc);
+            for pc in (0..pairs).step_by(bl.kcp) {
+                let kcp = bl.kcp.min(pairs - pc);
+                let kstride = kcp.div_ceil(bl.k_step) * bl.k_step;
+                let b_block = aligned64(&mut b_pack, nc.div_ceil(NR) * kstride * NR);
+                pack_b(p, b_block, jc, nc, pc, kcp, kstride, 1);
+                // The first k block overwrites c (unless the caller accumulates), later ones add.
+                let block = Block { jc, nc, pc, kstride, b: b_block, add: accumulate || pc > 0 };
+                // SAFETY: the task owns rows × panels of c (the plan's tasks are disjoint).
+                unsafe { multiply_block(kernel, &bl, &a, &block, rows.clone(), out, n, alpha) };
+            }
+        }
+        B_SCRATCH.with(|s| *s.borrow_mut() = b_pack);
+    };
+    if threads > 1 {
+        (0..plan.tasks()).into_par_iter().for_each(task);
+    } else {
+        (0..plan.tasks()).for_each(task);
+    }
+    A_SCRATCH.with(|s| *s.borrow_mut() = a_pack);
+}
+
+/// How a product's output is split into tasks: `row_groups` × `bands` rectangles, a band being
+/// consecutive B panels. Bands cost nothing extra (each B panel is packed by one task), row
+/// groups repack their band's B each, so rows are split only when there are too few panels to
+/// give every thread 4 tasks (work stealing evens out a thread that the VM stalls).
+struct TaskPlan {
+    rows_per_group: usize,
+    row_groups: usize,
+    panels_per_band: usize,
+    bands: usize,
+    m: usize,
+    panels: usize,
+}
+
+impl TaskPlan {
+    fn new(m: usize, panels: usize, threads: usize, bl: &Blocking) -> TaskPlan {
+        let wanted = if threads > 1 { 4 * threads } else { 1 };
+        let bands = wanted.min(panels);
+        let panels_per_band = panels.div_ceil(bands);
+        let bands = panels.div_ceil(panels_per_band);
+        let row_groups = wanted.div_ceil(bands).min(m.div_ceil(bl.mr));
+        let rows_per_group = m.div_ceil(row_groups).div_ceil(bl.mr) * bl.mr;
+        let row_groups = m.div_ceil(rows_per_group);
+        TaskPlan { rows_per_group, row_groups, panels_per_band, bands, m, panels }
+    }
+
+    fn tasks(&self) -> usize {
+        self.row_groups * self.bands
+    }
+
+    /// Rows and B panels of task `t`.
+    fn task(&self, t: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let (group, band) = (t / self.bands, t % self.bands);
+        let rows = group * self.rows_per_group..((group + 1) * self.rows_per_group).min(self.m);
+        let panels = band * self.panels_per_band..((band + 1) * self.panels_per_band).min(self.panels);
+        (rows, panels)
+    }
+}
+
+/// The packed `op(a)` of a product (see [`pack_a`]).
+struct PackedA<'a> {
+    data: &'a [u32],
+    lda: usize,
+    tile_major: bool,
+}
+
+impl PackedA<'_> {
+    /// Distance in pairs between the register tile rows the kernel steps by (a row, or a
+    /// 16-row group when tile-major).
+    fn row_stride(&self) -> usize {
+        if self.tile_major {
+            16 * self.lda
+        } else {
+            self.lda
+        }
+    }
+
+    /// Pairs `pc .. pc + kstride` of the `mr` rows from `i` (a multiple of `mr`).
+    fn rows(&self, i: usize, mr: usize, pc: usize, kstride: usize) -> &[u32] {
+        if self.tile_major {
+            let (g, stride) = (i / 16, self.row_stride());
+            &self.data[g * stride + 16 * pc..(g + mr / 16 - 1) * stride + 16 * (pc + kstride)]
+        } else {
+            &self.data[i * self.lda + pc..(i + mr - 1) * self.lda + pc + kstride]
+        }
+    }
+}
+
+/// One packed `(nc, kcp)` block of B: columns `jc .. jc + nc`, pairs `pc .. pc + kstride`.
+struct Block<'a> {
+    jc: usize,
+    nc: usize,
+    pc: usize,
+    kstride: usize,
+    b: &'a [u32],
+    /// Add to c (a later k block, or the caller accumulates) instead of overwriting it.
+    add: bool,
+}
+
+/// `c[rows, block columns] (+)= alpha · A[rows, block pairs] · B block`, `bl.mc` rows at a time
+/// (so the A rows in use stay in L2 while the block's panels pass), each B panel (in L1) against
+/// every register tile of those rows.
+///
+/// # Safety
+/// `out` must be valid for the `[m, ldc]` output and the caller must own `rows` × the block's
+/// columns of it.
+#[allow(clippy::too_many_arguments)]
+unsafe fn multiply_block(
+    kernel: Kernel,
+    bl: &Blocking,
+    a: &PackedA<'_>,
+    block: &Block<'_>,
+    rows: std::ops::Range<usize>,
+    out: OutPtr,
+    ldc: usize,
+    alpha: f32,
+) {
+    let panel_len = block.kstride * NR;
+    for i0 in rows.clone().step_by(bl.mc) {
+        let row_end = (i0 + bl.mc).min(rows.end);
+        for (jp, b_panel) in block.b.chunks_exact(panel_len).enumerate() {
+            let j0 = block.jc + jp * NR;
+            let cols = NR.min(block.jc + block.nc - j0);
+            for i in (i0..row_end).step_by(bl.mr) {
+                let tile = Tile {
+                    kstride: block.kstride,
+                    a: a.rows(i, bl.mr, block.pc, block.kstride),
+                    lda: a.row_stride(),
+                    b: b_panel,
+                    c: out.at(i * ldc + j0),
+                    ldc,
+                    rows: bl.mr.min(row_end - i),
+                    cols,
+                    alpha,
+                    add: block.add,
+                };
+                // SAFETY: the tile lies inside the caller's rows × columns of c; AMX tiles are
+                // configured by the caller when that kernel runs.
+                unsafe { run_kernel(kernel, &tile) };
             }
         }
     }
-    SCRATCH.with(|s| *s.borrow_mut() = (a_pack, b_pack));
 }
 
 /// `src` `[rows, cols]` transposed to `[cols, rows]`, in 32 × 32 blocks (both sides stay in L1).
@@ -428,8 +541,10 @@ fn aligned64(buf: &mut Vec<u32>, len: usize) -> &mut [u32] {
 }
 
 thread_local! {
-    /// (packed A, packed B) of the last product on this thread, kept for their capacity.
-    static SCRATCH: std::cell::RefCell<(Vec<u32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// The packed A of the last product this thread started, kept for its capacity.
+    static A_SCRATCH: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The packed B block of the last task this thread ran, kept for its capacity.
+    static B_SCRATCH: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Products with at most this many rows of `op(a)` against a bf16 weight read as `Wᵀ` (decode
