@@ -44,7 +44,8 @@ fn gemm(c: &mut Criterion) {
         group.throughput(Throughput::Elements(2 * (TOKENS * out_f * in_f) as u64));
         group.bench_function(format!("{shape}/{proj}/bf16"), |b| {
             let p = Product::new(TOKENS, out_f, in_f, Operand::F32(&x), false, Operand::Bf16(&w16), true);
-            b.iter(|| gemm_bf16_new(&p, 1.0, true))
+            // From a rayon worker, as the qtrain binary calls every product (src/main.rs).
+            rayon::scope(|_| b.iter(|| gemm_bf16_new(&p, 1.0, true)))
         });
         if shape != "qwen2.5-7b" {
             group.bench_function(format!("{shape}/{proj}/f32"), |b| {
