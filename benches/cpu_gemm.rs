@@ -9,6 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use half::bf16;
 use qtrain_core::cpu::gemm::gemm_f32_new;
 use qtrain_core::cpu::gemm_bf16::{gemm_bf16_new, Kernel, Operand, Product};
+use qtrain_core::cpu::CpuBackend;
 use qtrain_core::rng::Rng;
 
 const TOKENS: usize = 512;
@@ -44,8 +45,8 @@ fn gemm(c: &mut Criterion) {
         group.throughput(Throughput::Elements(2 * (TOKENS * out_f * in_f) as u64));
         group.bench_function(format!("{shape}/{proj}/bf16"), |b| {
             let p = Product::new(TOKENS, out_f, in_f, Operand::F32(&x), false, Operand::Bf16(&w16), true);
-            // From a rayon worker, as the qtrain binary calls every product (src/main.rs).
-            rayon::scope(|_| b.iter(|| gemm_bf16_new(&p, 1.0, true)))
+            // From a rayon worker, as the binary calls every product (`CpuBackend::run`).
+            CpuBackend::new().run(|_| b.iter(|| gemm_bf16_new(&p, 1.0, true)))
         });
         if shape != "qwen2.5-7b" {
             group.bench_function(format!("{shape}/{proj}/f32"), |b| {

@@ -46,29 +46,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     allocator::keep_large_blocks();
     let cli = parse_command_line();
-    match run_in_pool(cli.command) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", one_line(&e));
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// Runs the command on a thread of rayon's pool. The CPU backend's parallel loops then start
-/// from a worker, which takes the first piece itself and wakes only the others, instead of
-/// injecting every job from outside and sleeping until it is done: on the 2-core machine a
-/// 512 × 128 × 896 bf16 product (Qwen2.5-0.5B k_proj) ran at 663–704 GFLOP/s called from
-/// outside the pool and 773–799 from inside. Workers get the main thread's usual 8 MiB stack
-/// (chat templates and JSON recurse).
-fn run_in_pool(command: Command) -> anyhow::Result<()> {
-    // Fails only if a global pool exists already, which it cannot before the first command.
-    let _ = rayon::ThreadPoolBuilder::new().stack_size(8 << 20).build_global();
-    rayon::scope(|_| run(command))
-}
-
-fn run(command: Command) -> anyhow::Result<()> {
-    match command {
+    let result = match cli.command {
         Command::Infer(args) => commands::infer::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Recommend(args) => commands::recommend::run(args),
@@ -79,6 +57,13 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Sweep(args) => commands::sweep::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Merge(args) => commands::export::run(commands::export::ExportCliArgs { merge_lora: true, ..args }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

@@ -1180,6 +1180,45 @@ mod tests {
         (0..n).map(|_| rng.normal() as f32).collect()
     }
 
+    /// Every kernel's blocking fits the driver: row blocks are whole register tiles, column
+    /// blocks whole panels, k blocks whole kernel steps, and AMX register tiles whole 16-row
+    /// groups (the tile-major A layout). Checked for all kernels, not only this CPU's.
+    #[test]
+    fn blockings_are_whole_tiles() {
+        for kernel in [Kernel::Amx, Kernel::Avx512Bf16, Kernel::Portable] {
+            let bl = kernel.blocking();
+            assert_eq!(bl.mc % bl.mr, 0, "{kernel:?}");
+            assert_eq!(bl.nc % NR, 0, "{kernel:?}");
+            assert_eq!(bl.kcp % bl.k_step, 0, "{kernel:?}");
+        }
+        assert_eq!(Kernel::Amx.blocking().mr % 16, 0);
+    }
+
+    /// A task plan covers every (row, panel) of the output exactly once, its row groups start
+    /// on register-tile boundaries, and it gives every thread work when there is enough.
+    #[test]
+    fn task_plans_cover_the_output_once() {
+        for kernel in [Kernel::Amx, Kernel::Avx512Bf16] {
+            let bl = kernel.blocking();
+            for &(m, panels) in &[(1, 1), (5, 3), (512, 4), (512, 28), (530, 1), (2048, 600), (37, 100)] {
+                for threads in [1, 2, 3, 8] {
+                    let plan = TaskPlan::new(m, panels, threads, &bl);
+                    let mut seen = vec![0u8; m * panels];
+                    for t in 0..plan.tasks() {
+                        let (rows, band) = plan.task(t);
+                        assert_eq!(rows.start % bl.mr, 0, "{kernel:?} m {m} panels {panels} threads {threads}");
+                        for r in rows {
+                            band.clone().for_each(|p| seen[r * panels + p] += 1);
+                        }
+                    }
+                    assert!(seen.iter().all(|&c| c == 1), "{kernel:?} m {m} panels {panels} threads {threads}");
+                    let tiles = m.div_ceil(bl.mr) * panels;
+                    assert!(plan.tasks() >= threads.min(tiles), "{kernel:?} m {m} panels {panels} threads {threads}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn rounding_matches_half() {
         #[allow(clippy::excessive_precision)]
