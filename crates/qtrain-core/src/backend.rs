@@ -165,6 +165,13 @@ pub trait Backend: Send + Sync {
     fn upload_weight(&self, data: HostData<'_>, shape: &[usize]) -> Result<Self::Tensor> {
         self.upload(data, shape)
     }
+    /// [`Backend::upload_weight`] of bf16 values the caller gives away. A backend that keeps the
+    /// weight as bf16 in host memory takes this vector as it is: copying it would hold the largest
+    /// tensor twice for a moment (+1.1 GB at Qwen2.5-7B's embedding table, the peak of a
+    /// `--shape` run).
+    fn upload_weight_bf16(&self, data: Vec<half::bf16>, shape: &[usize]) -> Result<Self::Tensor> {
+        self.upload_weight(HostData::BF16(&data), shape)
+    }
     /// Copy a tensor back to the host as f32.
     fn download(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
     /// A zero-filled tensor in the backend's compute type.

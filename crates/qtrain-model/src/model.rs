@@ -339,7 +339,7 @@ impl<B: Backend> QwenModel<B> {
         let mut draw = |shape: &[usize]| -> Result<B::Tensor> {
             index += 1;
             let data = crate::random::bf16_normalish(shape.iter().product(), 0.02, seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            Ok(be.upload_weight(HostData::BF16(&data), shape)?)
+            Ok(be.upload_weight_bf16(data, shape)?)
         };
         Self::random_with(be, config, &mut draw)
     }

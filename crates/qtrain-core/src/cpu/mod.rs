@@ -230,6 +230,13 @@ impl Backend for CpuBackend {
         CpuTensor::new_bf16(data.to_bf16_vec(), shape)
     }
 
+    fn upload_weight_bf16(&self, data: Vec<bf16>, shape: &[usize]) -> Result<CpuTensor> {
+        if !(self.bf16_weights && shape.len() == 2) {
+            return self.upload_weight(HostData::BF16(&data), shape);
+        }
+        CpuTensor::new_bf16(data, shape)
+    }
+
     fn download(&self, t: &CpuTensor) -> Result<Vec<f32>> {
         Ok(t.to_f32().into_owned())
     }

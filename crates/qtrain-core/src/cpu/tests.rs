@@ -549,3 +549,24 @@ fn copy_keeps_values_and_storage_and_is_independent() {
     assert_eq!(c.dtype(), w.dtype());
     assert_eq!(bf.download(&c).unwrap(), bf.download(&w).unwrap());
 }
+
+/// A bf16 weight given away is kept as it is in bf16 mode (no second copy of the largest
+/// tensor), and widened to the same values as `upload_weight` where the backend keeps f32.
+#[test]
+fn upload_weight_bf16_keeps_the_given_vector() {
+    let mut rng = Rng::new(9);
+    let values: Vec<half::bf16> = (0..12).map(|_| half::bf16::from_f32(rng.normal() as f32)).collect();
+    let bf = CpuBackend::bf16(true);
+    let given = values.clone();
+    let address = given.as_ptr();
+    let w = bf.upload_weight_bf16(given, &[3, 4]).unwrap();
+    match w.operand() {
+        Operand::Bf16(kept) => assert_eq!(kept.as_ptr(), address, "the vector was copied"),
+        Operand::F32(_) => panic!("bf16 mode stored the weight in f32"),
+    }
+    for be in [CpuBackend::new(), CpuBackend::bf16(false), bf] {
+        let by_slice = be.upload_weight(HostData::BF16(&values), &[3, 4]).unwrap();
+        let given = be.upload_weight_bf16(values.clone(), &[3, 4]).unwrap();
+        assert_eq!((given.dtype(), be.download(&given).unwrap()), (by_slice.dtype(), be.download(&by_slice).unwrap()));
+    }
+}
