@@ -16,7 +16,7 @@ use qtrain_core::{AttentionMask, Backend, HostData};
 use crate::config::{Proj, QwenConfig};
 use crate::error::{ModelError, Result};
 use crate::layer::{layer_forward, LayerPass};
-use crate::safetensors_io::SafetensorsStore;
+use crate::safetensors_io::{HostTensorData, SafetensorsStore};
 
 /// A low-rank adapter on one linear layer: `ΔW = scale · B A`.
 pub struct LoraPair<B: Backend> {
@@ -285,7 +285,11 @@ impl<B: Backend> QwenModel<B> {
         // Frozen-weight matrices: the backend may keep them narrower (bf16 on the CPU in bf16 mode).
         let load_weight = |name: &str| -> Result<B::Tensor> {
             let t = store.read(name)?;
-            Ok(be.upload_weight(t.as_host_data(), &t.shape)?)
+            Ok(match t.data {
+                // Handed over, not copied: the backend may keep this very vector.
+                HostTensorData::BF16(data) => be.upload_weight_bf16(data, &t.shape)?,
+                _ => be.upload_weight(t.as_host_data(), &t.shape)?,
+            })
         };
         let linear = |prefix: &str, proj: Proj| -> Result<Linear<B>> {
             let prefix = format!("{prefix}.{}", proj.module());
