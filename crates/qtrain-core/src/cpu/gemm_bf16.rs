@@ -168,8 +168,6 @@ impl Kernel {
             // nc 256 and 512 were slower, kcp 256 25 % slower. Not re-measured since: the later
             // sessions' machine has no AMX.
             Kernel::Amx => Blocking { mr: 32, k_step: 16, kcp: 512, mc: 512, nc: 4096 },
-            // 12 rows × 2 vectors = 24 accumulators of the 32 zmm registers; a B micro-panel is
-            // 128 pairs × 128 B = 16 KiB.
             // 12 rows × 2 vectors = 24 accumulators of the 32 zmm registers. A B panel of 512
             // pairs is 64 KiB (L1 is 48 KiB, but the panel is read in order and the next lines
             // come from L2 while the 12 A rows stay in L1); 192 rows of A per block are 384 KiB
@@ -334,9 +332,6 @@ pub unsafe fn gemm_bf16_raw(p: &Product<'_>, c: *mut f32, accumulate: bool, alph
     let plan = TaskPlan::new(m, n.div_ceil(NR), threads, &bl);
     let task = |t: usize| {
         let (rows, panels) = plan.task(t);
-        if rows.is_empty() || panels.is_empty() {
-            return;
-        }
         // Each task packs the B panels of its own band, in its thread's buffer: no task waits
         // for another between k blocks, so a product is two fork-joins (pack A, multiply)
         // whatever its size. (Shared B blocks cost two fork-joins per (nc, kcp) block, ≈ 12 µs
@@ -368,38 +363,39 @@ pub unsafe fn gemm_bf16_raw(p: &Product<'_>, c: *mut f32, accumulate: bool, alph
     A_SCRATCH.with(|s| *s.borrow_mut() = a_pack);
 }
 
-/// How a product's output is split into tasks: `row_groups` × `bands` rectangles, a band being
+/// How a product's output is split into tasks: row groups × bands rectangles, a band being
 /// consecutive B panels. Bands cost nothing extra (each B panel is packed by one task), row
 /// groups repack their band's B each, so rows are split only when there are too few panels to
 /// give every thread 4 tasks (work stealing evens out a thread that the VM stalls).
 struct TaskPlan {
-    rows_per_group: usize,
-    row_groups: usize,
-    panels_per_band: usize,
-    bands: usize,
     m: usize,
     panels: usize,
+    rows_per_group: usize,
+    panels_per_band: usize,
 }
 
 impl TaskPlan {
     fn new(m: usize, panels: usize, threads: usize, bl: &Blocking) -> TaskPlan {
         let wanted = if threads > 1 { 4 * threads } else { 1 };
-        let bands = wanted.min(panels);
-        let panels_per_band = panels.div_ceil(bands);
+        let panels_per_band = panels.div_ceil(wanted.min(panels));
         let bands = panels.div_ceil(panels_per_band);
         let row_groups = wanted.div_ceil(bands).min(m.div_ceil(bl.mr));
         let rows_per_group = m.div_ceil(row_groups).div_ceil(bl.mr) * bl.mr;
-        let row_groups = m.div_ceil(rows_per_group);
-        TaskPlan { rows_per_group, row_groups, panels_per_band, bands, m, panels }
+        TaskPlan { m, panels, rows_per_group, panels_per_band }
     }
 
+    fn bands(&self) -> usize {
+        self.panels.div_ceil(self.panels_per_band)
+    }
+
+    /// Every task is non-empty: band and group sizes are rounded up, their counts follow.
     fn tasks(&self) -> usize {
-        self.row_groups * self.bands
+        self.m.div_ceil(self.rows_per_group) * self.bands()
     }
 
     /// Rows and B panels of task `t`.
     fn task(&self, t: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-        let (group, band) = (t / self.bands, t % self.bands);
+        let (group, band) = (t / self.bands(), t % self.bands());
         let rows = group * self.rows_per_group..((group + 1) * self.rows_per_group).min(self.m);
         let panels = band * self.panels_per_band..((band + 1) * self.panels_per_band).min(self.panels);
         (rows, panels)
